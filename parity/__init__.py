@@ -1,0 +1,1 @@
+"""parity: comparisons, checks, reports and the command line."""

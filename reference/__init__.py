@@ -1,0 +1,1 @@
+"""reference: the Keras twin of a scratch model, the oracle of the harness."""

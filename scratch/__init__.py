@@ -1,0 +1,1 @@
+"""scratch: the numpy CNN under test. Imports numpy only (never tensorflow or keras)."""

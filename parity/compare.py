@@ -1,0 +1,194 @@
+"""The one comparison behind every check: shape, then dtype, then values.
+
+``compare(actual, desired, ...)`` returns a :class:`Comparison` record. ``desired`` is
+the reference side (Keras, or finite differences); its largest magnitude scales the
+norm-wise relative error and the pass rule::
+
+    passed = max|a - b| <= atol + rtol * max|ref|        (and every value finite)
+
+The elementwise relative error is recorded, never the verdict: tiny reference elements
+make it explode on correct code (DESIGN.md, "Errors and tolerances").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+STAGES = ("shape", "dtype", "values")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What one comparison measured; one row of a report.
+
+    ``stage`` is where it stopped: ``shape`` or ``dtype`` (a mismatch, values not
+    compared) or ``values``. Index fields are ``-1`` / ``""`` when no element exists.
+    """
+
+    layer: str
+    quantity: str
+    actual_side: str
+    desired_side: str
+    stage: str
+    passed: bool
+    max_abs_error: float
+    rel_error: float  # norm-wise: max|a-b| / max|ref|
+    max_elem_rel_error: float  # max over elements of |a-b| / |ref| (inf where ref == 0 != a)
+    ref_max_abs: float
+    worst_flat_index: int
+    worst_index: str  # e.g. "(0, 12, 3, 7)"
+    actual_at_worst: float
+    desired_at_worst: float
+    atol: float
+    rtol: float
+    shape: str
+    dtype: str
+    message: str
+
+    def as_row(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def compare(
+    actual,
+    desired,
+    *,
+    layer: str,
+    quantity: str,
+    atol: float,
+    rtol: float,
+    actual_side: str = "scratch",
+    desired_side: str = "keras",
+    expected_dtype=None,
+) -> Comparison:
+    """Compare ``actual`` against the reference ``desired``.
+
+    Parameters
+    ----------
+    actual, desired : array_like
+        Same shape and dtype; ``desired`` is the reference side.
+    layer, quantity : str
+        Names that go into the record and every message.
+    atol, rtol : float
+        Pass rule ``max|a-b| <= atol + rtol * max|desired|``.
+    actual_side, desired_side : str
+        Side labels (``scratch``, ``keras``, ``fd``).
+    expected_dtype : dtype, optional
+        When given, both sides must have it (a twin silently running in float32
+        fails here instead of passing a loose comparison).
+    """
+    a, b = np.asarray(actual), np.asarray(desired)
+    base = dict(
+        layer=layer,
+        quantity=quantity,
+        actual_side=actual_side,
+        desired_side=desired_side,
+        atol=float(atol),
+        rtol=float(rtol),
+    )
+    where = f"layer `{layer}` quantity `{quantity}`"
+    if a.shape != b.shape:
+        return _mismatch(
+            base,
+            "shape",
+            f"{a.shape} vs {b.shape}",
+            b.dtype,
+            f"shape: {where}: {actual_side} has shape {a.shape}, {desired_side} has "
+            f"shape {b.shape}; values not compared.",
+        )
+    dtype_error = _dtype_error(a, b, expected_dtype, actual_side, desired_side)
+    if dtype_error:
+        return _mismatch(base, "dtype", str(a.shape), b.dtype, f"dtype: {where}: {dtype_error}")
+    return _compare_values(a, b, base, where)
+
+
+def _dtype_error(a, b, expected_dtype, actual_side, desired_side) -> str:
+    if a.dtype != b.dtype:
+        return (
+            f"{actual_side} has dtype {a.dtype}, {desired_side} has dtype {b.dtype}; "
+            "values not compared."
+        )
+    if expected_dtype is not None and a.dtype != np.dtype(expected_dtype):
+        return (
+            f"expected dtype {np.dtype(expected_dtype)} on both sides, received "
+            f"{a.dtype}; values not compared."
+        )
+    return ""
+
+
+def _mismatch(base: dict, stage: str, shape: str, dtype, message: str) -> Comparison:
+    nan = float("nan")
+    return Comparison(
+        **base,
+        stage=stage,
+        passed=False,
+        max_abs_error=nan,
+        rel_error=nan,
+        max_elem_rel_error=nan,
+        ref_max_abs=nan,
+        worst_flat_index=-1,
+        worst_index="",
+        actual_at_worst=nan,
+        desired_at_worst=nan,
+        shape=shape,
+        dtype=str(dtype),
+        message=message,
+    )
+
+
+def _compare_values(a: np.ndarray, b: np.ndarray, base: dict, where: str) -> Comparison:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    ref_max = float(np.max(np.abs(b64), initial=0.0, where=np.isfinite(b64)))
+    if a.size == 0:
+        flat, max_abs = -1, 0.0
+    elif not finite.all():
+        flat = int(np.flatnonzero(~finite)[0])  # the first non-finite element is the worst
+        max_abs = float("nan")
+    else:
+        flat = int(np.argmax(diff))
+        max_abs = float(diff.flat[flat])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elem_rel = np.where(diff == 0, 0.0, diff / np.abs(b64))
+    max_elem = float(np.max(elem_rel, initial=0.0)) if finite.all() else float("nan")
+    rel = max_abs / ref_max if ref_max > 0 else (0.0 if max_abs == 0 else float("inf"))
+    limit = base["atol"] + base["rtol"] * ref_max
+    passed = bool(finite.all() and max_abs <= limit)
+    index = np.unravel_index(flat, a.shape) if flat >= 0 else ()
+    index_text = str(tuple(int(i) for i in index)) if flat >= 0 else ""
+    a_w = float(a64.flat[flat]) if flat >= 0 else float("nan")
+    b_w = float(b64.flat[flat]) if flat >= 0 else float("nan")
+    side_a, side_b = base["actual_side"], base["desired_side"]
+    if not finite.all():
+        message = (
+            f"values: {where}: non-finite value at index {index_text}: "
+            f"{side_a}={a_w!r}, {side_b}={b_w!r}; NaN/inf never passes."
+        )
+    else:
+        verdict = "within" if passed else "exceeds"
+        message = (
+            f"values: {where}: max|{side_a}-{side_b}|={max_abs:.3e} {verdict} "
+            f"atol + rtol*max|{side_b}| = {base['atol']:.1e} + {base['rtol']:.1e}*"
+            f"{ref_max:.3e} = {limit:.3e} (rel {rel:.3e}); worst at index {index_text}: "
+            f"{side_a}={a_w!r}, {side_b}={b_w!r}."
+        )
+    return Comparison(
+        **base,
+        stage="values",
+        passed=passed,
+        max_abs_error=max_abs,
+        rel_error=float(rel),
+        max_elem_rel_error=max_elem,
+        ref_max_abs=ref_max,
+        worst_flat_index=flat,
+        worst_index=index_text,
+        actual_at_worst=a_w,
+        desired_at_worst=b_w,
+        shape=str(a.shape),
+        dtype=str(a.dtype),
+        message=message,
+    )

@@ -1,0 +1,141 @@
+"""Keras/TensorFlow process setup: floatx, determinism, logging, one process per dtype.
+
+Keras is exact in float64 only when ``keras.config.set_floatx("float64")`` runs before
+any Keras object exists in the process (DESIGN.md: the compiled loss, the optimizer's
+learning-rate variable, ``fit``'s slicing of numpy inputs and the loss metric all
+follow floatx; a late floatx leaves kernels float32 without a warning). So a process
+is configured once, for one dtype, and float32 and float64 work runs in separate
+processes (``run_in_dtype_process``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import multiprocessing
+import os
+import platform
+from typing import Any
+
+SUPPORTED_DTYPES = ("float32", "float64")
+DEFAULT_SEED = 0
+DEFAULT_TF_LOG_LEVEL = "2"  # hide TF's INFO and WARNING lines (oneDNN, CUDA stubs)
+
+_configured: dict[str, Any] = {}  # {"dtype": ..., "seed": ...} once configure() ran
+
+
+def check_dtype(dtype) -> str:
+    """Return ``dtype``'s name if it is float32 or float64, else raise ValueError."""
+    name = getattr(dtype, "name", dtype)
+    if not isinstance(name, str) or name not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"Invalid value for argument `dtype`. Expected one of {SUPPORTED_DTYPES}. "
+            f"Received dtype={dtype!r}."
+        )
+    return name
+
+
+def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
+    """Set up this process's Keras for ``dtype``; call before any Keras object exists.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL`` (default 2 unless the user set it), Keras floatx,
+    ``keras.utils.set_random_seed(seed)`` and TensorFlow op determinism. Calling it
+    again with the same dtype is a no-op (the seed is set again).
+
+    Raises
+    ------
+    ValueError
+        ``dtype`` is not float32/float64.
+    RuntimeError
+        The process was already configured for the other dtype, or Keras objects
+        already exist under another floatx (they would keep that dtype silently).
+    """
+    name = check_dtype(dtype)
+    if _configured and _configured["dtype"] != name:
+        raise RuntimeError(
+            f"reference.backend.configure(dtype={name!r}): this process is already "
+            f"configured for {_configured['dtype']!r}. One process per dtype: use "
+            "reference.backend.run_in_dtype_process."
+        )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
+    import keras
+    import tensorflow as tf
+
+    current = keras.config.floatx()
+    if current != name:
+        existing = _existing_keras_objects()
+        if existing:
+            raise RuntimeError(
+                f"reference.backend.configure(dtype={name!r}): Keras floatx is "
+                f"{current!r} and {len(existing)} Keras object(s) already exist in this "
+                f"process (e.g. {existing[0]}); they keep {current!r}. Configure before "
+                "building any Keras object, or use reference.backend.run_in_dtype_process."
+            )
+        keras.config.set_floatx(name)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    _configured.update(dtype=name, seed=seed)
+
+
+def configured_dtype() -> str | None:
+    """The dtype ``configure`` set in this process, or None."""
+    return _configured.get("dtype")
+
+
+def _existing_keras_objects(limit: int = 3) -> list[str]:
+    """Descriptions of live Keras layers, variables and optimizers (at most ``limit``)."""
+    import keras
+
+    kinds = (keras.layers.Layer, keras.Variable, keras.optimizers.Optimizer)
+    found = []
+    for obj in gc.get_objects():
+        if isinstance(obj, kinds):
+            found.append(f"{type(obj).__name__} {getattr(obj, 'name', '?')!r}")
+            if len(found) >= limit:
+                break
+    return found
+
+
+def environment() -> dict[str, Any]:
+    """Versions, oneDNN flag, thread counts, platform and floatx, for reports."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (default on)"),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "unset"),
+        "intra_op_parallelism_threads": threading.get_intra_op_parallelism_threads(),
+        "inter_op_parallelism_threads": threading.get_inter_op_parallelism_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "floatx": keras.config.floatx(),
+        "configured_dtype": configured_dtype(),
+        "seed": _configured.get("seed"),
+        "op_determinism": bool(_configured),  # configure() enables it
+    }
+
+
+def run_in_dtype_process(dtype: str, fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a fresh 'spawn' process configured for ``dtype``.
+
+    ``fn``, its arguments and its result must be picklable (``fn`` defined at module
+    level in an importable module). An exception in the child is re-raised here with
+    the child's traceback text attached (as its ``__cause__``). Each call starts one
+    process (TensorFlow import: a few seconds).
+    """
+    name = check_dtype(dtype)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=context,
+        initializer=configure,
+        initargs=(name,),
+    ) as pool:
+        return pool.submit(fn, *args, **kwargs).result()

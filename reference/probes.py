@@ -1,0 +1,129 @@
+"""Probes of the twin: every layer's output, the loss and its gradients, under scratch names.
+
+Inputs are the scratch model's own preprocessed batch (native layout); results come
+back converted to the scratch side's native layouts (``reference.layout``) and keyed by
+the scratch names, so the harness joins them with scratch rows on ``(layer, quantity)``.
+Every scratch key must have a Keras counterpart: a missing one is an error, never a
+skip.
+
+The loss is Keras's: ``keras.losses.CategoricalCrossentropy()`` (categorical
+cross-entropy on the softmax output, mean over the batch; the compiled loss of ``fit``).
+Keras 3's softmax output carries its logits, so the loss is computed from the logits,
+unclipped (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference import layout as layout_module
+from reference.layout import NoKerasCounterpart, Tree
+
+
+def one_hot(labels, units: int, dtype) -> np.ndarray:
+    """Integer class labels ``(N,)`` -> one-hot ``(N, units)`` in ``dtype``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            "Invalid value for argument `labels`. Expected integer class indices of shape "
+            f"(N,). Received labels.dtype={labels.dtype}, labels.shape={labels.shape}."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= units):
+        raise ValueError(
+            f"Invalid value for argument `labels`. Expected class indices in [0, {units}). "
+            f"Received values in [{labels.min()}, {labels.max()}]."
+        )
+    return np.eye(units, dtype=dtype)[labels]
+
+
+def loss_function():
+    """Keras's categorical cross-entropy, mean over the batch (``fit``'s compiled loss)."""
+    import keras
+
+    return keras.losses.CategoricalCrossentropy()
+
+
+def run_layers(keras_model, x_keras) -> tuple[dict, dict]:
+    """Call the twin layer by layer: ``({layer: input tensor}, {layer: output tensor})``."""
+    inputs, outputs = {}, {}
+    h = x_keras
+    for layer in keras_model.layers:
+        inputs[layer.name] = h
+        h = layer(h)
+        outputs[layer.name] = h
+    return inputs, outputs
+
+
+def forward(keras_model, model, x) -> dict[str, np.ndarray]:
+    """Every scratch layer's output from the twin, ``{layer: array}`` in scratch layout."""
+    import tensorflow as tf
+
+    layout = layout_module.layout_for(model)
+    x_keras = tf.constant(layout.input_to_keras(x))
+    _, outputs = run_layers(keras_model, x_keras)
+    arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
+    result = {}
+    for layer in model.layer_names:
+        k_layer, k_quantity = layout.keras_key(layer, "output")
+        result[layer] = layout.from_keras(layer, "output", _lookup(arrays, k_layer, layer, model))
+        assert k_quantity == "output", (layer, k_quantity)
+    return result
+
+
+def gradients(keras_model, model, x, labels) -> tuple[np.floating, Tree]:
+    """Keras's loss and its gradients for every scratch key, in scratch layout.
+
+    Returns ``(loss, tree)``: ``loss`` a numpy scalar in the twin's dtype; ``tree`` is
+    ``{layer: {"input": d loss/d layer input, weight: d loss/d weight}}`` for every scratch
+    layer and every scratch weight, from one ``tf.GradientTape``.
+    """
+    import tensorflow as tf
+
+    layout = layout_module.layout_for(model)
+    x_keras = tf.constant(layout.input_to_keras(x))
+    units = int(keras_model.output_shape[-1])
+    y = tf.constant(one_hot(labels, units, x_keras.dtype.as_numpy_dtype))
+    with tf.GradientTape() as tape:
+        tape.watch(x_keras)
+        inputs, outputs = run_layers(keras_model, x_keras)
+        loss = loss_function()(y, outputs[keras_model.layers[-1].name])
+    keys = [(name, "input") for name in inputs]
+    sources = list(inputs.values())
+    for layer in keras_model.layers:
+        for variable in layer.trainable_weights:
+            keys.append((layer.name, variable.name))
+            sources.append(variable)
+    grads = tape.gradient(loss, sources)
+    keras_grads: Tree = {}
+    for (k_layer, k_quantity), grad in zip(keys, grads, strict=True):
+        if grad is None:
+            raise RuntimeError(f"Twin layer `{k_layer}` {k_quantity}: the loss has no gradient.")
+        keras_grads.setdefault(k_layer, {})[k_quantity] = grad.numpy()
+    return loss.numpy(), _scratch_tree(keras_grads, layout, model)
+
+
+def _scratch_tree(keras_grads: Tree, layout, model) -> Tree:
+    params = model.params()
+    tree: Tree = {}
+    for layer in model.layer_names:
+        for quantity in ("input", *params.get(layer, {})):
+            k_layer, k_quantity = layout.keras_key(layer, quantity)
+            if k_quantity not in keras_grads.get(k_layer, {}):
+                raise NoKerasCounterpart(
+                    f"Model `{model.name}`: scratch layer `{layer}` {quantity} maps to Keras "
+                    f"`{k_layer}` {k_quantity}, which the twin has no gradient for; twin "
+                    f"gradients: {[f'{a}/{b}' for a, bs in keras_grads.items() for b in bs]}."
+                )
+            array = keras_grads[k_layer][k_quantity]
+            tree.setdefault(layer, {})[quantity] = layout.from_keras(layer, quantity, array)
+    return tree
+
+
+def _lookup(arrays: dict, k_layer: str, layer: str, model):
+    try:
+        return arrays[k_layer]
+    except KeyError:
+        raise NoKerasCounterpart(
+            f"Model `{model.name}`: scratch layer `{layer}` maps to Keras layer `{k_layer}`, "
+            f"which the twin lacks; twin layers: {list(arrays)}."
+        ) from None

@@ -1,0 +1,304 @@
+"""Train the twin on a given schedule, two ways, with exact per-step losses.
+
+- ``train_fit``: ``model.fit(batch_size=..., shuffle=False, epochs=1)`` once per epoch,
+  the path users take. Keras 3's ``logs["loss"]`` in ``on_train_batch_end`` is the
+  epoch's running mean, so the step's loss is read another way: the compiled loss is a
+  ``CategoricalCrossentropy`` that also assigns the value it returns (the very number
+  ``fit`` differentiates) and the batch's correct flags to ``tf.Variable``s, which a
+  callback reads after every batch (``steps_per_execution=1``). No de-averaging.
+- ``train_tape``: a ``tf.GradientTape`` step inside a ``tf.function``, called per batch.
+
+Both take the scratch model's preprocessed inputs (native layout) and integer labels,
+one index array per epoch (``orders``, as ``scratch.train.train``), train the twin in
+place, and return a :class:`TrainingRun` whose weights are in scratch layout.
+
+Optimizers (``make_optimizer``): ``SGD(learning_rate)`` and ``Adam(learning_rate,
+epsilon=1e-7)``, built in the configured floatx so the learning rate is a value of that
+dtype (float64: exactly 0.005, not the 0.004999999888 of a float32 build or of
+``tf.cast(0.005, tf.float64)``); checked after building.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reference import layout as layout_module
+from reference.backend import check_dtype
+from reference.layout import Tree
+from reference.probes import one_hot
+
+OPTIMIZERS = ("sgd", "adam")
+ADAM_EPSILON = 1e-7  # Keras's default, and scratch.optim.Adam's
+PATHS = ("fit", "tape")
+
+
+@dataclass
+class TrainingRun:
+    """What one training run of the twin produced.
+
+    ``losses[k]``: mean loss of global step ``k``'s batch before its update;
+    ``correct``: per example in training order, whether that step's forward pass
+    predicted it; ``epoch_weights[e]``: weights after epoch ``e`` (scratch layout).
+    """
+
+    path: str
+    optimizer: str
+    learning_rate: np.floating  # read back from the optimizer's variable
+    batch_size: int
+    losses: np.ndarray
+    correct: np.ndarray
+    steps_per_epoch: list[int]
+    weights: Tree
+    epoch_weights: list[Tree] = field(default_factory=list)
+
+
+def make_optimizer(name: str, learning_rate: float, dtype: str):
+    """Keras ``SGD``/``Adam`` whose learning-rate variable holds ``learning_rate`` in ``dtype``."""
+    import keras
+
+    dtype = check_dtype(dtype)
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, epsilon=ADAM_EPSILON)
+    else:
+        raise ValueError(
+            f"Invalid value for argument `optimizer`. Expected one of {OPTIMIZERS}. "
+            f"Received optimizer={name!r}."
+        )
+    variable = optimizer.learning_rate
+    expected = np.dtype(dtype).type(learning_rate)
+    if variable.dtype != dtype or variable.numpy() != expected:
+        raise RuntimeError(
+            f"Keras {name} learning rate is {variable.numpy()!r} ({variable.dtype}), expected "
+            f"{expected!r} ({dtype}): was this process configured for {dtype} "
+            "(reference.backend.configure) before any Keras object existed?"
+        )
+    return optimizer
+
+
+def train_fit(
+    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005
+) -> TrainingRun:
+    """Train ``keras_model`` in place with ``fit``, one ``fit`` call per epoch.
+
+    ``x``: the scratch model's preprocessed inputs ``(N, ...)``; ``labels``: ``(N,)``
+    integers; ``orders``: one index array per epoch (batches are consecutive slices).
+    """
+    import keras
+    import tensorflow as tf
+
+    setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
+    loss_var = tf.Variable(tf.zeros([], dtype=setup.dtype), trainable=False)
+    correct_var = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]), trainable=False)
+    keras_model.compile(
+        optimizer=setup.optimizer,
+        loss=_recording_class()(loss_var, correct_var),
+        steps_per_execution=1,
+        jit_compile=False,
+        run_eagerly=False,
+    )
+    losses, correct, epoch_weights, steps = [], [], [], []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(loss_var.numpy())
+            correct.append(correct_var.numpy())
+
+    for order in setup.orders:
+        before = len(losses)
+        keras_model.fit(
+            setup.x[order],
+            setup.y[order],
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Recorder()],
+        )
+        steps.append(_check_steps(len(losses) - before, order.size, batch_size, "fit"))
+        epoch_weights.append(_scratch_weights(keras_model, model))
+    return setup.result("fit", losses, correct, steps, epoch_weights)
+
+
+def train_tape(
+    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005
+) -> TrainingRun:
+    """Train ``keras_model`` in place with a ``tf.GradientTape`` step in a ``tf.function``."""
+    import tensorflow as tf
+
+    from reference.probes import loss_function
+
+    setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
+    variables = keras_model.trainable_variables
+    opt, loss_fn = setup.optimizer, loss_function()
+    opt.build(variables)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            probs = keras_model(xb, training=True)
+            loss = loss_fn(yb, probs)
+        opt.apply(tape.gradient(loss, variables), variables)
+        return loss, tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
+
+    losses, correct, epoch_weights, steps = [], [], [], []
+    for order in setup.orders:
+        count = 0
+        for start in range(0, order.size, batch_size):
+            batch = order[start : start + batch_size]
+            loss, flags = step(tf.constant(setup.x[batch]), tf.constant(setup.y[batch]))
+            losses.append(loss.numpy())
+            correct.append(flags.numpy())
+            count += 1
+        steps.append(count)
+        epoch_weights.append(_scratch_weights(keras_model, model))
+    return setup.result("tape", losses, correct, steps, epoch_weights)
+
+
+def train(path: str, keras_model, model, x, labels, orders, **kwargs) -> TrainingRun:
+    """``train_fit`` (``path="fit"``) or ``train_tape`` (``path="tape"``)."""
+    if path not in PATHS:
+        raise ValueError(
+            f"Invalid value for argument `path`. Expected one of {PATHS}. Received path={path!r}."
+        )
+    function = train_fit if path == "fit" else train_tape
+    return function(keras_model, model, x, labels, orders, **kwargs)
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+_RECORDING_CLASS = []
+
+
+def _recording_class():
+    """``CategoricalCrossentropy`` that stores each call's value and correct flags."""
+    if _RECORDING_CLASS:
+        return _RECORDING_CLASS[0]
+    import keras
+    from keras import ops
+
+    class RecordingCrossentropy(keras.losses.CategoricalCrossentropy):
+        def __init__(self, loss_var, correct_var):
+            super().__init__(name="categorical_crossentropy")
+            self._loss_var, self._correct_var = loss_var, correct_var
+
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            value = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+            self._loss_var.assign(value)
+            self._correct_var.assign(
+                ops.equal(ops.argmax(y_pred, axis=-1), ops.argmax(y_true, axis=-1))
+            )
+            return value
+
+    _RECORDING_CLASS.append(RecordingCrossentropy)
+    return RecordingCrossentropy
+
+
+@dataclass
+class _Setup:
+    dtype: str
+    x: np.ndarray  # Keras layout, all examples
+    y: np.ndarray  # one-hot
+    orders: list
+    optimizer: object
+    optimizer_name: str
+    batch_size: int
+    keras_model: object
+    model: object
+
+    def result(self, path, losses, correct, steps, epoch_weights) -> TrainingRun:
+        return TrainingRun(
+            path=path,
+            optimizer=self.optimizer_name,
+            learning_rate=self.optimizer.learning_rate.numpy(),
+            batch_size=self.batch_size,
+            losses=np.array(losses, dtype=self.dtype),
+            correct=np.concatenate(correct) if correct else np.zeros(0, bool),
+            steps_per_epoch=steps,
+            weights=epoch_weights[-1] if epoch_weights else {},
+            epoch_weights=epoch_weights,
+        )
+
+
+def _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate):
+    import keras
+
+    dtype = check_dtype(keras.config.floatx())
+    if np.dtype(model.dtype).name != dtype:
+        raise ValueError(
+            f"Training the twin of `{model.name}` ({np.dtype(model.dtype).name}) in a "
+            f"process whose Keras floatx is {dtype}: one process per dtype."
+        )
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(
+            "Invalid value for argument `batch_size`. Expected a positive int. "
+            f"Received batch_size={batch_size!r}."
+        )
+    layout = layout_module.layout_for(model)
+    x_keras = layout.input_to_keras(np.asarray(x))
+    if x_keras.dtype != dtype:
+        raise ValueError(
+            f"Invalid value for argument `x`. Expected {dtype} inputs (the model's "
+            f"preprocess). Received dtype {x_keras.dtype}."
+        )
+    units = int(keras_model.output_shape[-1])
+    y = one_hot(labels, units, dtype)
+    if len(y) != len(x_keras):
+        raise ValueError(
+            f"Invalid value for argument `labels`. Expected {len(x_keras)} labels (one per "
+            f"example of x). Received {len(y)}."
+        )
+    return _Setup(
+        dtype,
+        x_keras,
+        y,
+        _check_orders(orders, len(x_keras)),
+        make_optimizer(optimizer, learning_rate, dtype),
+        optimizer,
+        int(batch_size),
+        keras_model,
+        model,
+    )
+
+
+def _check_orders(orders: Sequence, n: int) -> list[np.ndarray]:
+    checked = []
+    for epoch, order in enumerate(orders):
+        order = np.asarray(order)
+        if order.ndim != 1 or order.dtype.kind not in "iu" or order.size == 0:
+            raise ValueError(
+                "Invalid value for argument `orders`. Expected non-empty 1-D integer index "
+                f"arrays, one per epoch. Received orders[{epoch}] with shape {order.shape} "
+                f"and dtype {order.dtype}."
+            )
+        if order.min() < 0 or order.max() >= n:
+            raise ValueError(
+                f"Invalid value for argument `orders`. Expected indices in [0, {n}). "
+                f"Received orders[{epoch}] with values in [{order.min()}, {order.max()}]."
+            )
+        checked.append(order.astype(np.int64))
+    if not checked:
+        raise ValueError("Invalid value for argument `orders`. Expected at least one epoch.")
+    return checked
+
+
+def _check_steps(count: int, n: int, batch_size: int, path: str) -> int:
+    expected = -(-n // batch_size)
+    if count != expected:
+        raise RuntimeError(
+            f"{path}: recorded {count} steps for an epoch of {n} examples at batch size "
+            f"{batch_size}, expected {expected} (steps_per_execution must be 1)."
+        )
+    return count
+
+
+def _scratch_weights(keras_model, model) -> Tree:
+    from reference.twin import keras_weights
+
+    layout = layout_module.layout_for(model)
+    return layout.weights_from_keras(keras_weights(keras_model), model.params())

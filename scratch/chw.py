@@ -1,0 +1,439 @@
+"""The channels-first family: the second seed document's layers, written natively CHW.
+
+Activations are ``(N, C, H, W)`` (or one image ``(C, H, W)``), filters ``(F, C, kh, kw)``
+with a bias ``(F,)``, and every ``backward(dout)`` returns what the document returns:
+``(dx, dw, db)`` for ``Conv`` and ``Linear``, ``dx`` for ``ReLU`` and ``MaxPool2x2``.
+``softmax_loss(scores, y)`` is the separate loss, averaged over the batch.
+
+Nothing here is built on the NHWC layers: the convolution is a cross-correlation over
+a strided window view of the channels-first input, its input gradient the full
+correlation of the (stride-dilated) output gradient with the flipped filters.
+
+Inputs are cast to the layer's dtype on entry (as Keras casts to a layer's compute
+dtype); a batch of one is ``(1, C, H, W)``, a single image ``(C, H, W)`` gives outputs
+and gradients without the batch axis.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from scratch.protocol import check_dtype
+
+__all__ = ["Conv", "Linear", "MaxPool2x2", "ReLU", "softmax", "softmax_loss"]
+
+
+# ----------------------------------------------------------------------------- checks
+def _invalid(argument: str, rule: str, received: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument `{argument}`. Expected {rule}. Received {received}."
+    )
+
+
+def _check_int(argument: str, value, minimum: int) -> int:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < minimum:
+        rule = "a strictly positive integer" if minimum == 1 else "a non-negative integer"
+        raise _invalid(argument, rule, f"{argument}={value!r}")
+    return int(value)
+
+
+def _check_scale(value) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise _invalid(
+            "weight_scale", "a finite, strictly positive number", f"weight_scale={value!r}"
+        )
+    return float(value)
+
+
+def _rng(rng) -> np.random.Generator:
+    """``None`` means seed 0 (reproducible by default), an int is a seed."""
+    if rng is None:
+        return np.random.default_rng(0)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise _invalid("rng", "None, an integer seed or a numpy Generator", f"rng={rng!r}")
+
+
+def _cast_finite(x, dtype: np.dtype, argument: str = "x") -> np.ndarray:
+    """``x`` as an array of ``dtype``; non-finite values (also from a cast overflow) raise."""
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise _invalid(argument, "a numeric array", f"{argument}.dtype={x.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(dtype, copy=False)
+    bad = np.size(x) - np.count_nonzero(np.isfinite(x))
+    if bad:
+        raise _invalid(
+            argument,
+            "finite values",
+            f"{argument} with {bad} non-finite value(s) (nan or inf, after casting to {dtype})",
+        )
+    return x
+
+
+def _as_image_batch(x, dtype: np.dtype) -> tuple[np.ndarray, bool]:
+    """``(N, C, H, W)`` or one image ``(C, H, W)`` -> (batch, was_single)."""
+    shape = np.shape(x)
+    if len(shape) not in (3, 4):
+        raise _invalid("x", "rank 3 (C, H, W) or rank 4 (N, C, H, W)", f"x.shape={shape}")
+    x = _cast_finite(x, dtype)
+    return (x[None], True) if x.ndim == 3 else (x, False)
+
+
+def _check_dout(dout, expected_shape: tuple, dtype: np.dtype, layer: str) -> np.ndarray:
+    if expected_shape is None:
+        raise RuntimeError(f"{layer}.backward called before {layer}.forward.")
+    dout = np.asarray(dout, dtype=dtype)
+    if dout.shape != expected_shape:
+        raise _invalid(
+            "dout",
+            f"the shape of {layer}'s last output {expected_shape}",
+            f"dout.shape={dout.shape}",
+        )
+    return dout
+
+
+# ----------------------------------------------------------------------------- layers
+class Conv:
+    """2-D cross-correlation, channels-first, with bias, zero padding and stride.
+
+    Parameters
+    ----------
+    in_channels, out_channels, filter_size : int
+        ``C``, ``F`` and the square filter side ``k``.
+    pad : int
+        Zeros added on each side of H and W (never of N or C).
+    stride : int
+        Step in H and W. ``(H + 2*pad - k)`` must be a multiple of ``stride``: a stride
+        that does not tile the padded input is rejected (not silently floored), so no
+        pixel is ever ignored and the input gradient has no unreachable rows.
+    weight_scale : float
+        ``filters = standard_normal((F, C, k, k)) * weight_scale`` (drawn in float64,
+        then cast); ``bias = zeros(F)``.
+    rng : None, int or numpy.random.Generator
+        Source of the filters; ``None`` means seed 0.
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    filters : ndarray (F, C, k, k)
+    bias : ndarray (F,)
+
+    Shapes: ``x (N, C, H, W) -> out (N, F, Ho, Wo)``,
+    ``Ho = (H + 2*pad - k) // stride + 1`` (same for W).
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        filter_size,
+        pad=0,
+        stride=1,
+        weight_scale=1e-3,
+        rng=None,
+        dtype=np.float64,
+    ):
+        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.out_channels = _check_int("out_channels", out_channels, 1)
+        self.filter_size = _check_int("filter_size", filter_size, 1)
+        self.pad = _check_int("pad", pad, 0)
+        self.stride = _check_int("stride", stride, 1)
+        self.dtype = check_dtype(dtype)
+        scale = _check_scale(weight_scale)
+        shape = (self.out_channels, self.in_channels, self.filter_size, self.filter_size)
+        self.filters = (_rng(rng).standard_normal(shape) * scale).astype(self.dtype)
+        self.bias = np.zeros(self.out_channels, dtype=self.dtype)
+        self._cache = None
+
+    def output_size(self, size: int, axis: str) -> int:
+        """Output height/width for input ``size``; raises when the filter cannot tile it."""
+        k, p, s = self.filter_size, self.pad, self.stride
+        padded = size + 2 * p
+        if k > padded:
+            raise _invalid(
+                "x",
+                f"{axis} + 2*pad >= filter_size={k} (the filter must fit the padded input)",
+                f"{axis}={size} with pad={p}: {axis} + 2*pad = {padded}",
+            )
+        if (padded - k) % s:
+            raise _invalid(
+                "x",
+                f"({axis} + 2*pad - filter_size) to be a multiple of stride={s} "
+                "(a stride that does not tile the padded input is rejected)",
+                f"{axis}={size} with pad={p}, filter_size={k}: "
+                f"{axis} + 2*pad - filter_size = {padded - k}",
+            )
+        return (padded - k) // s + 1
+
+    def forward(self, x) -> np.ndarray:
+        """``x (N, C, H, W)`` or ``(C, H, W)`` -> ``out (N, F, Ho, Wo)`` or ``(F, Ho, Wo)``."""
+        xb, single = _as_image_batch(x, self.dtype)
+        if xb.shape[1] != self.in_channels:
+            raise _invalid(
+                "x",
+                f"{self.in_channels} channel(s) on the channel axis (axis -3, channels-first)",
+                f"x.shape={np.shape(x)}",
+            )
+        ho = self.output_size(xb.shape[2], "H")
+        wo = self.output_size(xb.shape[3], "W")
+        p, s = self.pad, self.stride
+        # Pad H and W only. The document's `np.pad(x, self.pad)` pads EVERY axis, the
+        # batch and channel axes too (C -> C + 2*pad): a bug this line keeps out.
+        xp = np.pad(xb, ((0, 0), (0, 0), (p, p), (p, p)))
+        k = self.filter_size
+        # (N, C, Ho, Wo, k, k): a strided view of xp, no copy yet.
+        windows = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+        assert windows.shape[2:4] == (ho, wo)
+        cols = _columns(windows)  # (C*k*k, N*Ho*Wo), im2col
+        out = self.filters.reshape(self.out_channels, -1) @ cols  # (F, N*Ho*Wo)
+        out = out.reshape(self.out_channels, xb.shape[0], ho, wo) + self.bias[:, None, None, None]
+        out = np.ascontiguousarray(out.transpose(1, 0, 2, 3))  # (N, F, Ho, Wo)
+        self._cache = (xp.shape, cols, single, out.shape)
+        return out[0] if single else out
+
+    def backward(self, dout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``dout`` shaped like the last output -> ``(dx, dw, db)``.
+
+        ``dx`` like the last input, ``dw (F, C, k, k)``, ``db (F,)``.
+        """
+        if self._cache is None:
+            raise RuntimeError("Conv.backward called before Conv.forward.")
+        xp_shape, cols, single, out_shape = self._cache
+        want = out_shape[1:] if single else out_shape
+        dout = _check_dout(dout, want, self.dtype, "Conv")
+        d = dout[None] if single else dout  # (N, F, Ho, Wo)
+        db = d.sum(axis=(0, 2, 3))
+        d_fm = d.transpose(1, 0, 2, 3).reshape(d.shape[1], -1)  # (F, N*Ho*Wo)
+        dw = (d_fm @ cols.T).reshape(self.filters.shape)  # (F, C, k, k)
+        dx = self._input_gradient(d, xp_shape)
+        return (dx[0] if single else dx), dw, db
+
+    def _input_gradient(self, d: np.ndarray, xp_shape: tuple) -> np.ndarray:
+        """Full correlation of the stride-dilated ``d`` with the flipped filters."""
+        n, f, ho, wo = d.shape
+        k, s, p = self.filter_size, self.stride, self.pad
+        dilated = np.zeros((n, f, (ho - 1) * s + 1, (wo - 1) * s + 1), dtype=self.dtype)
+        dilated[:, :, ::s, ::s] = d
+        framed = np.pad(dilated, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
+        windows = sliding_window_view(framed, (k, k), axis=(2, 3))  # (N, F, Hp, Wp, k, k)
+        assert windows.shape[2:4] == xp_shape[2:4]  # exact because the stride tiles
+        flipped = self.filters[:, :, ::-1, ::-1]  # (F, C, k, k), rotated 180 degrees
+        w_cf = flipped.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C, F*k*k)
+        dxp = (w_cf @ _columns(windows)).reshape(self.in_channels, n, *xp_shape[2:])
+        dxp = dxp.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp)
+        return np.ascontiguousarray(dxp[:, :, p : xp_shape[2] - p, p : xp_shape[3] - p])
+
+
+def _columns(windows: np.ndarray) -> np.ndarray:
+    """``(N, C, Ho, Wo, k, k)`` window view -> contiguous ``(C*k*k, N*Ho*Wo)`` columns."""
+    n, c, ho, wo, kh, kw = windows.shape
+    return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, -1)
+
+
+class MaxPool2x2:
+    """Max pooling over 2x2 windows with stride 2, channels-first.
+
+    An odd H or W drops its last row or column (Keras's ``padding="valid"``); that
+    row or column gets zero gradient. ``backward`` routes each window's gradient to
+    its FIRST maximum in row-major order (top-left, top-right, bottom-left,
+    bottom-right), TensorFlow's rule, so tied maxima are not over-counted.
+
+    Shapes: ``x (N, C, H, W) -> out (N, C, H // 2, W // 2)``.
+    """
+
+    def __init__(self, dtype=np.float64):
+        self.dtype = check_dtype(dtype)
+        self._cache = None
+
+    def forward(self, x) -> np.ndarray:
+        xb, single = _as_image_batch(x, self.dtype)
+        n, c, h, w = xb.shape
+        if h < 2 or w < 2:
+            raise _invalid("x", "H >= 2 and W >= 2 for 2x2 pooling", f"x.shape={np.shape(x)}")
+        ho, wo = h // 2, w // 2
+        # (N, C, Ho, Wo, 4): each window's 4 values in row-major order.
+        windows = (
+            xb[:, :, : 2 * ho, : 2 * wo]
+            .reshape(n, c, ho, 2, wo, 2)
+            .transpose(0, 1, 2, 4, 3, 5)
+            .reshape(n, c, ho, wo, 4)
+        )
+        first = windows.argmax(axis=-1)  # argmax returns the first maximum
+        out = np.take_along_axis(windows, first[..., None], axis=-1)[..., 0]
+        self._cache = (xb.shape, first, single)
+        return out[0] if single else out
+
+    def backward(self, dout) -> np.ndarray:
+        """``dout (N, C, Ho, Wo)`` -> ``dx`` like the last input."""
+        if self._cache is None:
+            raise RuntimeError("MaxPool2x2.backward called before MaxPool2x2.forward.")
+        shape, first, single = self._cache
+        want = first.shape[1:] if single else first.shape
+        dout = _check_dout(dout, want, self.dtype, "MaxPool2x2")
+        d = dout[None] if single else dout
+        n, c, ho, wo = first.shape
+        routed = (first[..., None] == np.arange(4)) * d[..., None]  # (N, C, Ho, Wo, 4)
+        routed = routed.reshape(n, c, ho, wo, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        dx = np.zeros(shape, dtype=self.dtype)
+        dx[:, :, : 2 * ho, : 2 * wo] = routed.reshape(n, c, 2 * ho, 2 * wo)
+        return dx[0] if single else dx
+
+
+class ReLU:
+    """``max(x, 0)`` elementwise, any shape; the gradient at exactly 0 is 0."""
+
+    def __init__(self, dtype=np.float64):
+        self.dtype = check_dtype(dtype)
+        self._mask = None
+
+    def forward(self, x) -> np.ndarray:
+        x = _cast_finite(x, self.dtype)
+        self._mask = x > 0
+        return np.where(self._mask, x, self.dtype.type(0))
+
+    def backward(self, dout) -> np.ndarray:
+        shape = None if self._mask is None else self._mask.shape
+        dout = _check_dout(dout, shape, self.dtype, "ReLU")
+        return np.where(self._mask, dout, self.dtype.type(0))
+
+
+class Linear:
+    """Fully connected layer that flattens its input in C, H, W order.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    weight_scale : float
+        ``weights = standard_normal((in_features, out_features)) * weight_scale``
+        (drawn in float64, then cast); ``bias = zeros(out_features)``.
+    rng : None, int or numpy.random.Generator
+        ``None`` means seed 0.
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    weights : ndarray (in_features, out_features)
+        Row ``c*H*W + h*W + w`` multiplies input ``(c, h, w)`` (CHW order; Keras's
+        Flatten of NHWC is HWC order, so the twin needs these rows permuted).
+    bias : ndarray (out_features,)
+
+    Shapes: a batch ``x (N, *features)`` with ``prod(features) == in_features``
+    -> ``(N, out_features)``; one example ``x (*features)`` -> ``(out_features,)``.
+    A leading axis is the batch axis whenever the remaining axes hold ``in_features``.
+    """
+
+    def __init__(self, in_features, out_features, weight_scale=1e-3, rng=None, dtype=np.float64):
+        self.in_features = _check_int("in_features", in_features, 1)
+        self.out_features = _check_int("out_features", out_features, 1)
+        self.dtype = check_dtype(dtype)
+        scale = _check_scale(weight_scale)
+        shape = (self.in_features, self.out_features)
+        self.weights = (_rng(rng).standard_normal(shape) * scale).astype(self.dtype)
+        self.bias = np.zeros(self.out_features, dtype=self.dtype)
+        self._cache = None
+
+    def forward(self, x) -> np.ndarray:
+        shape = np.shape(x)
+        if len(shape) >= 2 and int(np.prod(shape[1:])) == self.in_features:
+            single = False
+        elif len(shape) >= 1 and int(np.prod(shape)) == self.in_features:
+            single = True
+        else:
+            raise _invalid(
+                "x",
+                f"a batch (N, ...) whose non-batch axes hold in_features={self.in_features} "
+                "values, or one example of that many values",
+                f"x.shape={shape}",
+            )
+        x = _cast_finite(x, self.dtype)
+        flat = x.reshape(1 if single else shape[0], self.in_features)  # C, H, W order
+        out = flat @ self.weights + self.bias
+        self._cache = (flat, shape, single)
+        return out[0] if single else out
+
+    def backward(self, dout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``dout (N, out_features)`` -> ``(dx like the last input, dw, db)``."""
+        if self._cache is None:
+            raise RuntimeError("Linear.backward called before Linear.forward.")
+        flat, shape, single = self._cache
+        want = (self.out_features,) if single else (flat.shape[0], self.out_features)
+        d = _check_dout(dout, want, self.dtype, "Linear").reshape(flat.shape[0], -1)
+        dw = flat.T @ d  # (in_features, out_features)
+        db = d.sum(axis=0)
+        dx = (d @ self.weights.T).reshape(shape)
+        return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- loss
+def softmax(scores) -> np.ndarray:
+    """Row-wise softmax ``exp(s - max s) / sum exp(s - max s)``, last axis.
+
+    ``softmax_loss`` builds its probabilities with this very function, so the
+    probabilities a model reports are bit-identical to the ones its loss used.
+    """
+    scores = np.asarray(scores)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_loss(scores, y) -> tuple[float, np.ndarray]:
+    """Softmax cross-entropy averaged over the batch, and its gradient.
+
+    Parameters
+    ----------
+    scores : ndarray (N, K) or (K,)
+        Logits, float32 or float64 (kept in that dtype).
+    y : int array (N,) or int
+        Class indices in ``[0, K)``.
+
+    Returns
+    -------
+    loss : float
+        ``mean_n( log sum_k exp(s_nk - m_n) - (s_n,y_n - m_n) )``, ``m_n = max_k s_nk``.
+    dscores : ndarray like ``scores``
+        ``(softmax(scores) - onehot(y)) / N``.
+    """
+    scores_in = np.asarray(scores)
+    if scores_in.ndim not in (1, 2) or scores_in.shape[-1] < 1:
+        raise _invalid("scores", "rank 2 (N, K) or rank 1 (K,)", f"scores.shape={np.shape(scores)}")
+    dtype = check_dtype(scores_in.dtype) if scores_in.dtype.kind == "f" else np.dtype("float64")
+    s = _cast_finite(scores_in, dtype, "scores")
+    single = s.ndim == 1
+    s = s[None] if single else s
+    labels = _check_labels(y, s.shape[0], s.shape[1], single)
+    n = s.shape[0]
+    rows = np.arange(n)
+    shifted = s - s.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[rows, labels].mean()
+    dscores = softmax(s)  # same computation the model reports as its probabilities
+    dscores[rows, labels] -= 1
+    dscores /= dtype.type(n)
+    return float(loss), (dscores[0] if single else dscores)
+
+
+def _check_labels(y, n: int, k: int, single: bool) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise _invalid("y", "integer class indices", f"y.dtype={y.dtype}")
+    want = () if single else (n,)
+    if y.shape != want:
+        raise _invalid("y", f"shape {want} (one label per row of scores)", f"y.shape={y.shape}")
+    y = y.reshape(-1)
+    outside = (y < 0) | (y >= k)
+    if outside.any():
+        raise _invalid(
+            "y",
+            f"class indices in [0, {k})",
+            f"y={int(y[outside][0])} at position {int(np.flatnonzero(outside)[0])}",
+        )
+    return y

@@ -1,0 +1,79 @@
+"""The model registry: ``build(name, seed=0, dtype="float64") -> HarnessModel``.
+
+Each family registers ONE line in ``_BUILDERS``: ``"name": "module:function"``, where
+``function(seed, dtype) -> HarnessModel``. Modules are imported on first use, so this
+module imports before every family exists and never pulls in more than it builds.
+``_INTERNAL`` builders are buildable but not listed in ``MODEL_NAMES`` (not shown to
+users): they exist for cross-checks between families.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from scratch.protocol import HarnessModel, check_dtype
+
+_BUILDERS: dict[str, str] = {
+    # "name": "module:function"  -- one line per family, in the order users see them
+    "two-conv": "scratch.models:build_two_conv",
+    "chw": "scratch.chw_model:build_chw",
+    "chw-relu": "scratch.chw_model:build_chw_relu",
+}
+
+_INTERNAL: dict[str, str] = {
+    "zhou-seq": "scratch.models:build_zhou_seq",  # the blog network from the general layers
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+INPUT_SHAPE = (28, 28, 1)  # MNIST, NHWC per example
+
+
+def build(name: str, seed: int = 0, dtype="float64") -> HarnessModel:
+    """The registered model ``name``, initialised from ``seed``, in ``dtype``."""
+    builders = {**_BUILDERS, **_INTERNAL}
+    if name not in builders:
+        raise ValueError(
+            f"Invalid value for argument `name`. Expected one of {MODEL_NAMES}. "
+            f"Received name={name!r}."
+        )
+    dtype = check_dtype(dtype)
+    module, function = builders[name].split(":")
+    model = getattr(importlib.import_module(module), function)(seed, dtype)
+    model.name = name
+    return model
+
+
+def build_two_conv(seed: int, dtype) -> HarnessModel:
+    """Conv2D(8,3,same) -> ReLU -> MaxPool2D(2) -> Conv2D(16,3,same,s2) -> ReLU ->
+    Flatten -> Dense(10) -> Softmax, named like Keras."""
+    from scratch import layers as L
+    from scratch.sequential import Sequential
+
+    stack = [
+        L.Conv2D(8, 3, padding="same", name="conv2d"),
+        L.ReLU(name="re_lu"),
+        L.MaxPool2D(2, name="max_pooling2d"),
+        L.Conv2D(16, 3, strides=2, padding="same", name="conv2d_1"),
+        L.ReLU(name="re_lu_1"),
+        L.Flatten(name="flatten"),
+        L.Dense(10, name="dense"),
+        L.Softmax(name="softmax"),
+    ]
+    return Sequential(stack, INPUT_SHAPE, seed=seed, dtype=dtype, name="two-conv")
+
+
+def build_zhou_seq(seed: int, dtype) -> HarnessModel:
+    """The blog network from the general layers: Conv2D(8,3,no bias) -> MaxPool2D(2) ->
+    Flatten -> Dense(10) -> Softmax (its own glorot initialisation, not the blog's)."""
+    from scratch import layers as L
+    from scratch.sequential import Sequential
+
+    stack = [
+        L.Conv2D(8, 3, use_bias=False, name="conv2d"),
+        L.MaxPool2D(2, name="max_pooling2d"),
+        L.Flatten(name="flatten"),
+        L.Dense(10, name="dense"),
+        L.Softmax(name="softmax"),
+    ]
+    return Sequential(stack, INPUT_SHAPE, seed=seed, dtype=dtype, name="zhou-seq")

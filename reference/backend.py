@@ -40,7 +40,7 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
 
     Sets ``TF_CPP_MIN_LOG_LEVEL`` (default 2 unless the user set it), Keras floatx,
     ``keras.utils.set_random_seed(seed)`` and TensorFlow op determinism. Calling it
-    again with the same dtype is a no-op (the seed is set again).
+    again with the same dtype and seed is a no-op.
 
     Raises
     ------
@@ -51,6 +51,8 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
         already exist under another floatx (they would keep that dtype silently).
     """
     name = check_dtype(dtype)
+    if _configured.get("dtype") == name and _configured.get("seed") == seed:
+        return  # already done in this process
     if _configured and _configured["dtype"] != name:
         raise RuntimeError(
             f"reference.backend.configure(dtype={name!r}): this process is already "

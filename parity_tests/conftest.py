@@ -1,0 +1,49 @@
+"""Keras/TensorFlow setup of the pytest process.
+
+Keras is exact in float64 only if ``keras.config.set_floatx("float64")`` runs before
+any Keras object exists (DESIGN.md), so this process is configured for float64
+(``reference.backend.configure``: floatx, ``keras.utils.set_random_seed``, op
+determinism) before the first test that uses Keras; float32 work runs in its own
+process (``reference.backend.run_in_dtype_process``). TensorFlow is imported only when
+a test needs it: tests marked ``keras``, or any test once Keras is imported, so runs of
+numpy-only tests stay fast and free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is ever imported
+
+PROCESS_DTYPE = "float64"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "keras: uses Keras in the pytest process (configured for float64 before the test)",
+    )
+
+
+def _configure_keras() -> None:
+    from reference import backend
+
+    backend.configure(PROCESS_DTYPE)
+
+
+def _needs_keras(items) -> bool:
+    return "keras" in sys.modules or any(item.get_closest_marker("keras") for item in items)
+
+
+def pytest_collection_finish(session):
+    if _needs_keras(session.items):
+        _configure_keras()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if _needs_keras([item]):
+        _configure_keras()

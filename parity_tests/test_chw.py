@@ -7,23 +7,7 @@ from parity.compare import compare
 from parity.data import load_mnist
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax, softmax_loss
 from scratch.chw_model import build_chw, build_chw_relu
-
-try:
-    from scratch.finite_diff import central_difference
-except ImportError:  # scratch/finite_diff.py not written yet: same contract, local copy
-
-    def central_difference(f, x, eps=1e-6):
-        grad = np.zeros_like(x)
-        for i in np.ndindex(x.shape):
-            kept = x[i]
-            x[i] = kept + eps
-            up = f()
-            x[i] = kept - eps
-            down = f()
-            x[i] = kept
-            grad[i] = (up - down) / (2 * eps)
-        return grad
-
+from scratch.finite_diff import central_difference, model_difference
 
 # Measured worst norm-wise errors (float64, eps 1e-6) are written next to each constant.
 FD_RTOL = 1e-7  # the brief's bound; layer FD worst measured 4.6e-10 (central difference rounding)
@@ -296,19 +280,10 @@ def _pool_margin(a):
     return np.min(win[live, 3] - win[live, 2])
 
 
-def _tail_loss(model, name, a, labels):
-    """The loss computed from layer `name`'s input onward."""
-    names = [n for n, _ in model.net.layers]
-    start = names.index(name) if name in names else len(names)
-    for _, layer in model.net.layers[start:]:
-        a = layer.forward(a)
-    return softmax_loss(a, labels)[0]
-
-
 def _fd_tail(model, name, a, labels):
     """FD of the loss w.r.t. layer `name`'s input, and where it is defined: the pool input of
     chw-relu has windows clamped to all-zero by ReLU, tied maxima (kinks), masked out."""
-    numeric = central_difference(lambda: _tail_loss(model, name, a, labels), a, FD_EPS)
+    numeric = central_difference(lambda: model.loss_from(name, a, labels), a, FD_EPS)
     live = np.ones(a.shape, dtype=bool)
     if name == "max_pooling2d" and model.name == "chw-relu":
         window_max = a.reshape(*a.shape[:2], 13, 2, 13, 2).max(axis=(3, 5))
@@ -316,33 +291,50 @@ def _fd_tail(model, name, a, labels):
     return numeric, live
 
 
-@pytest.fixture(scope="module", params=[build_chw, build_chw_relu], ids=["chw", "chw-relu"])
-def fd_network(request, mnist):
-    """A network at O(1) weights, FD-safe inputs, its gradient tree and every layer's input."""
-    model = request.param(seed=0)
-    x, labels = _fd_inputs(model, mnist)
-    _, grads = model.gradients(x, labels)
-    outputs = list(model.forward(x).values())
-    inputs = dict(zip(model.layer_names, [x, *outputs[:-1]], strict=True))
-    return model, labels, grads, inputs
+@pytest.fixture(scope="module")
+def fd_networks(mnist):
+    """Per network: O(1) weights, FD-safe inputs, its gradient tree and every layer's input."""
+    cache = {}
+
+    def get(model_name):
+        if model_name not in cache:
+            model = {"chw": build_chw, "chw-relu": build_chw_relu}[model_name](seed=0)
+            x, labels = _fd_inputs(model, mnist)
+            _, grads = model.gradients(x, labels)
+            outputs = list(model.forward(x).values())
+            inputs = dict(zip(model.layer_names, [x, *outputs[:-1]], strict=True))
+            cache[model_name] = model, labels, grads, inputs
+        return cache[model_name]
+
+    return get
 
 
-@pytest.mark.parametrize("name", ["conv2d", "re_lu", "max_pooling2d", "dense", "softmax"])
-def test_network_input_gradients_match_finite_differences_of_its_loss(fd_network, name):
-    model, labels, grads, inputs = fd_network
-    if name not in model.layer_names:
-        pytest.skip(f"{model.name} has no layer {name}")
+def _network_cases(names):
+    return [pytest.param(m, n, id=f"{m}-{n}") for m in ("chw", "chw-relu") for n in names
+            if (m, n) != ("chw", "re_lu")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "model_name, name", _network_cases(["conv2d", "re_lu", "max_pooling2d", "dense", "softmax"])
+)
+def test_network_input_gradients_match_finite_differences_of_its_loss(
+    fd_networks, model_name, name
+):
+    model, labels, grads, inputs = fd_networks(model_name)
     numeric, live = _fd_tail(model, name, inputs[name].copy(), labels)
     _check(grads[name]["input"] * live, numeric * live, "input", NET_FD_RTOL, name)
 
 
+@pytest.mark.parametrize("model_name", ["chw", "chw-relu"])
 @pytest.mark.parametrize("name, weight", [("conv2d", "kernel"), ("conv2d", "bias"),
                                           ("dense", "kernel"), ("dense", "bias")])  # fmt: skip
-def test_network_weight_gradients_match_finite_differences_of_its_loss(fd_network, name, weight):
-    model, labels, grads, inputs = fd_network
+def test_network_weight_gradients_match_finite_differences_of_its_loss(
+    fd_networks, model_name, name, weight
+):
+    model, labels, grads, inputs = fd_networks(model_name)
     array = model.params()[name][weight]
     # The loss from this layer's input on is the same function of `array`, with fewer layers.
-    tail = lambda: _tail_loss(model, name, inputs[name], labels)  # noqa: E731
+    tail = lambda: model.loss_from(name, inputs[name], labels)  # noqa: E731
     _check(grads[name][weight], central_difference(tail, array, FD_EPS), weight, NET_FD_RTOL, name)
 
 
@@ -555,3 +547,18 @@ def test_backward_before_forward_and_wrong_dout_shape_are_refused():
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         pool.backward(np.zeros((1, 1, 4, 4)))
+
+
+# chw-relu's pool input is left out: its ReLU-clamped windows tie at 0 (kinks, masked above).
+@pytest.mark.parametrize("name", ["conv2d", "re_lu", "dense", "softmax"])
+def test_harness_model_difference_agrees_on_chw_relu(fd_networks, name):
+    model, labels, grads, inputs = fd_networks("chw-relu")
+    cells = np.arange(0, grads[name]["input"].size, 97)  # a spread sample of elements
+    numeric = model_difference(model, inputs["conv2d"], labels, name, "input", FD_EPS, cells)
+    _check(grads[name]["input"].reshape(-1)[cells], numeric, "input", NET_FD_RTOL, name)
+
+
+def test_loss_from_names_the_layer_it_does_not_know():
+    message = "Invalid value for argument `layer_name`. Expected one of ('conv2d', "
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_chw().loss_from("flatten", np.zeros((1, 1352)), np.array([0]))

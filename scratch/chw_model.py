@@ -60,6 +60,14 @@ class ChwNet:
             outputs[name] = x
         return outputs
 
+    def forward_from(self, name: str, h) -> np.ndarray:
+        """The scores when ``h`` is fed as the input of layer ``name`` (``"softmax"``: ``h``)."""
+        names = [n for n, _ in self.layers]
+        start = names.index(name) if name in names else len(names)
+        for _, layer in self.layers[start:]:
+            h = layer.forward(h)
+        return h
+
     def backward(self, dscores) -> dict[str, tuple]:
         """Backward through the cached forward: ``{name: (dx, dw, db)}`` or ``{name: dx}``."""
         results = {}
@@ -133,6 +141,15 @@ class ChwModel(HarnessModel):
             else:
                 tree[name] = {"input": result}
         return loss, {name: tree[name] for name in self.layer_names}
+
+    def loss_from(self, layer_name: str, h, labels) -> float:
+        """Mean loss when ``h`` is fed as the input of ``layer_name`` (for finite differences)."""
+        if layer_name not in self.layer_names:
+            raise ValueError(
+                f"Invalid value for argument `layer_name`. Expected one of {self.layer_names}. "
+                f"Received layer_name={layer_name!r}."
+            )
+        return softmax_loss(self.net.forward_from(layer_name, h), labels)[0]
 
     def params(self) -> Tree:
         return {

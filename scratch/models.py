@@ -15,6 +15,7 @@ from scratch.protocol import HarnessModel, check_dtype
 
 _BUILDERS: dict[str, str] = {
     # "name": "module:function"  -- one line per family, in the order users see them
+    "zhou": "scratch.zhou_model:build_zhou",  # the blog network (scratch/zhou.py)
     "two-conv": "scratch.models:build_two_conv",
     "chw": "scratch.chw_model:build_chw",
     "chw-relu": "scratch.chw_model:build_chw_relu",

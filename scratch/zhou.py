@@ -1,0 +1,460 @@
+"""The blog network, "CNNs, Part 2: Training a Convolutional Neural Network" (Victor Zhou).
+
+Three layers with the blog's API, one image at a time, activations HWC:
+
+    image (28, 28) -> Conv3x3(8) -> (26, 26, 8) -> MaxPool2 -> (13, 13, 8)
+                   -> Softmax(13 * 13 * 8, 10) -> probabilities (10,)
+
+Each layer has ``forward(input)`` and ``backprop(d_L_d_out, learn_rate)``: the
+blog's plain SGD step on its own weights, returning the loss gradient of its
+input. ``backward(d_L_d_out)`` is the same computation without the update: it
+stores the weight gradients (``d_L_d_filters``, ``d_L_d_w``, ``d_L_d_b``) and
+returns the input gradient, so a harness can read gradients before a step.
+``backprop`` is ``backward`` then the update, so the input gradient comes from
+the old weights, as in the blog.
+
+Written from the blog's formulas and independent of ``scratch.layers`` on
+purpose: the two implementations check each other. Vectorized (no Python loop
+over pixels, windows or filters): the blog's ``iterate_regions`` loops become a
+precomputed gather (im2col) and one matmul; 2x2 pooling is a reshape.
+
+Differences from the blog, each for a reason given where it happens: seeded
+``numpy.random.Generator`` initialisation; max-pool backprop routes a window's
+gradient to its first maximum only; ``Conv3x3.backprop`` returns the input
+gradient (the blog's exercise); the softmax is computed stably.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from scratch.protocol import check_dtype
+
+NUM_FILTERS = 8
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+
+
+def _generator(rng) -> np.random.Generator:
+    # The blog draws from the global np.random state; a Generator (or a seed for
+    # one) makes every run repeat. None gives a fresh unseeded Generator.
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a positive integer. "
+            f"Received {name}={value!r}."
+        )
+    return int(value)
+
+
+def _check_rank(x: np.ndarray, ndim: int, layout: str, name: str) -> None:
+    if x.ndim != ndim:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a {ndim}-D array {layout}. "
+            f"Received shape {x.shape}."
+        )
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    # One sum is the cheap test (a NaN or an infinity makes it non-finite); only
+    # when it fails, or overflows on huge finite values, is the array scanned.
+    if math.isfinite(x.sum()):
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected finite values. Received "
+            f"{int(bad.sum())} non-finite value(s), the first at index {first}: {x[first]}."
+        )
+
+
+def _check_shape(x: np.ndarray, expected: tuple, name: str) -> None:
+    if x.shape != expected:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected shape {expected} (the shape "
+            f"of the last forward output). Received shape {x.shape}."
+        )
+
+
+def _check_forward_called(layer, attribute: str) -> None:
+    if getattr(layer, attribute, None) is None:
+        raise RuntimeError(f"{type(layer).__name__}: call forward before backward.")
+
+
+def softmax_probabilities(totals: np.ndarray) -> np.ndarray:
+    """``exp(totals) / sum(exp(totals))`` for one vector of totals (logits)."""
+    # The blog's exp(totals) overflows past totals ~ 709 (float64); shifting by the
+    # max leaves the ratio unchanged and keeps every exponent <= 0.
+    exp = np.exp(totals - totals.max())
+    return exp / exp.sum()
+
+
+class Conv3x3:
+    """A convolution layer with 3x3 filters, stride 1, no padding and no bias.
+
+    Parameters
+    ----------
+    num_filters : int
+        Number of filters F (the blog uses 8).
+    rng : numpy.random.Generator, int or None
+        Source of the initial filters (a seed is turned into a Generator).
+    dtype : float32 or float64
+        Dtype of the filters, outputs and gradients.
+
+    Attributes
+    ----------
+    filters : ndarray (F, 3, 3)
+        Initialised standard normal / 9, as in the blog.
+    d_L_d_filters : ndarray (F, 3, 3)
+        Loss gradient of the filters from the last ``backward`` (or ``backprop``).
+
+    ``forward`` takes a 2-D image ``(H, W)`` and returns ``(H - 2, W - 2, F)``
+    (cross-correlation, like the blog and Keras).
+    """
+
+    def __init__(self, num_filters, rng=None, dtype=np.float64):
+        self.num_filters = _positive_int(num_filters, "num_filters")
+        self.dtype = check_dtype(dtype)
+        # The blog: np.random.randn(num_filters, 3, 3) / 9.
+        draw = _generator(rng).standard_normal((self.num_filters, 3, 3)) / 9
+        self.filters = draw.astype(self.dtype)
+        self.d_L_d_filters = np.zeros_like(self.filters)
+        self.last_input = None
+        self.last_regions = None
+        self._gather = {}  # (H, W) -> (P, 9) flat pixel indices of each 3x3 region
+
+    def _regions_index(self, h: int, w: int) -> np.ndarray:
+        # Row p = i * (W - 2) + j lists the 9 flat pixels of the region at (i, j),
+        # in the blog's iterate_regions order (row-major regions, row-major pixels).
+        key = (h, w)
+        if key not in self._gather:
+            corners = np.arange(h - 2)[:, None] * w + np.arange(w - 2)[None, :]
+            offsets = np.arange(3)[:, None] * w + np.arange(3)[None, :]
+            self._gather[key] = (corners.reshape(-1, 1) + offsets.reshape(1, 9)).astype(np.intp)
+        return self._gather[key]
+
+    def forward(self, input):
+        """Convolve a 2-D image ``(H, W)``; returns ``(H - 2, W - 2, F)``."""
+        x = np.asarray(input, dtype=self.dtype)
+        _check_rank(x, 2, "(H, W)", "input")
+        h, w = x.shape
+        if h < 3 or w < 3:
+            raise ValueError(
+                "Invalid value for argument `input`. Expected height and width >= 3 for a "
+                f"3x3 filter. Received shape {x.shape}."
+            )
+        _check_finite(x, "input")
+        # regions[p] is the blog's im_region at (i, j), flattened: (P, 9).
+        regions = x.reshape(-1).take(self._regions_index(h, w))
+        self.last_input = x
+        self.last_regions = regions
+        # Blog: output[i, j] = np.sum(im_region * self.filters, axis=(1, 2)) for every
+        # region; all regions at once is (P, 9) @ (9, F). A contiguous (9, F) copy of
+        # the 72 filter values makes the matmul ~2x faster than a transposed view.
+        kernel = np.ascontiguousarray(self.filters.reshape(self.num_filters, 9).T)
+        out = regions @ kernel
+        return out.reshape(h - 2, w - 2, self.num_filters)
+
+    def backward(self, d_L_d_out, input_grad=True):
+        """Store ``d_L_d_filters``; return the input gradient ``(H, W)`` (None if not asked)."""
+        _check_forward_called(self, "last_regions")
+        h, w = self.last_input.shape
+        d = np.asarray(d_L_d_out, dtype=self.dtype)
+        _check_shape(d, (h - 2, w - 2, self.num_filters), "d_L_d_out")
+        d = d.reshape(-1, self.num_filters)  # (P, F)
+        # Blog: d_L_d_filters[f] += d_L_d_out[i, j, f] * im_region over all regions;
+        # summed over the P regions at once, (F, P) @ (P, 9).
+        self.d_L_d_filters = (d.T @ self.last_regions).reshape(self.num_filters, 3, 3)
+        if not input_grad:
+            return None
+        # The blog's exercise: region (i, j) sends d_L_d_out[i, j, :] @ filters back
+        # to its 9 pixels; bincount adds up the overlapping regions.
+        per_region = d @ self.filters.reshape(self.num_filters, 9)  # (P, 9)
+        index = self._regions_index(h, w)
+        d_input = np.bincount(index.reshape(-1), per_region.reshape(-1), h * w)
+        return d_input.reshape(h, w).astype(self.dtype, copy=False)
+
+    def backprop(self, d_L_d_out, learn_rate, input_grad=True):
+        """``backward``, then the blog's SGD step ``filters -= learn_rate * d_L_d_filters``.
+
+        Returns the input gradient (computed with the filters before the step), or
+        None with ``input_grad=False`` (the blog returns None: nothing uses it).
+        """
+        d_input = self.backward(d_L_d_out, input_grad)
+        self.filters -= self.dtype.type(learn_rate) * self.d_L_d_filters
+        return d_input
+
+
+class MaxPool2:
+    """Max pooling over 2x2 windows, stride 2, on an HWC volume.
+
+    ``forward`` maps ``(H, W, C)`` to ``(H // 2, W // 2, C)``; an odd last row or
+    column is dropped, as in the blog (and Keras 'valid').
+    """
+
+    def __init__(self):
+        self.last_input_shape = None
+        self.last_windows = None
+        self.last_output = None
+
+    def forward(self, input):
+        """Max of each 2x2 window: ``(H, W, C) -> (H // 2, W // 2, C)``."""
+        x = np.asarray(input)
+        _check_rank(x, 3, "(H, W, C)", "input")
+        h, w, c = x.shape
+        nh, nw = h // 2, w // 2
+        if nh == 0 or nw == 0:
+            raise ValueError(
+                "Invalid value for argument `input`. Expected height and width >= 2 for a "
+                f"2x2 pool. Received shape {x.shape}."
+            )
+        # windows[k] holds window element k = 2 * di + dj (row-major inside the
+        # window) of every window, windows flattened in (i, j, c) order: (4, nh*nw*C).
+        grid = x[: 2 * nh, : 2 * nw].reshape(nh, 2, nw, 2, c)
+        windows = grid.transpose(1, 3, 0, 2, 4).reshape(4, -1)
+        out = windows.max(axis=0)
+        self.last_input_shape = x.shape
+        self.last_windows = windows
+        self.last_output = out
+        return out.reshape(nh, nw, c)
+
+    def backward(self, d_L_d_out):
+        """Route each window's gradient to its first maximum; returns ``(H, W, C)``."""
+        _check_forward_called(self, "last_windows")
+        h, w, c = self.last_input_shape
+        nh, nw = h // 2, w // 2
+        d = np.asarray(d_L_d_out, dtype=self.last_output.dtype)
+        _check_shape(d, (nh, nw, c), "d_L_d_out")
+        # The blog copies the gradient to every element equal to the window's max.
+        # MNIST's black background makes most windows tie, and the max has a
+        # subgradient, not a sum of them: the blog's rule over-counts. TensorFlow
+        # sends it to the first maximum in row-major order; so do we.
+        first = self.last_windows == self.last_output  # (4, n): every maximum
+        seen = first[0].copy()  # windows whose first maximum is already found
+        for k in (1, 2):  # the positions inside a window, not the windows
+            np.greater(first[k], seen, out=first[k])  # a max, and none before it
+            np.logical_or(seen, first[k], out=seen)
+        np.logical_not(seen, out=first[3])  # no max before the 4th: the 4th is it
+        routed = np.where(first, d.reshape(-1), d.dtype.type(0))  # (4, n)
+        grid = routed.reshape(2, 2, nh, nw, c).transpose(2, 0, 3, 1, 4)
+        if (h, w) == (2 * nh, 2 * nw):
+            return grid.reshape(h, w, c)
+        d_input = np.zeros((h, w, c), dtype=d.dtype)  # a dropped odd row/column gets 0
+        d_input[: 2 * nh, : 2 * nw] = grid.reshape(2 * nh, 2 * nw, c)
+        return d_input
+
+    def backprop(self, d_L_d_out, learn_rate=None):
+        """The blog's ``backprop(d_L_d_out)``; ``learn_rate`` is ignored (no weights)."""
+        return self.backward(d_L_d_out)
+
+
+class Softmax:
+    """A dense layer with softmax activation: flatten, ``x @ weights + biases``, softmax.
+
+    Parameters
+    ----------
+    input_len : int
+        Length of the flattened input (13 * 13 * 8 = 1352 in the blog).
+    nodes : int
+        Number of classes (10).
+    rng : numpy.random.Generator, int or None
+        Source of the initial weights.
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    weights : ndarray (input_len, nodes)
+        Initialised standard normal / input_len, as in the blog; rows in the
+        flattened input's order (HWC for the blog's pooled volume).
+    biases : ndarray (nodes,)
+        Initialised to zeros.
+    d_L_d_w, d_L_d_b : ndarray
+        Gradients from the last ``backward``; ``d_L_d_t`` is the gradient of the
+        totals (logits), ``last_totals`` the logits themselves.
+    """
+
+    def __init__(self, input_len, nodes, rng=None, dtype=np.float64):
+        self.input_len = _positive_int(input_len, "input_len")
+        self.nodes = _positive_int(nodes, "nodes")
+        self.dtype = check_dtype(dtype)
+        # The blog: np.random.randn(input_len, nodes) / input_len, biases zeros.
+        draw = _generator(rng).standard_normal((self.input_len, self.nodes)) / self.input_len
+        # Column-major storage (same shape and values): x @ weights, weights @ d and
+        # the outer product below are ~2x faster with the 10 columns contiguous.
+        self.weights = np.asfortranarray(draw, dtype=self.dtype)
+        self._step = np.empty_like(self.weights)  # learn_rate * d_L_d_w, reused
+        self.biases = np.zeros(self.nodes, dtype=self.dtype)
+        self.d_L_d_w = np.zeros_like(self.weights)
+        self.d_L_d_b = np.zeros_like(self.biases)
+        self.d_L_d_t = None
+        self.last_input_shape = None
+        self.last_input = None
+        self.last_totals = None
+        self.last_output = None
+
+    def forward(self, input):
+        """Probabilities ``(nodes,)`` for one input of ``input_len`` values (any shape)."""
+        x = np.asarray(input, dtype=self.dtype)
+        if x.size != self.input_len:
+            raise ValueError(
+                f"Invalid value for argument `input`. Expected {self.input_len} values "
+                f"(input_len). Received shape {x.shape}."
+            )
+        flat = x.reshape(-1)
+        _check_finite(flat, "input")
+        totals = flat @ self.weights + self.biases
+        out = softmax_probabilities(totals)
+        self.last_input_shape = x.shape
+        self.last_input = flat
+        self.last_totals = totals
+        self.last_output = out
+        return out
+
+    def backward(self, d_L_d_out):
+        """Store ``d_L_d_w``, ``d_L_d_b``, ``d_L_d_t``; return d_L_d_input (input shape)."""
+        _check_forward_called(self, "last_output")
+        g = np.asarray(d_L_d_out, dtype=self.dtype)
+        _check_shape(g, (self.nodes,), "d_L_d_out")
+        p = self.last_output
+        # The blog: for the class i whose gradient is nonzero (the label, -1 / p_i),
+        #   d_out_i/d_t_k = -p_i p_k (k != i),  p_i (1 - p_i) (k == i),
+        # row i of the softmax Jacobian diag(p) - p p^T, and d_L_d_t = gradient * that
+        # row. Summing over all rows covers any d_L_d_out and, for the blog's one
+        # nonzero entry, is the blog's formula: d_L_d_t = p * (g - g . p).
+        d_L_d_t = p * (g - g @ p)
+        self.d_L_d_t = d_L_d_t
+        # d_t/d_w = input (outer product), d_t/d_b = 1, d_t/d_input = weights. The
+        # outer product as a k=1 matmul (BLAS, exact x_i * t_k), written transposed
+        # so that d_L_d_w is column-major like the weights: ~3x faster than
+        # broadcasting multiply.
+        self.d_L_d_w = np.dot(d_L_d_t[:, None], self.last_input[None, :]).T
+        self.d_L_d_b = d_L_d_t
+        d_L_d_inputs = self.weights @ d_L_d_t
+        return d_L_d_inputs.reshape(self.last_input_shape)
+
+    def backprop(self, d_L_d_out, learn_rate):
+        """``backward``, then the blog's SGD step on weights and biases; returns d_L_d_input."""
+        d_input = self.backward(d_L_d_out)
+        # weights -= learn_rate * d_L_d_w, the same arithmetic without a new 1352x10
+        # temporary each step.
+        learn_rate = self.dtype.type(learn_rate)  # the step is computed in the layer's dtype
+        step = np.multiply(self.d_L_d_w, learn_rate, out=self._step)
+        np.subtract(self.weights, step, out=self.weights)
+        self.biases -= learn_rate * self.d_L_d_b
+        return d_input
+
+
+class ZhouCNN:
+    """The blog's whole network (its cnn.py): Conv3x3(8) -> MaxPool2 -> Softmax(1352, 10).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the one Generator that draws the conv filters, then the softmax weights.
+    dtype : float32 or float64
+
+    ``forward(image, label)`` and ``train(image, label, lr)`` take a raw 2-D image
+    (uint8 (28, 28), or any real array) and scale it ``image / 255 - 0.5`` first,
+    as the blog does.
+    """
+
+    def __init__(self, seed=0, dtype="float64"):
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self.conv = Conv3x3(NUM_FILTERS, rng, self.dtype)  # 28x28 -> 26x26x8
+        self.pool = MaxPool2()  # 26x26x8 -> 13x13x8
+        self.softmax = Softmax(13 * 13 * NUM_FILTERS, NUM_CLASSES, rng, self.dtype)  # -> 10
+        # image / 255 - 0.5 for every uint8 value: a table lookup gives the same bits.
+        self.scale_table = (np.arange(256) / 255 - 0.5).astype(self.dtype)
+
+    def scale(self, image) -> np.ndarray:
+        """``image / 255 - 0.5`` in the model's dtype, for one 2-D image ``(28, 28)``."""
+        image = np.asarray(image)
+        if image.shape != IMAGE_SHAPE:
+            _check_rank(image, 2, "(H, W)", "image")
+            raise ValueError(
+                f"Invalid value for argument `image`. Expected shape {IMAGE_SHAPE} "
+                f"(the network's input). Received shape {image.shape}."
+            )
+        if image.dtype == np.uint8:
+            return self.scale_table.take(image)
+        _check_finite(image, "image")
+        return (image / 255 - 0.5).astype(self.dtype, copy=False)
+
+    def _check_label(self, label) -> int:
+        try:
+            index = operator.index(label)  # ints and numpy integers; not floats or bools
+        except TypeError:
+            index = None
+        if index is None or isinstance(label, bool) or not 0 <= index < NUM_CLASSES:
+            raise ValueError(
+                "Invalid value for argument `label`. Expected an integer in "
+                f"[0, {NUM_CLASSES - 1}]. Received label={label!r}."
+            )
+        return index
+
+    def forward_scaled(self, x, label):
+        """``forward`` on an already scaled image ``x`` (28, 28)."""
+        label = self._check_label(label)
+        out = self.conv.forward(x)
+        out = self.pool.forward(out)
+        out = self.softmax.forward(out)
+        loss = -math.log(out[label])
+        acc = 1 if out.argmax() == label else 0
+        return out, loss, acc
+
+    def forward(self, image, label):
+        """Returns ``(probabilities (10,), cross-entropy loss, 1 if correct else 0)``."""
+        return self.forward_scaled(self.scale(image), label)
+
+    def _loss_gradient(self, label: int) -> np.ndarray:
+        # The blog: the gradient of L = -ln(p_label) is -1 / p_label at the label, 0 elsewhere.
+        gradient = np.zeros(NUM_CLASSES, dtype=self.dtype)
+        gradient[label] = -1 / self.softmax.last_output[label]
+        return gradient
+
+    def train_scaled(self, x, label, lr=0.005):
+        """``train`` on an already scaled image ``x`` (28, 28)."""
+        _, loss, acc = self.forward_scaled(x, label)
+        gradient = self.softmax.backprop(self._loss_gradient(label), lr)
+        gradient = self.pool.backprop(gradient)
+        # The blog discards the conv's input gradient; skip computing it.
+        self.conv.backprop(gradient, lr, input_grad=False)
+        return loss, acc
+
+    def train(self, image, label, lr=0.005):
+        """One SGD step of the blog on one image; returns ``(loss, acc)`` before the step."""
+        return self.train_scaled(self.scale(image), label, lr)
+
+    def gradients_scaled(self, x, label):
+        """``gradients`` on an already scaled image ``x`` (28, 28)."""
+        _, loss, _ = self.forward_scaled(x, label)
+        d_pool_output = self.softmax.backward(self._loss_gradient(label))
+        d_conv_output = self.pool.backward(d_pool_output)
+        d_input = self.conv.backward(d_conv_output)
+        grads = {
+            "filters": self.conv.d_L_d_filters,  # (8, 3, 3)
+            "weights": self.softmax.d_L_d_w,  # (1352, 10)
+            "biases": self.softmax.d_L_d_b,  # (10,)
+            "input": d_input,  # (28, 28), of the scaled image
+            "conv_output": d_conv_output,  # (26, 26, 8)
+            "pool_output": d_pool_output,  # (13, 13, 8)
+            "totals": self.softmax.d_L_d_t,  # (10,), of the logits
+        }
+        return loss, grads
+
+    def gradients(self, image, label):
+        """Loss and gradients of one image, without updating any weight.
+
+        Returns ``(loss, grads)``; ``grads`` maps ``filters`` (8, 3, 3), ``weights``
+        (1352, 10), ``biases`` (10,), ``input`` (28, 28) (of the scaled image),
+        ``conv_output`` (26, 26, 8), ``pool_output`` (13, 13, 8) and ``totals`` (10,).
+        """
+        return self.gradients_scaled(self.scale(image), label)

@@ -1,0 +1,204 @@
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from parity import curves, plots
+from parity.data import load_mnist
+
+# -- planted bugs (picklable hooks: they run in the dtype's child process) ----------------
+
+
+@dataclass(frozen=True)
+class BlogAllTiesMaxPool:
+    """The blog's MaxPool2.backprop: the gradient goes to EVERY tied maximum of a window."""
+
+    def __call__(self, model) -> None:
+        pool = model.net.pool
+
+        def backward(d_L_d_out):
+            h, w, c = pool.last_input_shape
+            nh, nw = h // 2, w // 2
+            d = np.asarray(d_L_d_out, dtype=pool.last_output.dtype).reshape(-1)
+            routed = (pool.last_windows == pool.last_output) * d  # (4, n): every tied max
+            grid = routed.reshape(2, 2, nh, nw, c).transpose(2, 0, 3, 1, 4)
+            out = np.zeros((h, w, c), dtype=d.dtype)
+            out[: 2 * nh, : 2 * nw] = grid.reshape(2 * nh, 2 * nw, c)
+            return out
+
+        pool.backward = backward
+
+
+@dataclass(frozen=True)
+class AdamEpsilonInsideSqrt:
+    """scratch Adam with ``sqrt(v + eps)`` instead of Keras's ``sqrt(v) + eps``."""
+
+    def __call__(self, model) -> None:
+        from scratch.optim import Adam
+
+        def update_step(self, w, g, m, v):
+            cast = w.dtype.type
+            t = cast(self.iterations + 1)
+            b1t, b2t = np.power(cast(self.beta_1), t), np.power(cast(self.beta_2), t)
+            alpha = cast(self.learning_rate) * np.sqrt(1 - b2t) / (1 - b1t)
+            m += (g - m) * cast(1 - self.beta_1)
+            v += (np.square(g) - v) * cast(1 - self.beta_2)
+            w -= (m * alpha) / np.sqrt(v + cast(self.epsilon))
+
+        Adam._update_step = update_step  # the child process only
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def zhou_default(request, mnist):
+    return curves.training_check("zhou", request.param, mnist)
+
+
+# -- unit tests (fast) --------------------------------------------------------------------
+
+
+def test_epoch_orders_are_fresh_per_epoch_and_reproducible():
+    first, again = curves.epoch_orders(0, 3, 1000), curves.epoch_orders(0, 3, 1000)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], first[1])
+    assert sorted(first[2]) == list(range(1000))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("optimizer", "rmsprop"), ("batch_size", 0), ("epochs", -1), ("learning_rate", float("nan")),
+     ("dtype", "float16"), ("keras_paths", ("predict",))],
+)  # fmt: skip
+def test_bad_config_names_the_argument(field, value):
+    with pytest.raises(ValueError, match=f"argument `{field}`.*Received"):
+        curves.TrainingConfig(**{"model": "zhou", "dtype": "float64", field: value})
+
+
+def test_train_size_larger_than_pool_is_refused(mnist):
+    with pytest.raises(ValueError, match="`train_size`. Expected at most 4000"):
+        curves.training_check("zhou", "float64", mnist, train_size=5000)
+
+
+def _frame(diffs):
+    n = len(diffs)
+    return pd.DataFrame(dict(
+        model="m", dtype="float64", keras_path="tape", epoch=1, step=np.arange(1, n + 1),
+        global_step=np.arange(1, n + 1), example=np.arange(n), label=0, batch_size=1,
+        scratch_loss=2.3 + np.asarray(diffs), keras_loss=2.3, abs_diff=np.abs(diffs),
+        scratch_correct=1, keras_correct=1,
+    ))  # fmt: skip
+
+
+def test_first_exceeding_names_the_first_step_and_nan_counts():
+    frame = _frame([0.0, 1e-16, 3e-12, 1e-3])
+    assert curves.first_exceeding(frame, "tape", 1e-13)["global_step"] == 3
+    assert curves.first_exceeding(frame, "tape", 1e-2) is None
+    assert curves.first_exceeding(_frame([0.0, np.nan]), "tape", 1.0)["global_step"] == 2
+
+
+def test_block_means_of_100_steps():
+    ends, means = plots.block_means(np.arange(250.0), 100)
+    assert ends.tolist() == [100, 200, 250] and means.tolist() == [49.5, 149.5, 224.5]
+
+
+def test_progress_line_has_rate_and_time_left():
+    line = curves.ProgressEvent("zhou", "float64", "scratch", 500, 3000, 2.0).line()
+    assert "500/3000 steps" in line and "250 steps/s" in line and "10s left" in line
+
+
+def test_plots_are_png(tmp_path):
+    frame = _frame(np.r_[0.0, np.full(299, 1e-15)])
+    written = plots.write_training_plots(frame, tmp_path, {"float64": 1e-13})
+    assert [p.name for p in written] == [
+        "training_loss_m_float64.png",
+        "training_diff_m_float64.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+# -- the seed network with the defaults (slow: ~40 s per dtype) ---------------------------
+
+
+@pytest.mark.slow
+def test_default_run_has_3000_steps_per_keras_path(zhou_default):
+    counts = zhou_default.training.groupby("keras_path").size().to_dict()
+    assert counts == {"fit": 3000, "tape": 3000}
+
+
+@pytest.mark.slow
+def test_default_run_passes(zhou_default):
+    assert zhou_default.passed, zhou_default.failures()
+
+
+@pytest.mark.slow
+def test_scratch_zhou_reaches_75_percent_test_accuracy(zhou_default):
+    assert zhou_default.epochs["scratch_test_accuracy"].iloc[-1] >= 0.75
+
+
+@pytest.mark.slow
+def test_default_run_writes_tables_and_plots(zhou_default, tmp_path):
+    names = {p.name for p in curves.write_outputs([zhou_default], tmp_path)}
+    dtype = zhou_default.config.dtype
+    assert {"training.csv", "epochs.csv", "divergence.csv"} <= names
+    assert {f"training_loss_zhou_{dtype}.png", f"training_diff_zhou_{dtype}.png"} <= names
+    assert len(pd.read_csv(tmp_path / "training.csv")) == 6000
+    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 6
+
+
+@pytest.mark.slow
+def test_blog_printout_every_100_steps(zhou_default):
+    lines = curves.blog_printout(zhou_default)
+    steps = [line for line in lines if line.startswith("[Step ")]
+    assert len(steps) == 30 and lines[1] == "--- Epoch 1 ---"
+    assert steps[0].startswith("[Step 100] Past 100 steps: Average Loss 2.")
+
+
+# -- planted bugs are caught --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
+    hooks = (BlogAllTiesMaxPool(),)
+    result = curves.training_check("zhou", "float64", mnist, epochs=1, train_size=200,
+                                   keras_paths=("tape",), model_hooks=hooks)  # fmt: skip
+    loss = next(c for _, _, c in result.comparisons if c.layer == "loss")
+    first = result.first_exceeding("tape", curves.STEP_LOSS_ATOL["float64"])
+    assert not loss.passed and first["global_step"] == 2
+    assert (
+        "first step with |scratch-keras| > 1.0e-13: epoch 1 step 2 (global step 2" in loss.message
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_with_epsilon_inside_sqrt_is_caught(mnist, dtype):
+    result = curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
+                                   batch_size=32, epochs=1, keras_paths=("tape",),
+                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    assert not result.passed
+    assert result.first_exceeding("tape", curves.STEP_LOSS_ATOL[dtype])["global_step"] == 2
+
+
+# -- the channels-first family (issue 7) --------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "dtype, optimizer, lr, batch",
+    [("float64", "sgd", 0.005, 1), ("float32", "sgd", 0.005, 1),
+     ("float64", "adam", 0.001, 32), ("float32", "adam", 0.001, 32)],
+    ids=["f64_sgd_b1", "f32_sgd_b1", "f64_adam_b32", "f32_adam_b32"],
+)  # fmt: skip
+def test_chw_three_epochs_pass(mnist, dtype, optimizer, lr, batch):
+    result = curves.training_check("chw", dtype, mnist, optimizer=optimizer, learning_rate=lr,
+                                   batch_size=batch)  # fmt: skip
+    assert result.passed, result.failures()
+    assert len(result.training) == 2 * 3 * -(-1000 // batch)

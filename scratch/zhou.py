@@ -140,17 +140,25 @@ class Conv3x3:
             self._gather[key] = (corners.reshape(-1, 1) + offsets.reshape(1, 9)).astype(np.intp)
         return self._gather[key]
 
-    def forward(self, input):
-        """Convolve a 2-D image ``(H, W)``; returns ``(H - 2, W - 2, F)``."""
+    def check_input(self, input) -> np.ndarray:
+        """``input`` as an array of the layer's dtype, or ValueError naming the rule broken."""
         x = np.asarray(input, dtype=self.dtype)
         _check_rank(x, 2, "(H, W)", "input")
-        h, w = x.shape
-        if h < 3 or w < 3:
+        if x.shape[0] < 3 or x.shape[1] < 3:
             raise ValueError(
                 "Invalid value for argument `input`. Expected height and width >= 3 for a "
                 f"3x3 filter. Received shape {x.shape}."
             )
         _check_finite(x, "input")
+        return x
+
+    def forward(self, input):
+        """Convolve a 2-D image ``(H, W)``; returns ``(H - 2, W - 2, F)``."""
+        return self._forward(self.check_input(input))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        # x: a checked (H, W) array of the layer's dtype.
+        h, w = x.shape
         # regions[p] is the blog's im_region at (i, j), flattened: (P, 9).
         regions = x.reshape(-1).take(self._regions_index(h, w))
         self.last_input = x
@@ -203,6 +211,7 @@ class MaxPool2:
         self.last_input_shape = None
         self.last_windows = None
         self.last_output = None
+        self._scatter = {}  # (H, W, C) -> where backward writes each window's gradient
 
     def forward(self, input):
         """Max of each 2x2 window: ``(H, W, C) -> (H // 2, W // 2, C)``."""
@@ -236,19 +245,28 @@ class MaxPool2:
         # MNIST's black background makes most windows tie, and the max has a
         # subgradient, not a sum of them: the blog's rule over-counts. TensorFlow
         # sends it to the first maximum in row-major order; so do we.
-        first = self.last_windows == self.last_output  # (4, n): every maximum
-        seen = first[0].copy()  # windows whose first maximum is already found
-        for k in (1, 2):  # the positions inside a window, not the windows
-            np.greater(first[k], seen, out=first[k])  # a max, and none before it
-            np.logical_or(seen, first[k], out=seen)
-        np.logical_not(seen, out=first[3])  # no max before the 4th: the 4th is it
-        routed = np.where(first, d.reshape(-1), d.dtype.type(0))  # (4, n)
-        grid = routed.reshape(2, 2, nh, nw, c).transpose(2, 0, 3, 1, 4)
-        if (h, w) == (2 * nh, 2 * nw):
-            return grid.reshape(h, w, c)
-        d_input = np.zeros((h, w, c), dtype=d.dtype)  # a dropped odd row/column gets 0
-        d_input[: 2 * nh, : 2 * nw] = grid.reshape(2 * nh, 2 * nw, c)
-        return d_input
+        is_max = self.last_windows == self.last_output  # (4, n), window position k first
+        # first = number of leading non-maxima = k of the first maximum (0..3).
+        before_1 = ~is_max[0]
+        before_2 = np.greater(before_1, is_max[1])  # no max at k = 0 nor 1
+        before_3 = np.greater(before_2, is_max[2])  # no max at k = 0, 1 nor 2
+        first = before_1.view(np.uint8) + before_2.view(np.uint8) + before_3.view(np.uint8)
+        corner, step = self._scatter_index(h, w, c)
+        d_input = np.zeros(h * w * c, dtype=d.dtype)  # a dropped odd row/column gets 0
+        d_input[corner + step.take(first)] = d.reshape(-1)
+        return d_input.reshape(h, w, c)
+
+    def _scatter_index(self, h: int, w: int, c: int):
+        # corner[(i, j, ch)]: flat HWC index of window (i, j)'s top-left element in
+        # channel ch; step[k]: offset of window position k = 2 * di + dj from it.
+        key = (h, w, c)
+        if key not in self._scatter:
+            rows = np.arange(h // 2)[:, None, None] * (2 * w * c)
+            cols = np.arange(w // 2)[None, :, None] * (2 * c)
+            corner = (rows + cols + np.arange(c)[None, None, :]).reshape(-1)
+            step = np.array([0, c, w * c, w * c + c])
+            self._scatter[key] = (corner.astype(np.intp), step.astype(np.intp))
+        return self._scatter[key]
 
     def backprop(self, d_L_d_out, learn_rate=None):
         """The blog's ``backprop(d_L_d_out)``; ``learn_rate`` is ignored (no weights)."""
@@ -308,8 +326,9 @@ class Softmax:
                 f"(input_len). Received shape {x.shape}."
             )
         flat = x.reshape(-1)
-        _check_finite(flat, "input")
         totals = flat @ self.weights + self.biases
+        if not math.isfinite(totals.sum()):  # 10 numbers; a NaN or inf input shows here
+            _check_finite(x, "input")
         out = softmax_probabilities(totals)
         self.last_input_shape = x.shape
         self.last_input = flat
@@ -400,19 +419,24 @@ class ZhouCNN:
             )
         return index
 
-    def forward_scaled(self, x, label):
-        """``forward`` on an already scaled image ``x`` (28, 28)."""
-        label = self._check_label(label)
-        out = self.conv.forward(x)
+    def _forward(self, x, label: int):
+        # x: a checked, scaled (28, 28) image; label: a checked class.
+        out = self.conv._forward(x)
         out = self.pool.forward(out)
         out = self.softmax.forward(out)
         loss = -math.log(out[label])
         acc = 1 if out.argmax() == label else 0
         return out, loss, acc
 
+    def forward_scaled(self, x, label):
+        """``forward`` on an already scaled image ``x`` (28, 28)."""
+        label = self._check_label(label)
+        return self._forward(self.conv.check_input(x), label)
+
     def forward(self, image, label):
         """Returns ``(probabilities (10,), cross-entropy loss, 1 if correct else 0)``."""
-        return self.forward_scaled(self.scale(image), label)
+        label = self._check_label(label)
+        return self._forward(self.scale(image), label)
 
     def _loss_gradient(self, label: int) -> np.ndarray:
         # The blog: the gradient of L = -ln(p_label) is -1 / p_label at the label, 0 elsewhere.
@@ -420,18 +444,23 @@ class ZhouCNN:
         gradient[label] = -1 / self.softmax.last_output[label]
         return gradient
 
-    def train_scaled(self, x, label, lr=0.005):
-        """``train`` on an already scaled image ``x`` (28, 28)."""
-        _, loss, acc = self.forward_scaled(x, label)
+    def _train(self, x, label: int, lr):
+        _, loss, acc = self._forward(x, label)
         gradient = self.softmax.backprop(self._loss_gradient(label), lr)
         gradient = self.pool.backprop(gradient)
         # The blog discards the conv's input gradient; skip computing it.
         self.conv.backprop(gradient, lr, input_grad=False)
         return loss, acc
 
+    def train_scaled(self, x, label, lr=0.005):
+        """``train`` on an already scaled image ``x`` (28, 28)."""
+        label = self._check_label(label)
+        return self._train(self.conv.check_input(x), label, lr)
+
     def train(self, image, label, lr=0.005):
         """One SGD step of the blog on one image; returns ``(loss, acc)`` before the step."""
-        return self.train_scaled(self.scale(image), label, lr)
+        label = self._check_label(label)
+        return self._train(self.scale(image), label, lr)
 
     def gradients_scaled(self, x, label):
         """``gradients`` on an already scaled image ``x`` (28, 28)."""

@@ -194,3 +194,10 @@ def _float32_errors() -> dict:
     except ValueError as error:
         messages["twin"] = str(error)
     return messages
+
+
+def configured_floatx() -> tuple:
+    """``(configured dtype, Keras floatx)`` of this process (for the backend tests)."""
+    from reference.backend import configured_dtype
+
+    return configured_dtype(), _floatx()

@@ -1,0 +1,74 @@
+import subprocess
+import sys
+
+import pytest
+
+from reference import backend
+from reference.testing import configured_floatx
+
+LATE_FLOATX = """
+import keras
+layer = keras.layers.Dense(2)
+from reference import backend
+try:
+    backend.configure("float64")
+except RuntimeError as error:
+    print(error)
+"""
+
+
+def test_configure_rejects_unsupported_dtype():
+    with pytest.raises(ValueError, match=r"argument `dtype`.*Received dtype='float16'"):
+        backend.configure("float16")
+
+
+@pytest.mark.keras
+def test_process_is_configured_float64_and_refuses_another_dtype():
+    import keras
+
+    assert keras.config.floatx() == "float64" and backend.configured_dtype() == "float64"
+    with pytest.raises(
+        RuntimeError,
+        match=r"configure\(dtype='float32'\): this process is "
+        "already configured for 'float64'",
+    ):
+        backend.configure("float32")
+
+
+def test_configure_after_a_keras_object_exists_is_refused():
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_FLOATX],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": ""},
+    )
+    assert "Keras floatx is 'float32' and 1 Keras object(s) already exist" in result.stdout
+    assert "Dense 'dense'" in result.stdout
+
+
+@pytest.mark.keras
+def test_environment_reports_versions_threads_and_flags():
+    env = backend.environment()
+    assert env["floatx"] == "float64" and env["op_determinism"] is True
+    for key in (
+        "python",
+        "numpy",
+        "tensorflow",
+        "keras",
+        "TF_ENABLE_ONEDNN_OPTS",
+        "intra_op_parallelism_threads",
+        "inter_op_parallelism_threads",
+        "platform",
+    ):
+        assert key in env, key
+
+
+def test_run_in_dtype_process_returns_child_result():
+    assert backend.run_in_dtype_process("float32", configured_floatx) == ("float32", "float32")
+
+
+def test_run_in_dtype_process_reraises_child_error_with_its_traceback():
+    with pytest.raises(ValueError, match="Received dtype='float16'") as info:
+        backend.run_in_dtype_process("float64", backend.check_dtype, "float16")
+    assert "in check_dtype" in str(info.value.__cause__)

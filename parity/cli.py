@@ -1,24 +1,154 @@
-"""Command line: ``parity run``."""
+"""Command line: ``parity run``.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or input (the message
+names the argument, the rule and the value received; no report folder is left behind).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from parity import runner
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MAX_IMAGES = 1000  # the bundled test pool
+
+
+class UsageError(ValueError):
+    """Bad usage or input: exit code 2."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the parity checks and write a report")
+    run = sub.add_parser("run", help="run the parity checks and write a report")
+    add_run_arguments(run)
     return parser
 
 
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """Options of ``parity run`` (the training options join this group)."""
+    run.add_argument(
+        "--models",
+        default=",".join(runner.DEFAULT_MODELS),
+        help="comma-separated model names (default: %(default)s)",
+    )
+    run.add_argument(
+        "--dtypes",
+        default=",".join(runner.DEFAULT_DTYPES),
+        help="comma-separated, float64 and/or float32 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--seed",
+        default=str(runner.DEFAULT_SEED),
+        help="seeds weights, batches, jitter, FD samples (default: %(default)s)",
+    )
+    run.add_argument(
+        "--out",
+        default="reports",
+        help="parent folder of the report folder (default: ./%(default)s)",
+    )
+    run.add_argument(
+        "--images",
+        default=str(runner.DEFAULT_IMAGES),
+        help="images the forward and gradient checks use (default: %(default)s)",
+    )
+    run.add_argument("--data", default=None,
+                     help="MNIST: a Keras mnist.npz, a folder of IDX files, or 'keras' "
+                          "(default: the bundled 5,000-image subset)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, printed)
+        return int(exit_.code or 0)
     if args.command == "run":
-        print("parity run: no checks exist yet; nothing was verified.", file=sys.stderr)
-        return 1
-    return 2
+        return run_command(args)
+    return EXIT_USAGE
+
+
+def run_command(args) -> int:
+    from parity.data import DataError
+    from parity.reports import ReportError, check_writable, write_report
+
+    try:
+        config = config_from_args(args)
+        check_writable(args.out)
+        batches = runner.load_batches(config)
+    except (UsageError, DataError, ReportError) as error:
+        print(f"parity run: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    results = runner.run(config, batches=batches)
+    try:
+        folder = write_report(results, args.out)
+    except ReportError as error:
+        print(f"parity run: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_table(results.summary))
+    failed = int((~results.summary["passed"]).sum())
+    print(f"\n{len(results.summary)} checks, {failed} failed, {results.seconds:.1f} s")
+    print(f"report: {folder}")
+    return EXIT_PASS if results.passed else EXIT_FAIL
+
+
+def config_from_args(args) -> runner.RunConfig:
+    from scratch.models import MODEL_NAMES
+
+    models = _choices("--models", args.models, MODEL_NAMES)
+    dtypes = _choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES)
+    seed = _integer("--seed", args.seed, 0, 2**32 - 1)
+    images = _integer("--images", args.images, 1, MAX_IMAGES)
+    return runner.RunConfig(models=models, dtypes=dtypes, seed=seed, images=images,
+                            data=args.data)  # fmt: skip
+
+
+def _choices(option: str, text: str, allowed) -> tuple[str, ...]:
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    bad = [item for item in items if item not in allowed]
+    if not items or bad or len(set(items)) != len(items):
+        raise UsageError(
+            f"Invalid value for argument `{option}`. Expected a comma-separated list of "
+            f"distinct names from {', '.join(allowed)}. Received {option}={text!r}."
+        )
+    return tuple(items)
+
+
+def _integer(option: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(str(text))
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise UsageError(
+            f"Invalid value for argument `{option}`. Expected an integer in [{low}, {high}]. "
+            f"Received {option}={text!r}."
+        )
+    return value
+
+
+def format_table(summary) -> str:
+    """One line per summary row: check, model, dtype, layer/quantity, error, budget, verdict."""
+    header = ("check", "model", "dtype", "layer/quantity", "worst error", "tolerance", "")
+    lines = []
+    for row in summary.itertuples(index=False):
+        budget = (
+            f"rtol {row.rtol:.0e}"
+            if row.error_kind == "norm-wise rel"
+            else (f"atol {row.atol:.0e}" if row.error_kind == "max abs" else "0 windows")
+        )
+        error = (
+            f"{row.worst_error:.2e}"
+            if row.error_kind != "mismatched windows"
+            else (f"{int(row.worst_error)} windows")
+        )
+        lines.append((row.check, row.model, row.dtype, f"{row.layer}/{row.quantity}", error,
+                      budget, "PASS" if row.passed else "FAIL"))  # fmt: skip
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    render = ["  ".join(str(x).ljust(w) for x, w in zip(cells, widths, strict=True)).rstrip()
+              for cells in [header, *lines]]  # fmt: skip
+    return "\n".join(render)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STAGES = ("shape", "dtype", "values")
+STAGES = ("missing", "shape", "dtype", "values")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Comparison:
     atol: float
     rtol: float
     shape: str
-    dtype: str
+    array_dtype: str
     message: str
 
     def as_row(self) -> dict:
@@ -105,6 +105,15 @@ def compare(
     return _compare_values(a, b, base, where)
 
 
+def missing(layer: str, quantity: str, side: str, *, atol, rtol, actual_side="scratch",
+            desired_side="keras") -> Comparison:  # fmt: skip
+    """A failed record for a quantity that one side does not produce (never a skip)."""
+    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
+                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    message = f"missing: layer `{layer}` quantity `{quantity}`: {side} does not produce it."
+    return _mismatch(base, "missing", "", "", message)
+
+
 def _dtype_error(a, b, expected_dtype, actual_side, desired_side) -> str:
     if a.dtype != b.dtype:
         return (
@@ -134,7 +143,7 @@ def _mismatch(base: dict, stage: str, shape: str, dtype, message: str) -> Compar
         actual_at_worst=nan,
         desired_at_worst=nan,
         shape=shape,
-        dtype=str(dtype),
+        array_dtype=str(dtype),
         message=message,
     )
 
@@ -189,6 +198,6 @@ def _compare_values(a: np.ndarray, b: np.ndarray, base: dict, where: str) -> Com
         actual_at_worst=a_w,
         desired_at_worst=b_w,
         shape=str(a.shape),
-        dtype=str(a.dtype),
+        array_dtype=str(a.dtype),
         message=message,
     )

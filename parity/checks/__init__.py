@@ -1,0 +1,1 @@
+"""The checks: forward, gradients, derivations (vs finite differences), max-pool ties."""

@@ -1,0 +1,197 @@
+"""Derivations: each hand derivation vs central finite differences, three ways.
+
+For every quantity, three rows: scratch vs FD, Keras vs FD, scratch vs Keras, so a
+report shows which side disagrees with the math. float64 only (FD needs it).
+
+Where the finite differences are taken (the function differentiated):
+- weights (conv filter, dense kernel and bias): the scratch forward pass, each weight
+  perturbed in place (``scratch.finite_diff.central_difference``); real images.
+  Arrays larger than ``FD_MAX_POINTS`` are sampled at a seeded set of indices.
+- the first layer's input (conv input gradient): the scratch forward pass.
+- the softmax input (the blog's softmax Jacobian, i.e. the gradient w.r.t. the
+  logits): cross-entropy of softmax written out in numpy here.
+- a pooling layer's input (max-pool routing): the twin's layers from that pooling
+  layer on (no scratch API runs half a network); both backward passes are still
+  independent of it.
+Input gradients use tie-free inputs: real images plus a seeded uniform jitter of
+``JITTER`` (a tied max-pool window is a kink where FD is one-sided).
+Activation FD perturbs one position in every example at once and reads the
+per-example losses, so an ``(N, ...)`` tensor costs 2 x (positions) evaluations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parity import tolerances
+from parity.checks.common import Context, mean_loss, per_example_loss
+from parity.checks.ties import tied_maxima
+from parity.compare import compare, missing
+
+CHECK = "derivations"
+EPS = 1e-5  # central step: measured best of 1e-6..1e-4 (round-off ulp(loss)/EPS dominates below)
+JITTER = 1e-2  # uniform +-JITTER on preprocessed inputs: near-ties stay >> EPS apart
+KINK_JUMP = 1e-4  # |fwd - bwd| difference that marks a kink (smooth: eps*|f''| ~ 1e-6)
+FD_MAX_POINTS = 400  # weight arrays larger than this are FD'd at a seeded sample
+STATES = ("initial", "random")  # weights the derivations run at (FD is the slow part)
+IMAGES = 4  # derivation batch: the first IMAGES images of the check batch
+CHUNK_BYTES = 64 * 2**20  # memory per batched FD evaluation
+PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
+
+
+def expected(model) -> list[tuple[str, str]]:
+    """Weights of every layer, then the inputs of the first, pooling and softmax layers."""
+    names = model.layer_names
+    pairs = [(layer, w) for layer in names for w in model.params().get(layer, {})]
+    inputs = [names[0]] + [n for n in names if n.startswith("max_pooling2d")] + [names[-1]]
+    return pairs + [(layer, "input") for layer in dict.fromkeys(inputs)]
+
+
+def derivation_rows(ctx: Context) -> list[dict]:
+    from reference import probes
+
+    if ctx.dtype != "float64":
+        return []
+    model, labels = ctx.model, ctx.labels[:IMAGES]
+    real = model.preprocess(ctx.images[:IMAGES])
+    rng = np.random.default_rng([ctx.seed, 3])
+    jittered = real + rng.uniform(-JITTER, JITTER, real.shape).astype(real.dtype)
+    ours = {"real": model.gradients(real, labels)[1], "jit": model.gradients(jittered, labels)[1]}
+    theirs = {
+        "real": probes.gradients(ctx.twin, model, real, labels)[1],
+        "jit": probes.gradients(ctx.twin, model, jittered, labels)[1],
+    }
+    rows = []
+    for layer, quantity in expected(model):
+        which = "jit" if quantity == "input" else "real"
+        x = jittered if which == "jit" else real
+        fd, mask, note = _finite_difference(ctx, layer, quantity, x, labels)
+        a = ours[which].get(layer, {}).get(quantity)
+        b = theirs[which].get(layer, {}).get(quantity)
+        rows += _three_way(ctx, layer, quantity, a, b, fd, mask, note)
+    return rows
+
+
+def _three_way(ctx, layer, quantity, ours, theirs, fd, mask, note) -> list[dict]:
+    fd_tol = tolerances.get(CHECK, ctx.dtype)
+    pair_tol = tolerances.get("gradients", ctx.dtype)
+    values = {"scratch": ours, "keras": theirs, "fd": fd}
+    rows = []
+    for left, right in PAIRS:
+        tol = fd_tol if right == "fd" else pair_tol
+        limits = dict(atol=tol.atol, rtol=tol.rtol, actual_side=left, desired_side=right)
+        a, b = values[left], values[right]
+        if a is None or b is None:
+            record = missing(layer, quantity, left if a is None else right, **limits)
+        else:
+            a, b = np.asarray(a), np.asarray(b)
+            if right == "fd" and mask is not None and a.shape == mask.shape:
+                a = np.where(mask, a, 0).astype(a.dtype)  # compare the sampled points only
+            record = compare(a, b, layer=layer, quantity=quantity, **limits)
+        rows.append(ctx.row(CHECK, record, fd_points=note))
+    return rows
+
+
+def _finite_difference(ctx, layer, quantity, x, labels):
+    """FD of the mean loss w.r.t. ``layer``'s ``quantity``: ``(fd, mask, note)``."""
+    model = ctx.model
+    if quantity != "input":
+        return _fd_weight(ctx, model.params()[layer][quantity], x, labels)
+    names = model.layer_names
+    if layer == names[0]:
+
+        def tail(batch):
+            return per_example_loss(model.probabilities(batch), _tiled(labels, batch))
+
+        return _fd_activation(tail, x)
+    outputs = model.forward(x)
+    h = outputs[names[names.index(layer) - 1]]
+    if layer == names[-1]:
+        return _fd_activation(lambda z: _softmax_cross_entropy(z, labels), h)
+    ties_mask = tied_maxima(h, outputs[layer].shape)  # kinks by construction
+    return _fd_activation(_keras_tail(ctx, layer, labels), h, exclude=ties_mask)
+
+
+def _fd_weight(ctx, live: np.ndarray, x, labels):
+    from scratch.finite_diff import central_difference
+
+    size = live.size
+    if size <= FD_MAX_POINTS:
+        idx = np.arange(size)
+        note = "all"
+    else:
+        rng = np.random.default_rng([ctx.seed, 4, size])
+        idx = np.sort(rng.choice(size, FD_MAX_POINTS, replace=False))
+        note = f"{FD_MAX_POINTS} of {size} (seeded)"
+    sampled = central_difference(
+        lambda: mean_loss(ctx.model, x, labels), live, eps=EPS, indices=idx
+    ).reshape(-1)
+    fd = np.zeros(live.shape, dtype=np.float64)
+    fd.flat[idx] = sampled
+    mask = np.zeros(live.shape, dtype=bool)
+    mask.flat[idx] = True
+    return fd, (None if note == "all" else mask), note
+
+
+def _fd_activation(tail, h: np.ndarray, exclude: np.ndarray | None = None):
+    """d mean(tail(h)) / dh by central differences, one position in all examples at once.
+
+    ``tail`` maps a batch ``(B, ...)`` to per-example losses ``(B,)``. Returns
+    ``(fd, mask, note)``: points where the one-sided differences disagree by more than
+    ``KINK_JUMP`` x max|fd| are kinks (a ReLU at exactly 0, a tie of zeros after a
+    ReLU); FD is one-sided there, so they are left out (``mask`` False) and counted,
+    as are the points of ``exclude`` (tied max-pool maxima, known kinks).
+    """
+    n, per = h.shape[0], h[0].size
+    flat = h.reshape(n, per)
+    base = np.asarray(tail(h), dtype=np.float64)  # (N,)
+    central = np.zeros((n, per))
+    jump = np.zeros((n, per))
+    chunk = max(1, CHUNK_BYTES // (2 * n * per * 8))
+    for start in range(0, per, chunk):
+        p = min(chunk, per - start)
+        steps = np.zeros((p, per), dtype=h.dtype)
+        steps[np.arange(p), start + np.arange(p)] = EPS
+        batch = np.concatenate([flat[None] + steps[:, None], flat[None] - steps[:, None]])
+        losses = np.asarray(tail(batch.reshape((2 * p * n,) + h.shape[1:])), dtype=np.float64)
+        plus, minus = losses.reshape(2, p, n)
+        central[:, start : start + p] = ((plus - minus) / (2 * EPS)).T
+        jump[:, start : start + p] = (np.abs(plus - 2 * base + minus) / EPS).T
+    kinks = jump > KINK_JUMP * np.abs(central).max(initial=0.0)
+    if exclude is not None:
+        kinks |= exclude.reshape(n, per)
+    central[kinks] = 0.0
+    note = "all" if not kinks.any() else f"all but {int(kinks.sum())} kinks of {kinks.size}"
+    mask = None if not kinks.any() else ~kinks.reshape(h.shape)
+    return (central / n).reshape(h.shape), mask, note
+
+
+def _softmax_cross_entropy(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example ``-log softmax(z)[y]`` from logits, in float64."""
+    y = _tiled(labels, z)
+    z = z.astype(np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(z)), y]
+
+
+def _keras_tail(ctx: Context, layer: str, labels: np.ndarray):
+    """The twin's layers from ``layer`` on, as a per-example loss of a scratch-layout batch."""
+    from reference.layout import layout_for
+
+    lay = layout_for(ctx.model)
+    k_layer, _ = lay.keras_key(layer, "input")
+    layers = [lyr for lyr in ctx.twin.layers if type(lyr).__name__ != "InputLayer"]
+    start = [lyr.name for lyr in layers].index(k_layer)
+
+    def tail(batch: np.ndarray) -> np.ndarray:
+        h = lay.to_keras(layer, "input", batch)
+        for lyr in layers[start:]:
+            h = lyr(h)
+        return per_example_loss(np.asarray(h), _tiled(labels, batch))
+
+    return tail
+
+
+def _tiled(labels: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Labels for a batch of stacked copies ``(copies * N, ...)`` of the N examples."""
+    return np.tile(labels, len(batch) // len(labels))

@@ -1,0 +1,51 @@
+"""Gradient check: the loss, every weight's and every layer input's gradient, vs twin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parity import tolerances
+from parity.checks.common import Context
+from parity.compare import compare, missing
+
+CHECK = "gradients"
+LOSS = ("loss", "value")  # the mean cross-entropy itself, as a (layer, quantity) row
+
+
+def expected(model) -> list[tuple[str, str]]:
+    """``loss/value``, then per layer its weights (kernel, bias) and ``input``."""
+    params = model.params()
+    pairs = [LOSS]
+    for layer in model.layer_names:
+        pairs += [(layer, weight) for weight in params.get(layer, {})]
+        pairs.append((layer, "input"))
+    return pairs
+
+
+def gradient_rows(ctx: Context) -> list[dict]:
+    our_loss, ours = ctx.grads("scratch")
+    their_loss, theirs = ctx.grads("keras")
+    ours = {**ours, LOSS[0]: {LOSS[1]: np.asarray(our_loss, dtype=ctx.dtype)}}
+    theirs = {**theirs, LOSS[0]: {LOSS[1]: np.asarray(their_loss, dtype=ctx.dtype)}}
+    tol = tolerances.get(CHECK, ctx.dtype)
+    limits = dict(atol=tol.atol, rtol=tol.rtol)
+    rows = []
+    for layer, quantity in _all_pairs(ctx.model, ours, theirs):
+        a = ours.get(layer, {}).get(quantity)
+        b = theirs.get(layer, {}).get(quantity)
+        if a is None or b is None:
+            record = missing(layer, quantity, "scratch" if a is None else "keras", **limits)
+        else:
+            record = compare(a, b, layer=layer, quantity=quantity, expected_dtype=ctx.dtype,
+                             **limits)  # fmt: skip
+        rows.append(ctx.row(CHECK, record))
+    return rows
+
+
+def _all_pairs(model, ours, theirs) -> list[tuple[str, str]]:
+    """Expected pairs first, then any extra key either side produced (it must match too)."""
+    pairs = expected(model)
+    for tree in (ours, theirs):
+        for layer, quantities in tree.items():
+            pairs += [(layer, q) for q in quantities if (layer, q) not in pairs]
+    return pairs

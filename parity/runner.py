@@ -1,0 +1,252 @@
+"""Run the checks: one process per dtype (Keras floatx is fixed per process), gathered
+into pandas DataFrames.
+
+``run(config)`` loads the data and picks the batches in this process, then runs
+``run_dtype`` for each dtype in its own spawned process via
+``reference.backend.run_in_dtype_process`` (dtypes in parallel, one per core).
+``in_process=True`` runs in this process instead (one dtype only; for debugging and
+for tests that monkeypatch scratch code). ``model_hooks`` are picklable callables
+``hook(model)`` applied to every freshly built scratch model, in the child too: the
+way a test plants a bug (see ``parity.plant``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from parity.checks import common, derivations, forward, gradients, ties
+from parity.checks.common import Context, progress
+
+CHECKS = ("forward", "gradients", "derivations", "ties")
+TABLES = ("forward", "gradients", "derivations", "ties")
+DEFAULT_IMAGES = 32
+DEFAULT_MODELS = ("zhou",)
+DEFAULT_DTYPES = ("float64", "float32")
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on (recorded in environment.json)."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    dtypes: tuple[str, ...] = DEFAULT_DTYPES
+    seed: int = DEFAULT_SEED
+    images: int = DEFAULT_IMAGES
+    data: str | None = None
+    checks: tuple[str, ...] = CHECKS
+    states: tuple[str, ...] = common.STATES
+    train_steps: int = common.TRAIN_STEPS
+    model_hooks: tuple = ()
+
+    def describe(self) -> dict:
+        return dict(
+            models=list(self.models), dtypes=list(self.dtypes), seed=self.seed,
+            images=self.images, data=self.data, checks=list(self.checks),
+            states=list(self.states), train_steps=self.train_steps,
+            train_learning_rate=common.TRAIN_LEARNING_RATE,
+            derivation_images=derivations.IMAGES, fd_eps=derivations.EPS,
+            fd_jitter=derivations.JITTER, fd_max_points=derivations.FD_MAX_POINTS,
+            model_hooks=[repr(h) for h in self.model_hooks],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The images every dtype process uses: a check batch and a training pool."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    source: str
+
+
+@dataclass
+class Results:
+    tables: dict[str, pd.DataFrame]
+    environment: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.tables["summary"]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary["passed"].all()) if len(self.summary) else False
+
+
+def load_batches(config: RunConfig) -> Batches:
+    """Real MNIST: a seeded check batch from the test pool, the train pool for training."""
+    from parity.data import load_mnist
+
+    data = load_mnist(config.data)
+    rng = np.random.default_rng([config.seed, 0])
+    pick = np.sort(rng.choice(len(data.test_images), config.images, replace=False))
+    return Batches(
+        data.test_images[pick], data.test_labels[pick],
+        data.train_images, data.train_labels, data.source,
+    )  # fmt: skip
+
+
+def run(config: RunConfig, *, in_process: bool = False, batches: Batches | None = None):
+    """Run every check of ``config``; returns :class:`Results` (never raises on a FAIL)."""
+    start = time.perf_counter()
+    batches = batches or load_batches(config)
+    if in_process:
+        if len(config.dtypes) != 1:
+            raise ValueError("in_process=True runs one dtype (Keras floatx is per process).")
+        from reference import backend
+
+        backend.configure(config.dtypes[0], config.seed)
+        parts = [run_dtype(config, config.dtypes[0], batches)]
+    else:
+        parts = _run_children(config, batches)
+    results = gather(parts)
+    results.environment = dict(
+        args=config.describe(), data_source=batches.source,
+        per_dtype={p["dtype"]: p["environment"] for p in parts},
+    )  # fmt: skip
+    results.seconds = time.perf_counter() - start
+    return results
+
+
+def _run_children(config: RunConfig, batches: Batches) -> list[dict]:
+    from reference.backend import run_in_dtype_process
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(config.dtypes)) as pool:
+        futures = [
+            pool.submit(run_in_dtype_process, dtype, run_dtype, config, dtype, batches)
+            for dtype in config.dtypes
+        ]
+        return [f.result() for f in futures]
+
+
+def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
+    """Every check for every model in one dtype (runs inside the dtype's process)."""
+    from reference import backend
+
+    rows = {table: [] for table in TABLES}
+    for name in config.models:
+        for table, new in run_model(config, name, dtype, batches).items():
+            rows.setdefault(table, []).extend(new)
+    return dict(dtype=dtype, rows=rows, environment=backend.environment())
+
+
+def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dict:
+    from reference.twin import copy_into_keras, twin
+    from scratch.models import build
+
+    model = build(name, seed=config.seed, dtype=dtype)
+    for hook in config.model_hooks:
+        hook(model)
+    ctx = Context(name, dtype, model, batches.images, batches.labels, config.seed)
+    rows = {table: [] for table in TABLES}
+    keras_model = twin(model, dtype)  # one build per model and dtype; weights copied per state
+    for state in config.states:
+        t0 = time.perf_counter()
+        _set_weights(ctx, state, config, batches)
+        copy_into_keras(keras_model, model)
+        ctx.set_twin(keras_model, state)
+        _run_state(ctx, config, rows)
+        progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
+    return rows
+
+
+def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches) -> None:
+    if state == "trained":
+        common.train_scratch(ctx.model, batches.train_images, batches.train_labels,
+                             config.seed, config.train_steps)  # fmt: skip
+    elif state == "random":
+        common.randomize(ctx.model, config.seed)
+
+
+def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
+    if "forward" in config.checks:
+        rows["forward"] += forward.forward_rows(ctx)
+    if "gradients" in config.checks:
+        rows["gradients"] += gradients.gradient_rows(ctx)
+    if "ties" in config.checks:
+        summary_rows, detail = ties.tie_rows(ctx)
+        rows["ties"] += detail
+        rows.setdefault("ties_rows", []).extend(summary_rows)
+    if "derivations" in config.checks and ctx.state in derivations.STATES:
+        rows["derivations"] += derivations.derivation_rows(ctx)
+
+
+def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, str]]:
+    """``(check, layer, quantity)`` every run of ``name`` in ``dtype`` must report."""
+    from scratch.models import build
+
+    model = build(name, seed=0, dtype=dtype)
+    modules = dict(forward=forward, gradients=gradients, derivations=derivations, ties=ties)
+    keys = []
+    for check in checks:
+        if check == "derivations" and dtype != "float64":
+            continue
+        keys += [(check, layer, q) for layer, q in modules[check].expected(model)]
+    return keys
+
+
+def gather(parts: list[dict]) -> Results:
+    """Rows of every dtype -> sorted DataFrames and the summary (one row per key)."""
+    merged: dict[str, list] = {}
+    for part in parts:
+        for table, rows in part["rows"].items():
+            merged.setdefault(table, []).extend(rows)
+    tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
+    comparison_rows = sum((merged.get(t, []) for t in ("forward", "gradients", "derivations")),
+                          []) + merged.get("ties_rows", [])  # fmt: skip
+    tables["summary"] = summarize(pd.DataFrame(comparison_rows))
+    return Results(tables)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Model, then dtype (in run order), then the deterministic order the checks wrote."""
+    if frame.empty:
+        return frame
+
+    def first_seen(column: pd.Series) -> pd.Series:
+        return column.map({v: i for i, v in enumerate(dict.fromkeys(column))})
+
+    return frame.sort_values(["model", "dtype"], kind="stable", key=first_seen).reset_index(
+        drop=True
+    )
+
+
+SUMMARY_KEYS = ["check", "model", "dtype", "layer", "quantity"]
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (check, model, dtype, layer, quantity): the worst of its rows."""
+    if rows.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    rows = _sorted(rows).copy()
+    rows["worst_error"] = rows["rel_error"].where(rows["check"] != "ties", rows["max_abs_error"])
+    out = []
+    for _, group in rows.groupby(SUMMARY_KEYS, sort=False):
+        failed = group[~group["passed"]]
+        pick = failed if len(failed) else group
+        worst = pick.loc[pick["worst_error"].fillna(np.inf).idxmax()]
+        out.append(dict(
+            **{k: worst[k] for k in SUMMARY_KEYS},
+            worst_error=worst["worst_error"],
+            error_kind="mismatched windows" if worst["check"] == "ties" else "norm-wise rel",
+            atol=worst["atol"], rtol=worst["rtol"], passed=bool(group["passed"].all()),
+            rows=len(group), failed_rows=len(failed), worst_state=worst["state"],
+            worst_sides=f"{worst['actual_side']}-{worst['desired_side']}",
+            worst_index=worst["worst_index"], message=worst["message"],
+        ))  # fmt: skip
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+SUMMARY_COLUMNS = [
+    *SUMMARY_KEYS, "worst_error", "error_kind", "atol", "rtol", "passed", "rows",
+    "failed_rows", "worst_state", "worst_sides", "worst_index", "message",
+]  # fmt: skip

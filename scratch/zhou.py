@@ -89,9 +89,10 @@ def _check_forward_called(layer, attribute: str) -> None:
 
 
 def softmax_probabilities(totals: np.ndarray) -> np.ndarray:
-    """``exp(totals) / sum(exp(totals))`` for one vector of totals (logits)."""
-    # The blog's exp(totals) overflows past totals ~ 709 (float64); shifting by the
-    # max leaves the ratio unchanged and keeps every exponent <= 0.
+    """``exp(totals) / sum(exp(totals))`` for one vector of totals (logits), stably.
+
+    The same arithmetic as ``Softmax.forward`` (which inlines it to check its input).
+    """
     exp = np.exp(totals - totals.max())
     return exp / exp.sum()
 
@@ -226,7 +227,8 @@ class MaxPool2:
             )
         # windows[k] holds window element k = 2 * di + dj (row-major inside the
         # window) of every window, windows flattened in (i, j, c) order: (4, nh*nw*C).
-        grid = x[: 2 * nh, : 2 * nw].reshape(nh, 2, nw, 2, c)
+        even = x if (h, w) == (2 * nh, 2 * nw) else x[: 2 * nh, : 2 * nw]
+        grid = even.reshape(nh, 2, nw, 2, c)
         windows = grid.transpose(1, 3, 0, 2, 4).reshape(4, -1)
         out = windows.max(axis=0)
         self.last_input_shape = x.shape
@@ -326,10 +328,15 @@ class Softmax:
                 f"(input_len). Received shape {x.shape}."
             )
         flat = x.reshape(-1)
-        totals = flat @ self.weights + self.biases
-        if not math.isfinite(totals.sum()):  # 10 numbers; a NaN or inf input shows here
+        totals = flat @ self.weights
+        totals += self.biases
+        # The blog's exp(totals) overflows past totals ~ 709 (float64); shifting by the
+        # max leaves the ratio unchanged and keeps every exponent <= 0.
+        exp = np.exp(totals - totals.max())
+        total = exp.sum()  # in [1, nodes] unless a NaN or inf input reached the totals
+        if not math.isfinite(total):
             _check_finite(x, "input")
-        out = softmax_probabilities(totals)
+        out = exp / total
         self.last_input_shape = x.shape
         self.last_input = flat
         self.last_totals = totals

@@ -16,8 +16,8 @@ WEIGHT_RTOL = 1e-12  # issue 4's bound for final weights; measured worst ~2e-15
 ORDER_SEED = 7  # the training schedule: a fixed permutation of the pool
 ADAM_BATCH = 32
 ADAM_LR = 0.001
-ADAM_LOSS_RTOL = 1e-10  # issue 7: per-step losses equal in float64; measured worst ~1e-15
-ADAM_WEIGHT_RTOL = 1e-12  # measured worst ~1e-14 (Adam divides by sqrt(v): amplifies ulps)
+ADAM_LOSS_RTOL = 1e-10  # issue 7: per-step losses equal in float64; measured 3.9e-16
+ADAM_WEIGHT_RTOL = 1e-12  # measured 2.7e-15 (needs scratch Adam with float32-rounded betas)
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +141,6 @@ def test_fit_steps_are_exactly_plain_sgd(name, data):
         _assert_all_pass(_records(expected, after, 0.0, f"fit step {step}"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keras 3.15 float64 Adam computes beta_1**t, beta_2**t from float32-rounded betas "
-    "(ops.cast(0.9, 'float64') = 0.8999999761581421): a 6.7e-6 relative step difference that "
-    "scratch.optim.Adam does not reproduce yet (see test_keras_float64_adam_uses_float32_betas)",
-)
 def test_adam_minibatches_match_scratch_adam(data, order):
     results = []
     for side in ("scratch", "fit"):

@@ -195,9 +195,8 @@ def keras_adam_weights(dtype, start, grads):
     return {key: np.asarray(variable.numpy()) for key, variable in variables.items()}
 
 
-@pytest.mark.slow  # two TensorFlow processes, ~25 s
 @pytest.mark.parametrize("dtype, rtol", [("float64", KERAS_FLOAT64_RTOL), ("float32", EXACT)])
-def test_adam_matches_keras_adam(dtype, rtol):
+def test_adam_matches_keras_adam(dtype, rtol):  # one spawned TensorFlow process each, ~5 s
     from reference.backend import run_in_dtype_process
 
     start, grads, params, _ = run_adam(dtype)

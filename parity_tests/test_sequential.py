@@ -3,6 +3,7 @@ import pytest
 
 from parity.compare import compare
 from parity.data import load_mnist
+from reference import layout
 from scratch import models
 from scratch.finite_diff import central_difference, model_difference
 from scratch.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
@@ -114,9 +115,7 @@ def test_loss_is_the_mean_cross_entropy_of_the_softmax_output(two_conv):
 
 
 def test_blog_network_and_its_general_layer_twin_agree_on_tied_mnist_windows(mnist):
-    zhou_model = pytest.importorskip("scratch.zhou_model")
-    layout = pytest.importorskip("reference.layout")
-    blog, seq = zhou_model.ZhouModel(seed=3), models.build("zhou-seq")
+    blog, seq = models.build("zhou", seed=3), models.build("zhou-seq")
     weights = blog.params()
     seq.set_params({
         "conv2d": {"kernel": layout.blog_filters_to_keras(weights["conv2d"]["kernel"], "conv2d")},

@@ -131,8 +131,10 @@ def main(argv=None) -> None:
         ("keras epoch in one tf.function", min(tf_times)),
     ]
     best = rows[0][1]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())  # shared cores: context
     print(f"\n{n} images, batch 1, float64, best of {args.repeats} epochs "
-          f"(tf {tf.__version__}, keras {keras.__version__}, numpy {np.__version__})")  # fmt: skip
+          f"(tf {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs, load average {load})")  # fmt: skip
     print(f"{'path':34s} {'ms/step':>9s} {'x scratch':>10s}   all epochs (ms/step)")
     for (name, seconds), times in zip(rows, (scratch_times, fit_times, tf_times), strict=True):
         every = ", ".join(f"{t / n * 1e3:.3f}" for t in times)

@@ -29,3 +29,26 @@ class ScaleGradient:
             return loss, grads
 
         model.gradients = gradients
+
+
+@dataclass(frozen=True)
+class BlogAllTiesMaxPool:
+    """Model ``zhou``: the blog's ``MaxPool2.backprop``, gradient to EVERY tied maximum."""
+
+    def __call__(self, model) -> None:
+        import numpy as np
+
+        pool = model.net.pool
+
+        def backward(d_L_d_out):
+            h, w, c = pool.last_input_shape
+            nh, nw = h // 2, w // 2
+            d = np.asarray(d_L_d_out, dtype=pool.last_output.dtype).reshape(-1)
+            routed = (pool.last_windows == pool.last_output) * d  # (4, windows)
+            out = np.zeros((h, w, c), dtype=d.dtype)  # window element k = 2*di + dj
+            out[: 2 * nh, : 2 * nw] = (
+                routed.reshape(2, 2, nh, nw, c).transpose(2, 0, 3, 1, 4).reshape(2 * nh, 2 * nw, c)
+            )
+            return out
+
+        pool.backward = backward

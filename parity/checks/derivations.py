@@ -5,7 +5,7 @@ report shows which side disagrees with the math. float64 only (FD needs it).
 
 Where the finite differences are taken (the function differentiated):
 - weights (conv filter, dense kernel and bias): the scratch forward pass, each weight
-  perturbed in place (``scratch.finite_diff.central_difference``); real images.
+  perturbed in place and restored bit-exactly; real images.
   Arrays larger than ``FD_MAX_POINTS`` are sampled at a seeded set of indices.
 - the first layer's input (conv input gradient): the scratch forward pass.
 - the softmax input (the blog's softmax Jacobian, i.e. the gradient w.r.t. the
@@ -31,9 +31,11 @@ from parity.compare import compare, missing
 CHECK = "derivations"
 EPS = 1e-5  # central step: measured best of 1e-6..1e-4 (round-off ulp(loss)/EPS dominates below)
 JITTER = 1e-2  # uniform +-JITTER on preprocessed inputs: near-ties stay >> EPS apart
-KINK_JUMP = 1e-4  # |fwd - bwd| difference that marks a kink (smooth: eps*|f''| ~ 1e-6)
-FD_MAX_POINTS = 400  # weight arrays larger than this are FD'd at a seeded sample
-STATES = ("initial", "random")  # weights the derivations run at (FD is the slow part)
+KINK_JUMP = 1e-4  # |fwd - bwd| / max|fd| marking an exact kink (smooth: EPS*|f''| / max|fd|)
+KINK_HALVING = 1e-6  # |C(EPS) - C(2 EPS)| / max|fd| marking a kink within 2 EPS (smooth:
+# EPS^2 |f'''| ~ 1e-10 and round-off ulp(loss) / EPS ~ 1e-10, against max|fd| >= 1e-4)
+FD_MAX_POINTS = 256  # weight arrays larger than this are FD'd at a seeded sample
+STATES = ("trained", "random")  # not "initial": the flat inits put FD at its round-off floor
 IMAGES = 4  # derivation batch: the first IMAGES images of the check batch
 CHUNK_BYTES = 64 * 2**20  # memory per batched FD evaluation
 PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
@@ -113,54 +115,71 @@ def _finite_difference(ctx, layer, quantity, x, labels):
 
 
 def _fd_weight(ctx, live: np.ndarray, x, labels):
-    from scratch.finite_diff import central_difference
-
+    """FD of the mean loss w.r.t. the live weight array, at every (or a seeded sample of)
+    index; kinks (a ReLU at exactly 0 on real images) are detected as for activations."""
     size = live.size
     if size <= FD_MAX_POINTS:
         idx = np.arange(size)
-        note = "all"
     else:
         rng = np.random.default_rng([ctx.seed, 4, size])
         idx = np.sort(rng.choice(size, FD_MAX_POINTS, replace=False))
-        note = f"{FD_MAX_POINTS} of {size} (seeded)"
-    sampled = central_difference(
-        lambda: mean_loss(ctx.model, x, labels), live, eps=EPS, indices=idx
-    ).reshape(-1)
+    base = mean_loss(ctx.model, x, labels)
+    losses = np.zeros((4, len(idx)))
+    for j, i in enumerate(idx):
+        value = live.flat[i]
+        for row, k in enumerate((1, -1, 2, -2)):
+            live.flat[i] = value + k * EPS
+            losses[row, j] = mean_loss(ctx.model, x, labels)
+        live.flat[i] = value  # bit-exact restore
+    central, kinks = _classify(losses, base)
     fd = np.zeros(live.shape, dtype=np.float64)
-    fd.flat[idx] = sampled
+    fd.flat[idx] = central
     mask = np.zeros(live.shape, dtype=bool)
-    mask.flat[idx] = True
-    return fd, (None if note == "all" else mask), note
+    mask.flat[idx[~kinks]] = True
+    note = "all" if size <= FD_MAX_POINTS else f"{FD_MAX_POINTS} of {size} (seeded)"
+    if kinks.any():
+        note += f" but {int(kinks.sum())} kinks"
+    return fd, (None if mask.all() else mask), note
+
+
+def _classify(losses: np.ndarray, base) -> tuple[np.ndarray, np.ndarray]:
+    """Losses at +EPS, -EPS, +2EPS, -2EPS (``(4, ...)``) and at 0 -> ``(central, kinks)``.
+
+    FD is one-sided at a kink, so kinks get FD 0 and are left out of the comparison:
+    where the forward and backward differences disagree (a ReLU at exactly 0) or the
+    central differences with steps EPS and 2 EPS disagree (a kink within the step).
+    """
+    c1 = (losses[0] - losses[1]) / (2 * EPS)
+    c2 = (losses[2] - losses[3]) / (4 * EPS)
+    jump = np.abs(losses[0] - 2 * base + losses[1]) / EPS
+    scale = np.abs(c1).max(initial=0.0)
+    kinks = (jump > KINK_JUMP * scale) | (np.abs(c1 - c2) > KINK_HALVING * scale)
+    return np.where(kinks, 0.0, c1), kinks
 
 
 def _fd_activation(tail, h: np.ndarray, exclude: np.ndarray | None = None):
     """d mean(tail(h)) / dh by central differences, one position in all examples at once.
 
     ``tail`` maps a batch ``(B, ...)`` to per-example losses ``(B,)``. Returns
-    ``(fd, mask, note)``: points where the one-sided differences disagree by more than
-    ``KINK_JUMP`` x max|fd| are kinks (a ReLU at exactly 0, a tie of zeros after a
-    ReLU); FD is one-sided there, so they are left out (``mask`` False) and counted,
-    as are the points of ``exclude`` (tied max-pool maxima, known kinks).
+    ``(fd, mask, note)``; kinks (:func:`_classify`) and the points of ``exclude`` (tied
+    max-pool maxima) are left out (``mask`` False) and counted.
     """
     n, per = h.shape[0], h[0].size
     flat = h.reshape(n, per)
     base = np.asarray(tail(h), dtype=np.float64)  # (N,)
-    central = np.zeros((n, per))
-    jump = np.zeros((n, per))
-    chunk = max(1, CHUNK_BYTES // (2 * n * per * 8))
+    losses = np.zeros((4, per, n))
+    chunk = max(1, CHUNK_BYTES // (4 * n * per * 8))
     for start in range(0, per, chunk):
         p = min(chunk, per - start)
         steps = np.zeros((p, per), dtype=h.dtype)
         steps[np.arange(p), start + np.arange(p)] = EPS
-        batch = np.concatenate([flat[None] + steps[:, None], flat[None] - steps[:, None]])
-        losses = np.asarray(tail(batch.reshape((2 * p * n,) + h.shape[1:])), dtype=np.float64)
-        plus, minus = losses.reshape(2, p, n)
-        central[:, start : start + p] = ((plus - minus) / (2 * EPS)).T
-        jump[:, start : start + p] = (np.abs(plus - 2 * base + minus) / EPS).T
-    kinks = jump > KINK_JUMP * np.abs(central).max(initial=0.0)
+        shifted = [flat[None] + k * steps[:, None] for k in (1, -1, 2, -2)]  # (P, N, per)
+        batch = np.concatenate(shifted).reshape((4 * p * n,) + h.shape[1:])
+        losses[:, start : start + p] = np.asarray(tail(batch), np.float64).reshape(4, p, n)
+    central, kinks = _classify(losses.transpose(0, 2, 1), base[:, None])  # (N, per) each
     if exclude is not None:
         kinks |= exclude.reshape(n, per)
-    central[kinks] = 0.0
+        central[kinks] = 0.0
     note = "all" if not kinks.any() else f"all but {int(kinks.sum())} kinks of {kinks.size}"
     mask = None if not kinks.any() else ~kinks.reshape(h.shape)
     return (central / n).reshape(h.shape), mask, note

@@ -1,0 +1,103 @@
+"""Thin parametrized tests over the parity checks: pytest fails exactly when
+``parity run`` would (same runner, same checks, same tolerances; one run per dtype
+process for the whole session)."""
+
+import numpy as np
+import pytest
+
+from parity import runner
+from parity.checks import ties
+from parity.plant import BlogAllTiesMaxPool, ScaleGradient
+
+MODELS = ("zhou",)  # the CLI default; the other families run in test_checks_slow.py
+DTYPES = ("float64", "float32")
+KEYS = [(m, d, *key) for m in MODELS for d in DTYPES for key in runner.expected_keys(m, d)]
+
+
+def _id(key) -> str:
+    return "-".join(str(part) for part in key)
+
+
+@pytest.fixture(scope="session")
+def results():
+    return runner.run(runner.RunConfig(models=MODELS, dtypes=DTYPES))
+
+
+def _summary_row(results, model, dtype, check, layer, quantity):
+    s = results.summary
+    hit = s[(s.model == model) & (s.dtype == dtype) & (s.check == check) & (s.layer == layer)
+            & (s.quantity == quantity)]  # fmt: skip
+    assert len(hit) == 1, f"{model} {dtype} {check} {layer}/{quantity}: no row in the run"
+    return hit.iloc[0]
+
+
+@pytest.mark.parametrize("model,dtype,check,layer,quantity", KEYS, ids=[_id(k) for k in KEYS])
+def test_check_passes(results, model, dtype, check, layer, quantity):
+    row = _summary_row(results, model, dtype, check, layer, quantity)
+    assert row.passed, row.message
+
+
+def test_run_reports_nothing_beyond_the_tested_keys(results):
+    columns = ["model", "dtype", "check", "layer", "quantity"]
+    reported = {tuple(r) for r in results.summary[columns].itertuples(index=False)}
+    assert reported == set(KEYS)
+
+
+def test_every_state_is_checked(results):
+    states = set(results.tables["forward"]["state"]) | set(results.tables["gradients"]["state"])
+    assert states == {"initial", "trained", "random"}
+
+
+def test_derivations_run_three_ways(results):
+    sides = set(zip(results.tables["derivations"]["actual_side"],
+                    results.tables["derivations"]["desired_side"], strict=True))  # fmt: skip
+    assert sides == {("scratch", "fd"), ("keras", "fd"), ("scratch", "keras")}
+
+
+def test_ties_are_counted_on_real_images(results):
+    table = results.tables["ties"]
+    assert (table["tied_scratch"] > 1000).all() and (table["routing_mismatches"] == 0).all()
+
+
+@pytest.mark.keras
+def test_planted_conv_kernel_gradient_fails_and_names_layer_and_quantity():
+    config = runner.RunConfig(models=("zhou",), dtypes=("float64",), checks=("gradients",),
+                              states=("initial",),
+                              model_hooks=(ScaleGradient("conv2d", "kernel", 1.01),))  # fmt: skip
+    summary = runner.run(config, in_process=True).summary
+    failed = summary[~summary.passed]
+    assert list(zip(failed.layer, failed.quantity, strict=True)) == [("conv2d", "kernel")]
+    assert "layer `conv2d` quantity `kernel`" in failed.iloc[0].message
+    assert failed.iloc[0].worst_error == pytest.approx(0.01, rel=1e-9)
+
+
+def test_windows_group_2x2_blocks_of_nhwc_and_nchw():
+    x = np.arange(2 * 4 * 4 * 3).reshape(2, 4, 4, 3)
+    win = ties.windows(x, (2, 2, 2, 3))
+    assert win[0].tolist() == [x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 0, 0], x[0, 1, 1, 0]]
+    nchw = np.moveaxis(x, 3, 1)
+    assert sorted(ties.windows(nchw, (2, 3, 2, 2)).sum(1)) == sorted(win.sum(1))
+
+
+def test_tied_maxima_marks_every_equal_maximum_of_a_window():
+    x = np.zeros((1, 2, 4, 1))
+    x[0, 0, 2, 0] = 1.0  # second window has a unique max; the first ties 4 zeros
+    assert ties.tied_maxima(x, (1, 1, 2, 1))[0, :, :, 0].tolist() == [
+        [True, True, False, False], [True, True, False, False]]  # fmt: skip
+
+
+@pytest.mark.keras
+def test_planted_blog_all_ties_rule_fails_ties_gradients_and_filter_derivation():
+    config = runner.RunConfig(models=("zhou",), dtypes=("float64",), states=("random",),
+                              model_hooks=(BlogAllTiesMaxPool(),))  # fmt: skip
+    results = runner.run(config, in_process=True)
+    summary, d = results.summary, results.tables["derivations"]
+    failed = set(zip(summary.check[~summary.passed], summary.layer[~summary.passed],
+                     summary.quantity[~summary.passed], strict=True))  # fmt: skip
+    assert ("ties", "max_pooling2d", "routing") in failed
+    assert ("gradients", "conv2d", "kernel") in failed
+    assert ("derivations", "conv2d", "kernel") in failed  # scratch vs FD, on real images
+    assert ("derivations", "max_pooling2d", "input") not in failed  # tie-free inputs
+    kernel = d[(d.layer == "conv2d") & (d.quantity == "kernel")].set_index("actual_side")
+    sides = kernel[kernel.desired_side == "fd"].passed.to_dict()
+    assert sides == {"scratch": False, "keras": True}  # the report says which side is wrong

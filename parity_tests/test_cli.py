@@ -1,0 +1,131 @@
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from parity import cli, reports, runner
+from parity.plant import ScaleGradient
+
+REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "derivations.csv", "ties.csv",
+                "environment.json"}  # fmt: skip
+
+
+def _run(tmp_path, *args):
+    return cli.main(["run", "--out", str(tmp_path / "out"), *args])
+
+
+def _folders(tmp_path):
+    out = tmp_path / "out"
+    return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+
+@pytest.mark.parametrize(
+    "args,option,received",
+    [
+        (["--models", "zhou,lenet"], "--models", "'zhou,lenet'"),
+        (["--models", ""], "--models", "''"),
+        (["--dtypes", "float16"], "--dtypes", "'float16'"),
+        (["--dtypes", "float64,float64"], "--dtypes", "'float64,float64'"),
+        (["--seed", "-1"], "--seed", "'-1'"),
+        (["--images", "0"], "--images", "'0'"),
+        (["--images", "many"], "--images", "'many'"),
+    ],
+    ids=[
+        "unknown-model",
+        "empty-models",
+        "bad-dtype",
+        "repeated-dtype",
+        "negative-seed",
+        "zero-images",
+        "non-integer-images",
+    ],  # fmt: skip
+)
+def test_bad_option_exits_2_naming_argument_rule_and_value(tmp_path, capsys, args, option,
+                                                            received):  # fmt: skip
+    assert _run(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert f"argument `{option}`. Expected" in err and f"Received {option}={received}" in err
+    assert _folders(tmp_path) == []
+
+
+def test_missing_data_file_exits_2_and_names_it(tmp_path, capsys):
+    assert _run(tmp_path, "--data", str(tmp_path / "nope.npz")) == 2
+    err = capsys.readouterr().err
+    assert "argument `data`" in err and "nope.npz" in err and _folders(tmp_path) == []
+
+
+def test_unwritable_out_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.main(["run", "--out", str(blocker / "reports")]) == 2
+    assert "argument `--out`" in capsys.readouterr().err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert cli.main(["run", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_passing_run_exits_0_prints_table_and_writes_report(tmp_path, capsys):
+    assert _run(tmp_path, "--dtypes", "float32", "--images", "8") == 0
+    out = capsys.readouterr().out
+    assert "forward    zhou   float32  conv2d/output" in out and "FAIL" not in out
+    (folder,) = _folders(tmp_path)
+    assert f"report: {tmp_path / 'out' / folder}" in out
+    assert {p.name for p in (tmp_path / "out" / folder).iterdir()} == REPORT_FILES
+    environment = json.loads((tmp_path / "out" / folder / "environment.json").read_text())
+    assert environment["args"]["images"] == 8 and environment["per_dtype"]["float32"]
+
+
+@pytest.mark.keras
+def test_planted_bug_exits_1_and_the_report_names_layer_and_quantity(tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    real_run = runner.run
+
+    def planted(config, **kwargs):
+        config = dataclasses.replace(
+            config,
+            dtypes=("float64",),
+            checks=("gradients",),
+            states=("initial",),
+            model_hooks=(ScaleGradient("dense", "bias", 1.01),),
+        )
+        return real_run(config, in_process=True, **kwargs)  # fmt: skip
+
+    monkeypatch.setattr(runner, "run", planted)
+    assert _run(tmp_path, "--dtypes", "float64", "--images", "4") == 1
+    assert "dense/bias" in capsys.readouterr().out
+    (folder,) = _folders(tmp_path)
+    summary = pd.read_csv(tmp_path / "out" / folder / "summary.csv")
+    failed = summary[~summary.passed]
+    assert list(zip(failed.layer, failed.quantity, strict=True)) == [("dense", "bias")]
+
+
+@pytest.mark.keras
+def test_same_seed_gives_identical_csv_contents(tmp_path):
+    config = runner.RunConfig(dtypes=("float64",), images=4, checks=("forward", "gradients",
+                              "ties"), states=("initial", "random"))  # fmt: skip
+    folders = [reports.write_report(runner.run(config, in_process=True), tmp_path / str(i))
+               for i in range(2)]  # fmt: skip
+    for name in ("summary", "forward", "gradients", "ties"):
+        texts = [(f / f"{name}.csv").read_text() for f in folders]
+        assert texts[0] == texts[1] and len(texts[0].splitlines()) > 1
+
+
+def test_a_failing_writer_leaves_no_report_folder(tmp_path):
+    results = runner.Results({"summary": pd.DataFrame({"a": [1.0]})})
+
+    def broken(folder):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        reports.write_report(results, tmp_path, run_id="r1", extra_writers=[broken])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_is_renamed_into_place_complete(tmp_path):
+    results = runner.Results({"summary": pd.DataFrame({"x": [0.1]})})
+    folder = reports.write_report(results, tmp_path, run_id="r2")
+    assert folder == tmp_path / "r2" and [p.name for p in tmp_path.iterdir()] == ["r2"]
+    assert (folder / "summary.csv").read_text() == "x\n1.000000e-01\n"

@@ -1,0 +1,632 @@
+"""The self-test catalog: real backprop mistakes the harness must catch.
+
+Each :class:`Entry` is one small, named, documented deviation from the correct code,
+planted by a picklable hook ``hook(model)`` (as in ``parity.plant``) on a freshly built
+scratch model of the entry's ``model``. The faulty code lives here only, never in
+``scratch/``. Three kinds of hook:
+
+- a faulty method swapped onto the model's own layer objects (instance attributes:
+  nothing outside that model changes);
+- a faulty weight transfer: the hook marks the model, and ``reference.layout.layout_for``
+  is wrapped (once per process) to hand a marked model a corrupted :class:`Layout`;
+  unmarked models get the real one;
+- a faulty optimizer (training only): a class-level patch of ``scratch.optim``, undone by
+  :func:`restore_globals` after each entry (the self-test runs many entries per process).
+
+``Entry.claims`` says which values the bug changes (``forward:<layer>``,
+``gradient:<layer>/<quantity>``, ``keras_weight:<layer>/<weight>``, ``training``);
+:func:`changed_values` measures them against the correct model (numpy only), so a hook
+that changes nothing fails a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from parity.plant import BlogAllTiesMaxPool
+
+# -- global patches, undone after every entry ---------------------------------------------
+
+_UNDO: list[tuple[object, str, object]] = []  # (owner, attribute, original value)
+
+
+def _patch(owner, attribute: str, value) -> None:
+    _UNDO.append((owner, attribute, getattr(owner, attribute)))
+    setattr(owner, attribute, value)
+
+
+def restore_globals() -> None:
+    """Undo every class/module patch a hook made in this process (latest first)."""
+    while _UNDO:
+        owner, attribute, original = _UNDO.pop()
+        setattr(owner, attribute, original)
+
+
+# -- zhou (the blog network) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TieToLastMax:
+    """``zhou``: max-pool backward routes each window's gradient to its LAST maximum."""
+
+    def __call__(self, model) -> None:
+        pool = model.net.pool
+
+        def backward(d_L_d_out):
+            h, w, c = pool.last_input_shape
+            d = np.asarray(d_L_d_out, dtype=pool.last_output.dtype)
+            is_max = pool.last_windows == pool.last_output  # (4, windows)
+            last = 3 - np.argmax(is_max[::-1], axis=0)  # the bug: last max, not first
+            corner, step = pool._scatter_index(h, w, c)
+            out = np.zeros(h * w * c, dtype=d.dtype)
+            out[corner + step.take(last)] = d.reshape(-1)
+            return out.reshape(h, w, c)
+
+        pool.backward = backward
+
+
+@dataclass(frozen=True)
+class TrueConvolution:
+    """``zhou``: forward flips the kernel (true convolution, not cross-correlation)."""
+
+    def __call__(self, model) -> None:
+        conv = model.net.conv
+
+        def _forward(x):
+            h, w = x.shape
+            regions = x.reshape(-1).take(conv._regions_index(h, w))
+            conv.last_input, conv.last_regions = x, regions
+            flipped = conv.filters[:, ::-1, ::-1]  # the bug: rotated 180 degrees
+            kernel = np.ascontiguousarray(flipped.reshape(conv.num_filters, 9).T)
+            return (regions @ kernel).reshape(h - 2, w - 2, conv.num_filters)
+
+        conv._forward = _forward
+
+
+@dataclass(frozen=True)
+class OffByOneWindow:
+    """``zhou``: the filter gradient reads each 3x3 patch one column to the right."""
+
+    def __call__(self, model) -> None:
+        conv = model.net.conv
+        original = conv.backward
+
+        def backward(d_L_d_out, input_grad=True):
+            h, w = conv.last_input.shape
+            # The bug: image[i:i+3, j+1:j+4] (np.roll wraps the last column around).
+            shifted = np.roll(conv.last_input, -1, axis=1).reshape(-1)
+            saved, conv.last_regions = conv.last_regions, shifted.take(conv._regions_index(h, w))
+            try:
+                return original(d_L_d_out, input_grad)
+            finally:
+                conv.last_regions = saved
+
+        conv.backward = backward
+
+
+def _zhou_softmax_backward(layer, jacobian):
+    """The blog's Softmax backward with ``d_L_d_t = g @ jacobian(layer)``."""
+
+    def backward(d_L_d_out):
+        g = np.asarray(d_L_d_out, dtype=layer.dtype)
+        layer.d_L_d_t = d_L_d_t = g @ jacobian(layer)
+        layer.d_L_d_w = np.asfortranarray(np.outer(layer.last_input, d_L_d_t))
+        layer.d_L_d_b = d_L_d_t
+        return (layer.weights @ d_L_d_t).reshape(layer.last_input_shape)
+
+    return backward
+
+
+def _jacobian_wrong_sign(layer):
+    p = layer.last_output
+    jac = p[:, None] * p[None, :]  # the bug: +p_i p_k off the diagonal (should be -)
+    np.fill_diagonal(jac, p * (1 - p))
+    return jac
+
+
+def _jacobian_missing_square(layer):
+    t = layer.last_totals
+    e = np.exp(t - t.max())
+    s = e.sum()
+    jac = -(e[:, None] * e[None, :]) / s  # the bug: / S, the blog's formula has / S**2
+    np.fill_diagonal(jac, e * (s - e) / s)
+    return jac
+
+
+@dataclass(frozen=True)
+class SoftmaxJacobianWrongSign:
+    """``zhou``: d out_i / d t_k = +p_i p_k for k != i (the sign of -p_i p_k lost)."""
+
+    def __call__(self, model) -> None:
+        model.net.softmax.backward = _zhou_softmax_backward(model.net.softmax,
+                                                            _jacobian_wrong_sign)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SoftmaxJacobianMissingSquare:
+    """``zhou``: the blog's ``exp(t_c) exp(t) / S**2`` written ``/ S`` (exps shifted by max)."""
+
+    def __call__(self, model) -> None:
+        model.net.softmax.backward = _zhou_softmax_backward(model.net.softmax,
+                                                            _jacobian_missing_square)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UpdateBeforeInputGradient:
+    """``zhou`` (training only): Softmax.backprop steps the weights, THEN computes
+    d_L_d_input from the updated weights (the blog computes it from the old ones)."""
+
+    def __call__(self, model) -> None:
+        layer = model.net.softmax
+
+        def backprop(d_L_d_out, learn_rate):
+            layer.backward(d_L_d_out)
+            lr = layer.dtype.type(learn_rate)
+            np.subtract(layer.weights, lr * layer.d_L_d_w, out=layer.weights)
+            layer.biases -= lr * layer.d_L_d_b
+            return (layer.weights @ layer.d_L_d_t).reshape(layer.last_input_shape)  # the bug
+
+        layer.backprop = backprop
+
+
+# -- two-conv (general NHWC layers) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MissingBiasGradient:
+    """A layer's backward never computes its bias gradient (left at zeros)."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        layer = model.layer(self.layer)
+        original = layer._backward
+
+        def _backward(dout, need_dx=True):
+            dx = original(dout, need_dx)
+            layer.grads = {**layer.grads, "bias": np.zeros_like(layer.params["bias"])}
+            return dx
+
+        layer._backward = _backward
+
+
+@dataclass(frozen=True)
+class BiasGradientAveraged:
+    """A conv bias gradient averaged over batch and positions where it must be summed."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        layer = model.layer(self.layer)
+        original = layer._backward
+
+        def _backward(dout, need_dx=True):
+            dx = original(dout, need_dx)
+            mean = dout.reshape(-1, layer.filters).mean(axis=0)  # the bug: mean, not sum
+            layer.grads = {**layer.grads, "bias": mean}
+            return dx
+
+        layer._backward = _backward
+
+
+@dataclass(frozen=True)
+class ReluDropsUpstream:
+    """ReLU backward returns its local derivative (the mask), not mask * upstream."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        layer = model.layer(self.layer)
+
+        def _backward(dout, need_dx=True):
+            layer.grads = {}
+            return layer._cache.astype(layer.dtype) if need_dx else None  # the bug
+
+        layer._backward = _backward
+
+
+@dataclass(frozen=True)
+class StrideIgnoredInBackward:
+    """A strided conv's input gradient scattered as if the stride were 1."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        from scratch.layers import scatter_add, window_indices
+
+        layer = model.layer(self.layer)
+        original = layer._backward
+        oh, ow, f = layer.output_shape
+        unit = window_indices(*layer._padded, layer.kernel_size, (1, 1), (oh, ow))  # the bug
+
+        def _backward(dout, need_dx=True):
+            original(dout, need_dx=False)  # weight gradients are right
+            if not need_dx:
+                return None
+            n, kernel = dout.shape[0], layer.params["kernel"]
+            dcols = (dout.reshape(-1, f) @ kernel.reshape(-1, f).T).reshape((n,) + unit.shape)
+            dxp = scatter_add(dcols, unit, math.prod(layer._padded), layer.dtype)
+            dxp = dxp.reshape((n,) + layer._padded)
+            (_, _), (top, _), (left, _), _ = layer._pads
+            height, width, _ = layer.input_shape
+            return dxp[:, top : top + height, left : left + width]
+
+        layer._backward = _backward
+
+
+# -- chw (channels-first family) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvInputGradientNoFlip:
+    """``chw``: the conv input gradient correlates dout with the UNflipped filters."""
+
+    def __call__(self, model) -> None:
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        from scratch.chw import _columns
+
+        conv = model.net.conv
+
+        def _input_gradient(d, xp_shape):
+            n, f, ho, wo = d.shape
+            k, s, p = conv.filter_size, conv.stride, conv.pad
+            dilated = np.zeros((n, f, (ho - 1) * s + 1, (wo - 1) * s + 1), dtype=conv.dtype)
+            dilated[:, :, ::s, ::s] = d
+            framed = np.pad(dilated, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
+            windows = sliding_window_view(framed, (k, k), axis=(2, 3))
+            w_cf = conv.filters.transpose(1, 0, 2, 3).reshape(conv.in_channels, -1)  # the bug
+            dxp = (w_cf @ _columns(windows)).reshape(conv.in_channels, n, *xp_shape[2:])
+            dxp = dxp.transpose(1, 0, 2, 3)
+            return np.ascontiguousarray(dxp[:, :, p : xp_shape[2] - p, p : xp_shape[3] - p])
+
+        conv._input_gradient = _input_gradient
+
+
+class _PaddedValidConv:
+    """``conv2d`` computed as ``Conv(pad=1)`` and cropped to the valid region.
+
+    Same values as pad=0 for any input (padded output ``(i+1, j+1)`` is valid output
+    ``(i, j)``), so the twin (pad=0 only) still mirrors it, yet the pad > 0 code path runs.
+    ``pad``/``stride`` are the layer's effective ones (what ``reference.layout`` reads).
+    """
+
+    pad, stride = 0, 1
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def filters(self):
+        return self.inner.filters
+
+    @property
+    def bias(self):
+        return self.inner.bias
+
+    def forward(self, x):
+        return self.inner.forward(x)[..., 1:-1, 1:-1]
+
+    def backward(self, dout):
+        dout = np.asarray(dout)
+        full = np.zeros(dout.shape[:-2] + (dout.shape[-2] + 2, dout.shape[-1] + 2), dout.dtype)
+        full[..., 1:-1, 1:-1] = dout
+        return self.inner.backward(full)
+
+
+def _document_pad_conv_class():
+    from scratch.chw import Conv, _as_image_batch
+
+    class DocumentPadConv(Conv):
+        """The document's ``x_pad = np.pad(x, self.pad)``: N and C are padded too.
+
+        Its loops run over the ORIGINAL ``n < N`` and read ``x_pad[n, :]``: image
+        ``n - pad`` (a zero image for ``n < pad``), all ``C + 2 pad`` channels
+        broadcast against ``w[f]`` (works only for C = 1; zero channels add nothing).
+        """
+
+        def forward(self, x):
+            xb, _ = _as_image_batch(x, self.dtype)
+            p = self.pad
+            x_pad = np.pad(xb, p)  # the bug: pads every axis, (N+2p, C+2p, H+2p, W+2p)
+            mixed = x_pad[: len(xb)].sum(axis=1, keepdims=True)  # x_pad[n, :] * w[f], C = 1
+            self.pad = 0  # `mixed` is already padded
+            try:
+                return super().forward(mixed)
+            finally:
+                self.pad = p
+
+    return DocumentPadConv
+
+
+def _swap_conv(model, conv_class) -> None:
+    net, old = model.net, model.net.conv
+    base = old.inner if isinstance(old, _PaddedValidConv) else old
+    inner = conv_class(base.in_channels, base.out_channels, base.filter_size, pad=1,
+                       stride=1, dtype=base.dtype)  # fmt: skip
+    inner.filters, inner.bias = base.filters, base.bias  # the live arrays stay the model's
+    net.conv = _PaddedValidConv(inner)
+    net.layers = tuple((n, net.conv if layer is old else layer) for n, layer in net.layers)
+
+
+@dataclass(frozen=True)
+class PadThenCrop:
+    """``chw`` variant (correct): conv2d through the pad=1 path, cropped to valid."""
+
+    def __call__(self, model) -> None:
+        from scratch.chw import Conv
+
+        _swap_conv(model, Conv)
+
+
+@dataclass(frozen=True)
+class PadAllAxes:
+    """``chw`` + :class:`PadThenCrop`: the pad=1 conv pads with ``np.pad(x, self.pad)``."""
+
+    def __call__(self, model) -> None:
+        _swap_conv(model, _document_pad_conv_class())
+
+
+# -- faulty weight transfers (reference.layout) ---------------------------------------------
+
+
+def _install_layout_dispatch() -> None:
+    """Wrap ``reference.layout.layout_for`` so a marked model gets a corrupted layout."""
+    from reference import layout as layout_module
+
+    if getattr(layout_module.layout_for, "selftest_dispatch", False):
+        return
+    original = layout_module.layout_for
+
+    def layout_for(model):
+        layout = original(model)
+        bug = getattr(model, "selftest_layout_bug", None)
+        return layout if bug is None else bug.corrupt(layout)
+
+    layout_for.selftest_dispatch = True
+    _patch(layout_module, "layout_for", layout_for)
+
+
+def _with_rule(layout, key, to_keras, from_keras):
+    from reference.layout import Layout
+
+    rules = dict(layout.rules)
+    rules[key] = dataclasses.replace(rules[key], to_keras=to_keras, from_keras=from_keras)
+    return Layout(layout.family, layout.model_name, rules, layout.layer_names)
+
+
+@dataclass(frozen=True)
+class FiltersReshapeNotTranspose:
+    """``zhou``: blog filters (F, 3, 3) moved to Keras (3, 3, 1, F) by reshape."""
+
+    def __call__(self, model) -> None:
+        _install_layout_dispatch()
+        model.selftest_layout_bug = self
+
+    def corrupt(self, layout):
+        def to_keras(a, where):
+            a = np.asarray(a)
+            return np.array(a.reshape(3, 3, 1, a.shape[0]))  # the bug: reshape, no transpose
+
+        def from_keras(k, where):
+            k = np.asarray(k)
+            return np.array(k.reshape(k.shape[-1], 3, 3))
+
+        return _with_rule(layout, ("conv2d", "kernel"), to_keras, from_keras)
+
+
+@dataclass(frozen=True)
+class ChwRowsNotPermuted:
+    """``chw``: the Linear kernel (C*H*W rows) copied to Keras's Dense (H*W*C rows) as is."""
+
+    def __call__(self, model) -> None:
+        _install_layout_dispatch()
+        model.selftest_layout_bug = self
+
+    def corrupt(self, layout):
+        def same(a, where):
+            return np.array(a)  # the bug: a reshape to (1352, 10) is no change at all
+
+        return _with_rule(layout, ("dense", "kernel"), same, same)
+
+
+# -- optimizer (training only) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdamEpsilonInsideSqrt:
+    """scratch Adam with ``sqrt(v + eps)`` instead of Keras's ``sqrt(v) + eps``."""
+
+    def __call__(self, model) -> None:
+        from scratch import optim
+
+        def _update_step(self, w, g, m, v):
+            cast = w.dtype.type
+            lr = cast(self.learning_rate)
+            b1t = cast(optim.keras_beta_power(self.beta_1, self.iterations + 1))
+            b2t = cast(optim.keras_beta_power(self.beta_2, self.iterations + 1))
+            alpha = lr * np.sqrt(1 - b2t) / (1 - b1t)
+            m += (g - m) * cast(1 - self.beta_1)
+            v += (np.square(g) - v) * cast(1 - self.beta_2)
+            w -= (m * alpha) / np.sqrt(v + cast(self.epsilon))  # the bug
+
+        _patch(optim.Adam, "_update_step", _update_step)
+
+
+# -- the catalog ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Training:
+    """A short training run for a training-only bug (``parity.curves.TrainingConfig``)."""
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.005
+    batch_size: int = 1
+    train_size: int = 40
+    test_size: int = 100
+    epochs: int = 1
+    keras_paths: tuple = ("tape",)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    model: str
+    description: str
+    hook: object
+    claims: tuple[str, ...]
+    training: Training | None = None  # training-only: the static checks cannot see it
+    base_hooks: tuple = ()  # the correct variant the bug is planted on (pad > 0 path)
+
+
+SGD_RUN = Training()
+ADAM_RUN = Training(optimizer="adam", learning_rate=0.001, batch_size=32, train_size=96)
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry("blog-all-ties-maxpool", "zhou",
+          "The blog's MaxPool2.backprop: the gradient is copied to EVERY tied maximum of a "
+          "window (MNIST's flat background ties most windows); TF routes to the first.",
+          BlogAllTiesMaxPool(), ("gradient:max_pooling2d/input", "gradient:conv2d/kernel")),
+    Entry("tie-to-last-max", "zhou",
+          "Max-pool backward routes a tied window to its LAST maximum instead of the first "
+          "(row-major). Invisible in the conv filter gradient over flat background (equal "
+          "patches), visible in the pooled layer's input gradient.",
+          TieToLastMax(), ("gradient:max_pooling2d/input",)),
+    Entry("true-convolution", "zhou",
+          "Forward uses true convolution (kernel rotated 180 degrees) instead of "
+          "cross-correlation.",
+          TrueConvolution(), ("forward:conv2d",)),
+    Entry("filters-reshape-not-transpose", "zhou",
+          "Weight transfer: blog filters (F,3,3) moved to Keras (3,3,1,F) with reshape "
+          "instead of a transpose.",
+          FiltersReshapeNotTranspose(), ("keras_weight:conv2d/kernel",)),
+    Entry("chw-rows-not-permuted", "chw",
+          "Weight transfer: the channels-first Linear kernel (rows in C,H,W order) copied "
+          "to Keras's Dense (rows in H,W,C order) without permuting its rows.",
+          ChwRowsNotPermuted(), ("keras_weight:dense/kernel",)),
+    Entry("softmax-jacobian-wrong-sign", "zhou",
+          "Softmax backward: off-diagonal Jacobian d out_i/d t_k written +p_i p_k instead "
+          "of -p_i p_k.",
+          SoftmaxJacobianWrongSign(), ("gradient:softmax/input", "gradient:dense/kernel")),
+    Entry("softmax-jacobian-missing-square", "zhou",
+          "Softmax backward: the blog's exp(t_c) exp(t_k) / S^2 written with / S (the "
+          "square of the exp sum missing).",
+          SoftmaxJacobianMissingSquare(), ("gradient:softmax/input", "gradient:dense/bias")),
+    Entry("missing-bias-gradient", "two-conv",
+          "Dense backward never computes its bias gradient (left at zero: the bias never "
+          "learns).",
+          MissingBiasGradient("dense"), ("gradient:dense/bias",)),
+    Entry("conv-input-grad-no-flip", "chw",
+          "Conv input gradient: full correlation of dout with the filters NOT rotated 180 "
+          "degrees.",
+          ConvInputGradientNoFlip(), ("gradient:conv2d/input",)),
+    Entry("relu-drops-upstream", "two-conv",
+          "ReLU backward returns its local derivative (the 0/1 mask) and ignores the "
+          "upstream gradient's scale and sign (chain rule forgotten).",
+          ReluDropsUpstream("re_lu_1"), ("gradient:re_lu_1/input", "gradient:conv2d_1/kernel")),
+    Entry("bias-grad-averaged", "two-conv",
+          "Strided conv's bias gradient averaged over batch and output positions where it "
+          "must be summed.",
+          BiasGradientAveraged("conv2d_1"), ("gradient:conv2d_1/bias",)),
+    Entry("stride-ignored-in-backward", "two-conv",
+          "The stride-2 conv's input gradient scattered with stride-1 windows (stride "
+          "ignored in backward; forward is right).",
+          StrideIgnoredInBackward("conv2d_1"), ("gradient:conv2d_1/input",
+                                                "gradient:conv2d/kernel")),
+    Entry("off-by-one-window", "zhou",
+          "Conv filter gradient reads each 3x3 patch one column to the right "
+          "(image[i:i+3, j+1:j+4]).",
+          OffByOneWindow(), ("gradient:conv2d/kernel",)),
+    Entry("pad-all-axes", "chw",
+          "The channels-first document's x_pad = np.pad(x, self.pad): batch and channel "
+          "axes padded too; its loops then read image n-pad. Needs pad > 0: run on chw "
+          "with conv2d through the pad=1 path cropped to valid (same values as pad=0, "
+          "which the twin mirrors; the twin has no pad > 0).",
+          PadAllAxes(), ("forward:conv2d",), base_hooks=(PadThenCrop(),)),
+    Entry("update-before-input-grad", "zhou",
+          "Training only: Softmax.backprop updates its weights and THEN computes the input "
+          "gradient from them (gradients() is right; the SGD step is not).",
+          UpdateBeforeInputGradient(), ("training",), training=SGD_RUN),
+    Entry("adam-epsilon-inside-sqrt", "chw",
+          "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
+          "m_hat / (sqrt(v_hat) + eps).",
+          AdamEpsilonInsideSqrt(), ("training",), training=ADAM_RUN),
+)  # fmt: skip
+
+BY_NAME = {entry.name: entry for entry in ENTRIES}
+
+# Correct variants the false-alarm sweep also runs (besides the registered models).
+CORRECT_VARIANTS = (("chw", "pad-then-crop", (PadThenCrop(),)),)
+
+
+def hooks_of(entry: Entry) -> tuple:
+    return (*entry.base_hooks, entry.hook)
+
+
+# -- what a hook changes (numpy only, for tests) -------------------------------------------
+
+
+def changed_values(entry: Entry, dtype: str = "float64", images=None, labels=None,
+                   seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """``{claim: max |faulty - correct|}`` for each of ``entry.claims``, on the batch
+    ``images``/``labels`` at random O(1) weights (``parity.checks.common.randomize``).
+
+    The correct model's values are all taken before the faulty model is built (a hook may
+    patch a class, e.g. Adam, for the whole process until :func:`restore_globals`).
+    """
+    from parity.checks.common import randomize
+    from scratch.models import build
+
+    def built(hooks):
+        model = build(entry.model, seed=seed, dtype=dtype)
+        for hook in hooks:
+            hook(model)
+        randomize(model, seed)
+        return model
+
+    try:
+        good = [_claim_values(c, entry, built(entry.base_hooks), images, labels)
+                for c in entry.claims]  # fmt: skip
+        bad = built(hooks_of(entry))
+        return {c: _max_diff(g, _claim_values(c, entry, bad, images, labels))
+                for c, g in zip(entry.claims, good, strict=True)}  # fmt: skip
+    finally:
+        restore_globals()
+
+
+def _claim_values(claim, entry, model, images, labels) -> np.ndarray:
+    kind, _, key = claim.partition(":")
+    layer, _, quantity = key.partition("/")
+    if kind == "keras_weight":
+        from reference.layout import layout_for
+
+        return layout_for(model).to_keras(layer, quantity, model.params()[layer][quantity])
+    x = model.preprocess(images)
+    if kind == "forward":
+        return model.forward(x)[layer]
+    if kind == "gradient":
+        return model.gradients(x, labels)[1][layer][quantity]
+    return _trained_weights(entry.training, model, x, labels)
+
+
+def _trained_weights(spec: Training, model, x, labels) -> np.ndarray:
+    """Every weight, flattened, after one epoch over the batch with ``spec``'s optimizer."""
+    from scratch.optim import SGD, Adam
+    from scratch.train import train
+
+    optimizer = SGD(spec.learning_rate) if spec.optimizer == "sgd" else Adam(spec.learning_rate)
+    train(model, x, labels, optimizer, epochs=1, batch_size=spec.batch_size,
+          orders=[np.arange(len(x))])  # fmt: skip
+    return np.concatenate([w.ravel() for ws in model.params().values() for w in ws.values()])
+
+
+def _max_diff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a - b), initial=0.0))

@@ -5,7 +5,7 @@ process for the whole session)."""
 import numpy as np
 import pytest
 
-from parity import runner
+from parity import runner, tolerances
 from parity.checks import ties
 from parity.plant import BlogAllTiesMaxPool, ScaleGradient
 
@@ -101,3 +101,10 @@ def test_planted_blog_all_ties_rule_fails_ties_gradients_and_filter_derivation()
     kernel = d[(d.layer == "conv2d") & (d.quantity == "kernel")].set_index("actual_side")
     sides = kernel[kernel.desired_side == "fd"].passed.to_dict()
     assert sides == {"scratch": False, "keras": True}  # the report says which side is wrong
+
+
+@pytest.mark.parametrize("key", sorted(tolerances.TABLE), ids="-".join)
+def test_every_budget_is_above_its_measured_error_and_far_below_a_one_percent_bug(key):
+    tol = tolerances.TABLE[key]
+    budget = max(tol.atol, tol.rtol)
+    assert tol.reason and 0 < tol.measured < budget <= 1e-3

@@ -64,13 +64,15 @@ def unwindow(win: np.ndarray, inp_shape: tuple, out_shape: tuple) -> np.ndarray:
     return full
 
 
-def tied_maxima(inp: np.ndarray, out_shape: tuple) -> np.ndarray:
-    """Mask of ``inp``'s shape: elements that are one of several equal window maxima.
+def tied_maxima(inp: np.ndarray, out_shape: tuple, gap: float = 0.0) -> np.ndarray:
+    """Mask of ``inp``'s shape: elements within ``gap`` of their window's maximum, in
+    windows where more than one element is.
 
-    These are max-pool kinks: finite differences there are one-sided.
+    These are max-pool kinks (``gap`` 0) or points a finite-difference step of up to
+    ``gap`` can push across one: FD there is one-sided.
     """
     win = windows(inp, out_shape)
-    is_max = win == win.max(axis=1, keepdims=True)
+    is_max = win >= win.max(axis=1, keepdims=True) - gap
     return unwindow(is_max & (is_max.sum(axis=1, keepdims=True) > 1), inp.shape, out_shape)
 
 

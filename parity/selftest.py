@@ -1,0 +1,432 @@
+"""``parity selftest``: run the harness against every catalog bug, and the correct code.
+
+For each :data:`parity.catalog.ENTRIES` bug and each dtype, the harness's own checks run
+on a freshly built, hooked scratch model, state by state as ``parity run`` does
+(``parity.runner._run_state``: forward, gradients, ties, then derivations in float64 at
+the trained and random states), stopping at the first state where a check fails. A
+catch counts only at the level of values: a comparison row with ``passed=False`` at
+stage ``values``; an exception, a shape, dtype or missing-key failure is "not caught".
+Training-only bugs also get a short training run (``parity.curves.run_training``, one
+epoch over a few dozen images, the tape path only); their static checks skip
+derivations (``gradients()`` is untouched by them).
+
+The false-alarm sweep runs the correct implementation (every registered model, plus the
+catalog's correct variants such as chw through the pad=1 path) over ``seeds`` seeds in
+both dtypes: forward, gradients and ties at all three weight states for every seed;
+derivations (float64) and the short training runs for the first ``derivation_seeds`` /
+``training_seeds`` seeds (finite differences cost ~10 s per model and state). Any
+failing check on correct code is a false alarm.
+
+Each dtype's work runs in one process (``reference.backend.run_in_dtype_process``), the
+two dtypes in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from parity import catalog, runner
+from parity.checks import common
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_SEEDS = 20
+DEFAULT_IMAGES = 8
+DEFAULT_DERIVATION_SEEDS = 2
+DEFAULT_TRAINING_SEEDS = 2
+ORDER = ("forward", "gradients", "ties", "derivations", "training")
+
+CATALOG_COLUMNS = [
+    "kind", "bug", "model", "dtype", "description", "caught", "check", "state", "layer",
+    "quantity", "error", "error_kind", "atol", "rtol", "checks_failed", "failed_keys", "seeds",
+    "checks_run", "false_alarms", "seconds", "message",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Options:
+    bugs: tuple[str, ...] = tuple(catalog.BY_NAME)
+    dtypes: tuple[str, ...] = runner.DEFAULT_DTYPES
+    seeds: int = DEFAULT_SEEDS
+    images: int = DEFAULT_IMAGES
+    derivation_seeds: int = DEFAULT_DERIVATION_SEEDS
+    training_seeds: int = DEFAULT_TRAINING_SEEDS
+    data: str | None = None
+    sweep: bool = True
+
+
+@dataclass
+class SelftestResult:
+    catalog: pd.DataFrame
+    false_alarms: pd.DataFrame  # every failing row on correct code (empty when none)
+    seconds: float
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:  # for parity.reports.write_report
+        return {"catalog": self.catalog, "false_alarms": self.false_alarms}
+
+    @property
+    def passed(self) -> bool:
+        bugs = self.catalog[self.catalog["kind"] == "bug"]
+        correct = self.catalog[self.catalog["kind"] == "correct"]
+        return bool((bugs["caught"] == "yes").all() and (correct["false_alarms"] == 0).all())
+
+
+def run_selftest(options: Options = Options(), *, in_process: bool = False) -> SelftestResult:
+    """Every bug of ``options.bugs`` and the false-alarm sweep; returns the catalog table."""
+    start = time.perf_counter()
+    if in_process:
+        if len(options.dtypes) != 1:
+            raise ValueError("in_process=True runs one dtype (Keras floatx is per process).")
+        from reference import backend
+
+        backend.configure(options.dtypes[0])
+        parts = [run_dtype(options, options.dtypes[0])]
+    else:
+        from reference.backend import run_in_dtype_process
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(options.dtypes)) as pool:
+            futures = [pool.submit(run_in_dtype_process, d, run_dtype, options, d)
+                       for d in options.dtypes]  # fmt: skip
+            parts = [f.result() for f in futures]
+    rows = [r for part in parts for r in part["catalog"]]
+    alarms = [r for part in parts for r in part["false_alarms"]]
+    order = {name: i for i, name in enumerate(catalog.BY_NAME)}
+    frame = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
+    frame = frame.sort_values(
+        ["kind", "bug", "dtype"], kind="stable",
+        key=lambda c: c.map(order).fillna(len(order)) if c.name == "bug" else c,
+    ).reset_index(drop=True)  # fmt: skip
+    return SelftestResult(
+        catalog=frame, false_alarms=pd.DataFrame(alarms), seconds=time.perf_counter() - start,
+        environment=dict(options=_describe(options),
+                         per_dtype={p["dtype"]: p["environment"] for p in parts}),
+    )  # fmt: skip
+
+
+def _describe(options: Options) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items()}
+
+
+def run_dtype(options: Options, dtype: str) -> dict:
+    """Everything for one dtype (runs inside the dtype's process)."""
+    from reference import backend
+
+    batches = {}
+
+    def batch(seed):
+        if seed not in batches:
+            config = runner.RunConfig(seed=seed, images=options.images, data=options.data)
+            batches[seed] = runner.load_batches(config)
+        return batches[seed]
+
+    rows, alarms = [], []
+    for name in options.bugs:
+        common.progress(f"selftest {dtype}: bug {name}")
+        rows.append(evaluate_bug(catalog.BY_NAME[name], dtype, batch(0)))
+    if options.sweep:
+        for model, variant, hooks in _correct_targets():
+            row, failing = sweep_correct(model, variant, hooks, dtype, options, batch)
+            rows.append(row)
+            alarms += failing
+    return dict(dtype=dtype, catalog=rows, false_alarms=alarms, environment=backend.environment())
+
+
+def _correct_targets():
+    from scratch.models import MODEL_NAMES
+
+    return [(m, "", ()) for m in MODEL_NAMES] + list(catalog.CORRECT_VARIANTS)
+
+
+# -- one bug ------------------------------------------------------------------------------
+
+
+def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0) -> dict:
+    """Run the checks on ``entry``'s faulty model; one catalog row (never raises)."""
+    t0 = time.perf_counter()
+    row = dict(kind="bug", bug=entry.name, model=entry.model, dtype=dtype,
+               description=entry.description, seeds=1)  # fmt: skip
+    checks = ("forward", "gradients", "ties") + (() if entry.training else ("derivations",))
+    try:
+        rows, run = static_rows(entry.model, dtype, batches, seed, catalog.hooks_of(entry),
+                                checks, stop_at_failure=True)  # fmt: skip
+        if entry.training and not _failures(rows):
+            train_rows = training_rows(entry.model, dtype, entry.training, seed,
+                                       catalog.hooks_of(entry), batches)  # fmt: skip
+            rows += train_rows
+            run += ["training"]
+        row.update(_verdict(rows), checks_run=";".join(dict.fromkeys(run)))
+    except Exception as error:  # a raise is "not caught", and a finding
+        row.update(caught="no", check="", message=f"raised {type(error).__name__}: {error}")
+    finally:
+        catalog.restore_globals()
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def _failures(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if not r["passed"]]
+
+
+def _verdict(rows: list[dict]) -> dict:
+    caught = [r for r in rows if not r["passed"] and r["stage"] == "values"]
+    failed = _failures(rows)
+    if not caught:
+        first = failed[0] if failed else None
+        message = (f"{first['stage']} failure only: {first['message']}" if first
+                   else "every check passed")  # fmt: skip
+        return dict(caught="no", check="", message=message)
+    first = min(caught, key=lambda r: r["_position"])
+    return dict(
+        caught="yes", check=first["check"], state=first["state"], layer=first["layer"],
+        quantity=first["quantity"], error=_error(first), error_kind=_error_kind(first),
+        atol=first["atol"], rtol=first["rtol"],
+        checks_failed=";".join(c for c in ORDER if any(r["check"] == c for r in caught)),
+        failed_keys=";".join(dict.fromkeys(f"{r['check']}:{r['layer']}/{r['quantity']}"
+                                           for r in caught)),  # fmt: skip
+        message=first["message"],
+    )  # fmt: skip
+
+
+def _error(row: dict) -> float:
+    if row["check"] == "ties" or (row["check"] == "training" and row["layer"] == "loss"):
+        return float(row["max_abs_error"])
+    return float(row["rel_error"])
+
+
+def _error_kind(row: dict) -> str:
+    if row["check"] == "ties":
+        return "mismatched windows"
+    if row["check"] == "training" and row["layer"] == "loss":
+        return "max abs (per-step loss)"
+    return "norm-wise rel"
+
+
+# -- the checks, as parity run runs them ---------------------------------------------------
+
+
+def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure):
+    """Rows of ``checks`` state by state (``parity.runner._run_state``); returns
+    ``(rows, checks run)``. Each row gets ``_position`` (production order)."""
+    from parity.checks.common import Context
+    from reference.twin import copy_into_keras, twin
+    from scratch.models import build
+
+    config = runner.RunConfig(models=(model_name,), dtypes=(dtype,), seed=seed,
+                              images=len(batches.images), checks=tuple(checks))  # fmt: skip
+    model = build(model_name, seed=seed, dtype=dtype)
+    for hook in hooks:
+        hook(model)
+    ctx = Context(model_name, dtype, model, batches.images, batches.labels, seed)
+    keras_model = twin(model, dtype)
+    out, run = [], []
+    for state in config.states:
+        runner._set_weights(ctx, state, config, batches)
+        copy_into_keras(keras_model, model)
+        ctx.set_twin(keras_model, state)
+        tables: dict = {t: [] for t in runner.TABLES}
+        runner._run_state(ctx, config, tables)
+        for table in ("forward", "gradients", "ties_rows", "derivations"):
+            for r in tables.get(table, []):
+                out.append({**r, "_position": len(out)})
+        run += [c for c in ORDER if any(r["check"] == c for r in out)]
+        if stop_at_failure and _failures(out):
+            break
+    return out, run
+
+
+def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, batches=None):
+    """Comparison rows (check ``training``) of a short ``parity.curves`` training run."""
+    from parity import curves
+    from parity.data import load_mnist
+
+    config = curves.TrainingConfig(
+        model_name, dtype, spec.optimizer, spec.learning_rate, spec.batch_size, spec.epochs,
+        spec.train_size, spec.test_size, seed, spec.keras_paths,
+    )  # fmt: skip
+    pools = curves._pools(load_mnist(), config)
+    result = curves.run_training(config, pools, None, tuple(hooks))
+    rows = result.comparison_rows()
+    return [{**r, "_position": 10_000 + i} for i, r in enumerate(rows)]
+
+
+# -- the correct implementation -------------------------------------------------------------
+
+
+def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
+    """Every check on correct code over ``options.seeds`` seeds: ``(row, failing rows)``."""
+    t0 = time.perf_counter()
+    label = f"{model_name} ({variant})" if variant else model_name
+    common.progress(f"selftest {dtype}: false-alarm sweep {label}, {options.seeds} seeds")
+    total, failing, errors = 0, [], []
+    runs = _training_specs(model_name)
+    for seed in range(options.seeds):
+        checks = ["forward", "gradients", "ties"]
+        if seed < options.derivation_seeds and dtype == "float64":
+            checks.append("derivations")
+        try:
+            rows, _ = static_rows(model_name, dtype, batch(seed), seed, hooks, checks, False)
+            if seed < options.training_seeds:
+                for spec in runs:
+                    rows += training_rows(model_name, dtype, spec, seed, hooks)
+        except Exception as error:
+            errors.append(f"seed {seed}: {type(error).__name__}: {error}")
+            continue
+        finally:
+            catalog.restore_globals()
+        summary = runner.summarize(pd.DataFrame(_without_position(rows)))
+        total += len(summary)
+        failing += [{**r, "seed": seed, "variant": variant}
+                    for r in summary[~summary["passed"]].to_dict("records")]  # fmt: skip
+    row = dict(
+        kind="correct", bug=f"(correct{': ' + variant if variant else ''})", model=model_name,
+        dtype=dtype, description="the correct implementation: any failing check is a false alarm",
+        seeds=options.seeds, checks_run=total, false_alarms=len(failing) + len(errors),
+        seconds=round(time.perf_counter() - t0, 2),
+        message="; ".join(errors + [f"seed {f['seed']}: {f['message']}" for f in failing[:3]]),
+    )  # fmt: skip
+    return row, failing
+
+
+def _training_specs(model_name) -> list[catalog.Training]:
+    """The short training runs the catalog uses on ``model_name`` (correct code must pass)."""
+    specs = {e.training for e in catalog.ENTRIES if e.training and e.model == model_name}
+    return sorted(specs, key=repr)
+
+
+def _without_position(rows):
+    out = []
+    for r in rows:
+        r = dict(r)
+        r.pop("_position", None)
+        if r["check"] == "training":
+            r["quantity"] = f"{r['quantity']} ({r.get('keras_path', '')})"
+        out.append(r)
+    return out
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+class UsageError(ValueError):
+    pass
+
+
+def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``parity selftest``."""
+    parser.add_argument(
+        "--out",
+        default="reports",
+        help="parent folder of the report folder (default: ./%(default)s)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        default=",".join(runner.DEFAULT_DTYPES),
+        help="comma-separated, float64 and/or float32 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bugs",
+        default="all",
+        help="comma-separated catalog entries, or 'all' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=str(DEFAULT_SEEDS),
+        help="seeds of the false-alarm sweep, 0 to skip it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--derivation-seeds",
+        default=str(DEFAULT_DERIVATION_SEEDS),
+        help="of those, how many also run derivations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--training-seeds",
+        default=str(DEFAULT_TRAINING_SEEDS),
+        help="of those, how many also run short training (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images",
+        default=str(DEFAULT_IMAGES),
+        help="images the forward and gradient checks use (default: %(default)s)",
+    )
+    parser.add_argument("--data", default=None,
+                        help="MNIST source, as for parity run (default: bundled)")  # fmt: skip
+
+
+def options_from_args(args) -> Options:
+    from parity.cli import _choices, _integer
+
+    bugs = (tuple(catalog.BY_NAME) if str(args.bugs).strip() == "all"
+            else _choices("--bugs", args.bugs, tuple(catalog.BY_NAME)))  # fmt: skip
+    seeds = _integer("--seeds", args.seeds, 0, 1000)
+    return Options(
+        bugs=bugs, dtypes=_choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
+        seeds=seeds, images=_integer("--images", args.images, 1, 1000),
+        derivation_seeds=_integer("--derivation-seeds", args.derivation_seeds, 0, seeds),
+        training_seeds=_integer("--training-seeds", args.training_seeds, 0, seeds),
+        data=args.data, sweep=seeds > 0,
+    )  # fmt: skip
+
+
+def selftest_command(args) -> int:
+    """``parity selftest``: 0 every bug caught and no false alarm, 1 otherwise, 2 bad usage."""
+    from parity.cli import UsageError as CliUsageError
+    from parity.data import DataError
+    from parity.reports import ReportError, check_writable, write_report
+
+    try:
+        options = options_from_args(args)
+        check_writable(args.out)
+        runner.load_batches(runner.RunConfig(images=options.images, data=options.data))
+    except (CliUsageError, DataError, ReportError) as error:
+        print(f"parity selftest: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run_selftest(options)
+    try:
+        folder = write_report(result, args.out)
+    except ReportError as error:
+        print(f"parity selftest: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_catalog(result.catalog))
+    bugs = result.catalog[result.catalog["kind"] == "bug"]
+    alarms = int(result.catalog["false_alarms"].fillna(0).sum())
+    print(f"\n{int((bugs['caught'] == 'yes').sum())} of {len(bugs)} bug runs caught, "
+          f"{alarms} false alarms, {result.seconds:.1f} s")  # fmt: skip
+    print(f"report: {folder}")
+    return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def format_catalog(frame: pd.DataFrame) -> str:
+    header = ("bug", "model", "dtype", "caught", "check", "layer/quantity", "error")
+    lines = []
+    for r in frame.itertuples(index=False):
+        if r.kind == "bug":
+            where = f"{r.layer}/{r.quantity}" if r.caught == "yes" else ""
+            error = f"{r.error:.2e}" if r.caught == "yes" else ""
+            lines.append((r.bug, r.model, r.dtype, r.caught, r.check or "-", where, error))
+        else:
+            lines.append((r.bug, r.model, r.dtype, f"{int(r.false_alarms)} false alarms",
+                          f"{int(r.checks_run)} checks", f"{int(r.seeds)} seeds", ""))  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(cells, widths, strict=True)).rstrip()
+                     for cells in [header, *lines])  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="parity selftest", description=__doc__)
+    add_selftest_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return selftest_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from parity import catalog, runner, selftest
+from parity.data import load_mnist
+
+ENTRY_IDS = [e.name for e in catalog.ENTRIES]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+@pytest.fixture(scope="module")
+def batch0():
+    return runner.load_batches(runner.RunConfig(seed=0, images=selftest.DEFAULT_IMAGES))
+
+
+# -- the catalog itself (numpy only) --------------------------------------------------------
+
+
+def test_catalog_has_at_least_twelve_distinct_entries_on_registered_models():
+    from scratch.models import MODEL_NAMES
+
+    assert len(catalog.ENTRIES) >= 12 and len(catalog.BY_NAME) == len(catalog.ENTRIES)
+    assert all(e.model in MODEL_NAMES and e.description and e.claims for e in catalog.ENTRIES)
+
+
+@pytest.mark.parametrize("entry", catalog.ENTRIES, ids=ENTRY_IDS)
+def test_hook_changes_the_values_it_claims(entry, mnist):
+    changed = catalog.changed_values(entry, "float64", mnist.test_images[:8],
+                                     mnist.test_labels[:8])  # fmt: skip
+    assert all(np.isfinite(v) and v > 1e-6 for v in changed.values()), changed
+
+
+@dataclass(frozen=True)
+class DoesNothing:
+    def __call__(self, model) -> None:
+        pass
+
+
+def test_a_hook_that_changes_nothing_fails_the_claim_test(mnist):
+    idle = catalog.Entry("idle", "zhou", "no change", DoesNothing(), ("forward:conv2d",))
+    changed = catalog.changed_values(idle, "float64", mnist.test_images[:8], mnist.test_labels[:8])
+    assert changed == {"forward:conv2d": 0.0}
+
+
+def test_pad_then_crop_variant_changes_nothing(mnist):
+    variant = catalog.Entry("pad", "chw", "correct", catalog.PadThenCrop(),
+                            ("forward:conv2d", "gradient:conv2d/input",
+                             "gradient:conv2d/kernel"))  # fmt: skip
+    changed = catalog.changed_values(variant, "float64", mnist.test_images[:8],
+                                     mnist.test_labels[:8])  # fmt: skip
+    assert max(changed.values()) < 1e-15, changed
+
+
+def test_restore_globals_undoes_the_adam_patch():
+    from scratch.models import build
+    from scratch.optim import Adam
+
+    original = Adam._update_step
+    catalog.AdamEpsilonInsideSqrt()(build("chw"))
+    assert Adam._update_step is not original
+    catalog.restore_globals()
+    assert Adam._update_step is original
+
+
+def test_layout_bug_touches_only_the_marked_model():
+    from reference import layout
+    from scratch.models import build
+
+    marked, plain = build("zhou"), build("zhou")
+    catalog.FiltersReshapeNotTranspose()(marked)
+    try:
+        kernel = plain.params()["conv2d"]["kernel"]
+        good = layout.layout_for(plain).to_keras("conv2d", "kernel", kernel)
+        bad = layout.layout_for(marked).to_keras("conv2d", "kernel", kernel)
+        assert np.array_equal(good, layout.blog_filters_to_keras(kernel, "test"))
+        assert not np.array_equal(bad, good)
+    finally:
+        catalog.restore_globals()
+
+
+# -- verdicts: a catch is a failure on values -----------------------------------------------
+
+
+def _row(check, stage, passed, position=0):
+    return dict(check=check, stage=stage, passed=passed, layer="conv2d", quantity="kernel",
+                state="initial", rel_error=0.5, max_abs_error=1.0, atol=0.0, rtol=1e-13,
+                message=f"{stage}: ...", _position=position)  # fmt: skip
+
+
+def test_a_shape_failure_is_not_a_catch():
+    verdict = selftest._verdict(
+        [_row("forward", "shape", False), _row("gradients", "values", True)]
+    )
+    assert verdict["caught"] == "no" and verdict["message"].startswith("shape failure only")
+
+
+def test_the_first_value_failure_is_the_catch():
+    rows = [_row("forward", "values", True, 0), _row("gradients", "values", False, 1),
+            _row("ties", "values", False, 2)]  # fmt: skip
+    verdict = selftest._verdict(rows)
+    assert (verdict["caught"], verdict["check"], verdict["checks_failed"]) == (
+        "yes",
+        "gradients",
+        "gradients;ties",
+    )
+
+
+@dataclass(frozen=True)
+class Raises:
+    def __call__(self, model) -> None:
+        raise RuntimeError("planted")
+
+
+def test_a_variant_that_raises_is_not_caught(batch0):
+    entry = catalog.Entry("raises", "zhou", "raises", Raises(), ("forward:conv2d",))
+    row = selftest.evaluate_bug(entry, "float64", batch0)
+    assert row["caught"] == "no" and "raised RuntimeError: planted" in row["message"]
+
+
+# -- every entry is caught (float64 in this process; float32 in its own) -------------------
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("entry", catalog.ENTRIES, ids=ENTRY_IDS)
+def test_bug_is_caught_on_values_float64(entry, batch0):
+    row = selftest.evaluate_bug(entry, "float64", batch0)
+    assert row["caught"] == "yes", row["message"]
+
+
+@pytest.mark.keras
+def test_tie_to_last_max_is_invisible_in_the_filter_gradient_but_caught(batch0):
+    row = selftest.evaluate_bug(catalog.BY_NAME["tie-to-last-max"], "float64", batch0)
+    assert "gradients:max_pooling2d/input" in row["failed_keys"]
+    assert "gradients:conv2d/kernel" not in row["failed_keys"]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", ["update-before-input-grad", "adam-epsilon-inside-sqrt"])
+def test_training_only_bugs_pass_the_static_checks_and_fail_training(name, batch0):
+    row = selftest.evaluate_bug(catalog.BY_NAME[name], "float64", batch0)
+    assert row["check"] == "training" and row["checks_failed"] == "training"
+
+
+@pytest.mark.slow
+def test_every_bug_is_caught_in_float32():
+    result = selftest.run_selftest(selftest.Options(dtypes=("float32",), sweep=False))
+    missed = result.catalog[result.catalog["caught"] != "yes"]
+    assert missed.empty, missed[["bug", "message"]].to_string()
+
+
+# -- the correct implementation: no false alarm ---------------------------------------------
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "model, variant, hooks", [("zhou", "", ()), ("chw", "pad-then-crop", (catalog.PadThenCrop(),))]
+)
+def test_correct_code_raises_no_false_alarm_fast(model, variant, hooks):  # fmt: skip
+    options = selftest.Options(seeds=2, derivation_seeds=0, training_seeds=1)
+    batches = {s: runner.load_batches(runner.RunConfig(seed=s, images=8)) for s in range(2)}
+    row, failing = selftest.sweep_correct(model, variant, hooks, "float64", options,
+                                          batches.__getitem__)  # fmt: skip
+    assert row["false_alarms"] == 0 and row["checks_run"] > 0, row["message"]
+
+
+@pytest.mark.slow
+def test_selftest_catches_everything_with_zero_false_alarms_over_20_seeds():
+    result = selftest.run_selftest(selftest.Options(seeds=20))
+    correct = result.catalog[result.catalog["kind"] == "correct"]
+    assert len(correct) == 2 * 5 and (correct["seeds"] == 20).all()
+    assert result.passed, result.catalog[["bug", "dtype", "caught", "false_alarms",
+                                          "message"]].to_string()  # fmt: skip
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    selftest.add_selftest_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize("argv", [("--bugs", "nope"), ("--seeds", "-1"), ("--dtypes", "float16"),
+                                  ("--seeds", "3", "--derivation-seeds", "4")])  # fmt: skip
+def test_bad_usage_exits_2_and_names_the_argument(argv, tmp_path, capsys):
+    assert selftest.selftest_command(_args("--out", str(tmp_path), *argv)) == 2
+    assert argv[-2] in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_selftest_command_writes_catalog_csv(tmp_path, capsys):
+    import pandas as pd
+
+    code = selftest.selftest_command(_args("--out", str(tmp_path), "--seeds", "0",
+                                           "--bugs", "tie-to-last-max,pad-all-axes"))  # fmt: skip
+    (folder,) = tmp_path.iterdir()
+    frame = pd.read_csv(folder / "catalog.csv")
+    assert code == 0 and list(frame.columns) == selftest.CATALOG_COLUMNS
+    assert (frame["caught"] == "yes").all() and len(frame) == 4  # 2 bugs x 2 dtypes

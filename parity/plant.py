@@ -52,3 +52,23 @@ class BlogAllTiesMaxPool:
             return out
 
         pool.backward = backward
+
+
+@dataclass(frozen=True)
+class ScaleOutput:
+    """Multiply the scratch forward output of ``layer`` by ``factor`` (later layers see
+    the unscaled value: a wrong activation reported for one layer)."""
+
+    layer: str
+    factor: float
+
+    def __call__(self, model) -> None:
+        original = model.forward
+        layer, factor = self.layer, self.factor
+
+        def forward(x):
+            outputs = dict(original(x))
+            outputs[layer] = outputs[layer] * outputs[layer].dtype.type(factor)
+            return outputs
+
+        model.forward = forward

@@ -7,7 +7,7 @@ import pytest
 
 from parity import runner, tolerances
 from parity.checks import ties
-from parity.plant import BlogAllTiesMaxPool, ScaleGradient
+from parity.plant import BlogAllTiesMaxPool, ScaleGradient, ScaleOutput
 
 MODELS = ("zhou",)  # the CLI default; the other families run in test_checks_slow.py
 DTYPES = ("float64", "float32")
@@ -108,3 +108,12 @@ def test_every_budget_is_above_its_measured_error_and_far_below_a_one_percent_bu
     tol = tolerances.TABLE[key]
     budget = max(tol.atol, tol.rtol)
     assert tol.reason and 0 < tol.measured < budget <= 1e-3
+
+
+@pytest.mark.keras
+def test_planted_forward_error_of_1e_minus_12_in_the_logits_fails_only_that_layer():
+    config = runner.RunConfig(models=("zhou",), dtypes=("float64",), checks=("forward",),
+                              states=("initial",),
+                              model_hooks=(ScaleOutput("dense", 1 + 1e-12),))  # fmt: skip
+    summary = runner.run(config, in_process=True).summary
+    assert list(summary.layer[~summary.passed]) == ["dense"]

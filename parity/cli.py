@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parity import runner
+from parity import curves, runner
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 MAX_IMAGES = 1000  # the bundled test pool
@@ -54,6 +54,28 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         default=str(runner.DEFAULT_IMAGES),
         help="images the forward and gradient checks use (default: %(default)s)",
     )
+    training = run.add_argument_group("training curves (the blog's schedule by default)")
+    training.add_argument(
+        "--epochs", default="3", help="epochs of the training-curve check; 0 skips it (default: 3)"
+    )
+    training.add_argument(
+        "--train-size", default="1000", help="training images per epoch (default: %(default)s)"
+    )
+    training.add_argument(
+        "--test-size",
+        default="1000",
+        help="held-out images for test loss/accuracy (default: %(default)s)",
+    )
+    training.add_argument("--optimizer", default="sgd", help="sgd or adam (default: sgd)")
+    training.add_argument("--batch-size", default="1", help="mini-batch size (default: 1)")
+    training.add_argument(
+        "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
+    )
+    training.add_argument(
+        "--blog-printout",
+        action="store_true",
+        help="print the blog's log (loss, accuracy per 100 steps)",
+    )
     run.add_argument("--data", default=None,
                      help="MNIST: a Keras mnist.npz, a folder of IDX files, or 'keras' "
                           "(default: the bundled 5,000-image subset)")  # fmt: skip
@@ -77,20 +99,29 @@ def run_command(args) -> int:
         config = config_from_args(args)
         check_writable(args.out)
         batches = runner.load_batches(config)
+        check_pools(config.training, batches)
     except (UsageError, DataError, ReportError) as error:
         print(f"parity run: {error}", file=sys.stderr)
         return EXIT_USAGE
     results = runner.run(config, batches=batches)
     try:
-        folder = write_report(results, args.out)
+        folder = write_report(results, args.out, extra_writers=[training_writer(results)])
     except ReportError as error:
         print(f"parity run: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.blog_printout:
+        for result in results.curves:
+            print("\n".join(curves.blog_printout(result)) + "\n")
     print(format_table(results.summary))
     failed = int((~results.summary["passed"]).sum())
     print(f"\n{len(results.summary)} checks, {failed} failed, {results.seconds:.1f} s")
     print(f"report: {folder}")
     return EXIT_PASS if results.passed else EXIT_FAIL
+
+
+def training_writer(results):
+    """Writes training.csv, epochs.csv, divergence.csv and the plots into the run folder."""
+    return lambda folder: curves.write_outputs(results.curves, folder)
 
 
 def config_from_args(args) -> runner.RunConfig:
@@ -101,7 +132,53 @@ def config_from_args(args) -> runner.RunConfig:
     seed = _integer("--seed", args.seed, 0, 2**32 - 1)
     images = _integer("--images", args.images, 1, MAX_IMAGES)
     return runner.RunConfig(models=models, dtypes=dtypes, seed=seed, images=images,
-                            data=args.data)  # fmt: skip
+                            data=args.data, training=training_from_args(args))  # fmt: skip
+
+
+DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras's Adam default
+
+
+def training_from_args(args) -> runner.TrainingOptions | None:
+    epochs = _integer("--epochs", args.epochs, 0, 10_000)
+    if epochs == 0:
+        return None
+    optimizer = _choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
+    if len(optimizer) != 1:
+        raise UsageError(f"Invalid value for argument `--optimizer`. Expected one of sgd, "
+                         f"adam. Received --optimizer={args.optimizer!r}.")  # fmt: skip
+    lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else _positive("--lr", args.lr)
+    return runner.TrainingOptions(
+        optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
+        batch_size=_integer("--batch-size", args.batch_size, 1, 60_000),
+        train_size=_integer("--train-size", args.train_size, 1, 60_000),
+        test_size=_integer("--test-size", args.test_size, 1, 10_000),
+    )  # fmt: skip
+
+
+def check_pools(training: runner.TrainingOptions | None, batches: runner.Batches) -> None:
+    """--train-size/--test-size must fit the loaded pools (known only after loading)."""
+    if training is None:
+        return
+    for option, size, pool in (
+        ("--train-size", training.train_size, batches.train_images),
+        ("--test-size", training.test_size, batches.test_images),
+    ):
+        if size > len(pool):
+            raise UsageError(
+                f"Invalid value for argument `{option}`. Expected at most {len(pool)} (the "
+                f"pool of {batches.source}). Received {option}={size}."
+            )  # fmt: skip
+
+
+def _positive(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise UsageError(f"Invalid value for argument `{option}`. Expected a finite, strictly "
+                         f"positive number. Received {option}={text!r}.")  # fmt: skip
+    return value
 
 
 def _choices(option: str, text: str, allowed) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from parity import tolerances
 from parity.compare import Comparison, compare
 
 KERAS_PATHS = ("fit", "tape")
@@ -53,25 +54,13 @@ DIVERGENCE_LADDER = (1e-15, 1e-13, 1e-11, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 PROGRESS_EVERY_SECONDS = 5.0  # at most one progress line this often (plus phase ends)
 BLOG_EVERY = 100  # the blog prints every 100 steps
 
-# -- budgets: measured on this code (see the report of issue 6) ---------------------------
+# -- budgets: parity.tolerances (training section), measured on this code -----------------
 # Per-step loss: |scratch - keras| at every step, absolute (losses are O(1)).
 # Weights: norm-wise max|scratch - keras| / max|keras| per weight, after the last epoch.
-# fmt: off
-# Kept here, not in parity/tolerances.py, until that module's owner adds a training section.
-# Measured: zhou, seed 0, SGD 0.005, batch 1, 3 epochs x 1,000 images (3,000 steps), both
-# Keras paths identical; chw/two-conv SGD float64 stay below the zhou numbers. Margin x10:
-# float64 rounding accumulates over steps; every planted bug is orders of magnitude above.
-STEP_LOSS_ATOL = {
-    "float64": 1e-13,  # measured max |diff| 1.07e-14 (4.9e-15 in the first 1,000 steps)
-    "float32": 1e-4,   # measured max |diff| 1.07e-5 (8.8e-6 in the first 1,000 steps)
-}
-WEIGHT_RTOL = {
-    "float64": 2e-14,  # measured max norm-wise 2.2e-15 (dense kernel, after epoch 2)
-    "float32": 2e-5,   # measured max norm-wise 2.0e-6 after 3 epochs (1.1e-6 after 1)
-}
-# float32 drifts chaotically (first > 1e-7 at step 2, > 1e-5 at step 1,175): these budgets
+# float32 drifts chaotically (first > 1e-7 at step 2, > 1e-5 at step 1,175): its budgets
 # hold for runs of the measured length; a full-MNIST float32 run may exceed them.
-# fmt: on
+STEP_LOSS_ATOL = {d: tolerances.get("training-loss", d).atol for d in ("float64", "float32")}
+WEIGHT_RTOL = {d: tolerances.get("training-weights", d).rtol for d in ("float64", "float32")}
 
 TRAINING_COLUMNS = [
     "model", "dtype", "optimizer", "keras_path", "epoch", "step", "global_step", "example",
@@ -340,7 +329,7 @@ def training_check(
         model_name, dtype, optimizer, learning_rate, batch_size, epochs, train_size,
         test_size, seed, tuple(keras_paths),
     )  # fmt: skip
-    pools = _pools(data, config)
+    pools = pools_from(data, config)
     if in_process:
         from reference import backend
 
@@ -362,7 +351,8 @@ class Pools:
     source: str
 
 
-def _pools(data, config: TrainingConfig) -> Pools:
+def pools_from(data, config: TrainingConfig) -> Pools:
+    """The first ``train_size`` / ``test_size`` images of ``data``'s pools (checked)."""
     for part, size in (("train", config.train_size), ("test", config.test_size)):
         available = len(getattr(data, f"{part}_images"))
         if size > available:

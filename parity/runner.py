@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from parity import curves
 from parity.checks import common, derivations, forward, gradients, ties
 from parity.checks.common import Context, progress
 
@@ -28,6 +29,21 @@ DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
 DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The training-curve schedule (``parity.curves``); the blog's by default."""
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.005
+    batch_size: int = 1
+    epochs: int = 3
+    train_size: int = 1000
+    test_size: int = 1000
+
+    def for_model(self, model: str, dtype: str, seed: int) -> curves.TrainingConfig:
+        return curves.TrainingConfig(model, dtype, seed=seed, **asdict(self))
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class RunConfig:
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
+    training: TrainingOptions | None = None  # None: no training-curve check
 
     def describe(self) -> dict:
         return dict(
@@ -53,6 +70,7 @@ class RunConfig:
             derivation_images=derivations.IMAGES, fd_eps=derivations.EPS,
             fd_jitter=derivations.JITTER, fd_max_points=derivations.FD_MAX_POINTS,
             model_hooks=[repr(h) for h in self.model_hooks],
+            training=None if self.training is None else asdict(self.training),
         )  # fmt: skip
 
 
@@ -64,12 +82,15 @@ class Batches:
     labels: np.ndarray
     train_images: np.ndarray
     train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
     source: str
 
 
 @dataclass
 class Results:
     tables: dict[str, pd.DataFrame]
+    curves: list = field(default_factory=list)  # parity.curves.CurveResult per model, dtype
     environment: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -91,7 +112,8 @@ def load_batches(config: RunConfig) -> Batches:
     pick = np.sort(rng.choice(len(data.test_images), config.images, replace=False))
     return Batches(
         data.test_images[pick], data.test_labels[pick],
-        data.train_images, data.train_labels, data.source,
+        data.train_images, data.train_labels, data.test_images, data.test_labels,
+        data.source,
     )  # fmt: skip
 
 
@@ -136,7 +158,16 @@ def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
     for name in config.models:
         for table, new in run_model(config, name, dtype, batches).items():
             rows.setdefault(table, []).extend(new)
-    return dict(dtype=dtype, rows=rows, environment=backend.environment())
+    results = [run_training(config, name, dtype, batches) for name in config.models
+               if config.training is not None]  # fmt: skip
+    return dict(dtype=dtype, rows=rows, curves=results, environment=backend.environment())
+
+
+def run_training(config: RunConfig, name: str, dtype: str, batches: Batches):
+    """The training-curve check of one model in this (the dtype's) process."""
+    training = config.training.for_model(name, dtype, config.seed)
+    pools = curves.pools_from(batches, training)
+    return curves.run_training(training, pools, curves.print_progress, config.model_hooks)
 
 
 def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dict:
@@ -203,8 +234,15 @@ def gather(parts: list[dict]) -> Results:
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
     comparison_rows = sum((merged.get(t, []) for t in ("forward", "gradients", "derivations")),
                           []) + merged.get("ties_rows", [])  # fmt: skip
-    tables["summary"] = summarize(pd.DataFrame(comparison_rows))
-    return Results(tables)
+    results = [r for part in parts for r in part.get("curves", [])]
+    training_rows = [row for r in results for row in r.summary_rows()]
+    tables["summary"] = pd.concat(
+        [frame for frame in (summarize(pd.DataFrame(comparison_rows)),
+                             pd.DataFrame(training_rows, columns=SUMMARY_COLUMNS)) if len(frame)]
+        or [pd.DataFrame(columns=SUMMARY_COLUMNS)],
+        ignore_index=True,
+    )  # fmt: skip
+    return Results(tables, curves=results)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

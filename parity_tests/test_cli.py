@@ -30,6 +30,13 @@ def _folders(tmp_path):
         (["--seed", "-1"], "--seed", "'-1'"),
         (["--images", "0"], "--images", "'0'"),
         (["--images", "many"], "--images", "'many'"),
+        (["--epochs", "-1"], "--epochs", "'-1'"),
+        (["--optimizer", "rmsprop"], "--optimizer", "'rmsprop'"),
+        (["--lr", "0"], "--lr", "'0'"),
+        (["--lr", "nan"], "--lr", "'nan'"),
+        (["--batch-size", "0"], "--batch-size", "'0'"),
+        (["--train-size", "4001"], "--train-size", "4001"),
+        (["--test-size", "1001"], "--test-size", "1001"),
     ],
     ids=[
         "unknown-model",
@@ -39,6 +46,13 @@ def _folders(tmp_path):
         "negative-seed",
         "zero-images",
         "non-integer-images",
+        "negative-epochs",
+        "unknown-optimizer",
+        "zero-lr",
+        "nan-lr",
+        "zero-batch-size",
+        "train-size-over-pool",
+        "test-size-over-pool",
     ],  # fmt: skip
 )
 def test_bad_option_exits_2_naming_argument_rule_and_value(tmp_path, capsys, args, option,
@@ -68,7 +82,7 @@ def test_unknown_option_is_a_usage_error(capsys):
 
 
 def test_passing_run_exits_0_prints_table_and_writes_report(tmp_path, capsys):
-    assert _run(tmp_path, "--dtypes", "float32", "--images", "8") == 0
+    assert _run(tmp_path, "--dtypes", "float32", "--images", "8", "--epochs", "0") == 0
     out = capsys.readouterr().out
     assert "forward    zhou   float32  conv2d/output" in out and "FAIL" not in out
     (folder,) = _folders(tmp_path)
@@ -90,6 +104,7 @@ def test_planted_bug_exits_1_and_the_report_names_layer_and_quantity(tmp_path, c
             checks=("gradients",),
             states=("initial",),
             model_hooks=(ScaleGradient("dense", "bias", 1.01),),
+            training=None,
         )
         return real_run(config, in_process=True, **kwargs)  # fmt: skip
 
@@ -129,3 +144,25 @@ def test_report_is_renamed_into_place_complete(tmp_path):
     folder = reports.write_report(results, tmp_path, run_id="r2")
     assert folder == tmp_path / "r2" and [p.name for p in tmp_path.iterdir()] == ["r2"]
     assert (folder / "summary.csv").read_text() == "x\n1.000000e-01\n"
+
+
+TRAINING_FILES = {"training.csv", "epochs.csv", "divergence.csv"}
+
+
+@pytest.mark.slow
+def test_default_run_includes_training_curves(tmp_path, capsys):
+    assert _run(tmp_path, "--images", "4", "--blog-printout") == 0
+    out = capsys.readouterr().out
+    assert "[Step 100] Past 100 steps: Average Loss" in out
+    assert "training     zhou   float64  loss/per-step loss (fit)" in out
+    folder = tmp_path / "out" / _folders(tmp_path)[0]
+    names = {p.name for p in folder.iterdir()}
+    assert REPORT_FILES | TRAINING_FILES <= names
+    assert sum(name.startswith("training_") and name.endswith(".png") for name in names) == 4
+    training = pd.read_csv(folder / "training.csv")
+    counts = training.groupby(["dtype", "keras_path"]).size()
+    assert counts.to_dict() == {
+        (d, p): 3000 for d in ("float32", "float64") for p in ("fit", "tape")
+    }
+    epochs = pd.read_csv(folder / "epochs.csv")
+    assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()

@@ -58,6 +58,7 @@ class Options:
     training_seeds: int = DEFAULT_TRAINING_SEEDS
     data: str | None = None
     sweep: bool = True
+    all_checks: bool = False  # every check at every state (derivations, training too)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def run_selftest(options: Options = Options(), *, in_process: bool = False) -> S
                        for d in options.dtypes]  # fmt: skip
             parts = [f.result() for f in futures]
     rows = [r for part in parts for r in part["catalog"]]
-    alarms = [r for part in parts for r in part["false_alarms"]]
+    alarms = pd.DataFrame([r for part in parts for r in part["false_alarms"]],
+                          columns=["seed", "variant", *runner.SUMMARY_COLUMNS])  # fmt: skip
     order = {name: i for i, name in enumerate(catalog.BY_NAME)}
     frame = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
     frame = frame.sort_values(
@@ -104,7 +106,7 @@ def run_selftest(options: Options = Options(), *, in_process: bool = False) -> S
         key=lambda c: c.map(order).fillna(len(order)) if c.name == "bug" else c,
     ).reset_index(drop=True)  # fmt: skip
     return SelftestResult(
-        catalog=frame, false_alarms=pd.DataFrame(alarms), seconds=time.perf_counter() - start,
+        catalog=frame, false_alarms=alarms, seconds=time.perf_counter() - start,
         environment=dict(options=_describe(options),
                          per_dtype={p["dtype"]: p["environment"] for p in parts}),
     )  # fmt: skip
@@ -129,7 +131,8 @@ def run_dtype(options: Options, dtype: str) -> dict:
     rows, alarms = [], []
     for name in options.bugs:
         common.progress(f"selftest {dtype}: bug {name}")
-        rows.append(evaluate_bug(catalog.BY_NAME[name], dtype, batch(0)))
+        entry = catalog.BY_NAME[name]
+        rows.append(evaluate_bug(entry, dtype, batch(0), 0, options.all_checks, options.data))
     if options.sweep:
         for model, variant, hooks in _correct_targets():
             row, failing = sweep_correct(model, variant, hooks, dtype, options, batch)
@@ -147,18 +150,28 @@ def _correct_targets():
 # -- one bug ------------------------------------------------------------------------------
 
 
-def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0) -> dict:
-    """Run the checks on ``entry``'s faulty model; one catalog row (never raises)."""
+def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
+                 all_checks: bool = False, data: str | None = None) -> dict:  # fmt: skip
+    """Run the checks on ``entry``'s faulty model; one catalog row (never raises).
+
+    Default: stop at the first weight state where a check fails; training-only entries
+    skip derivations, then train. ``all_checks``: every check at every state, and a
+    short training run for every entry (``checks_failed`` then says which checks catch
+    it on their own).
+    """
     t0 = time.perf_counter()
     row = dict(kind="bug", bug=entry.name, model=entry.model, dtype=dtype,
                description=entry.description, seeds=1)  # fmt: skip
-    checks = ("forward", "gradients", "ties") + (() if entry.training else ("derivations",))
+    skip = entry.training and not all_checks
+    checks = ("forward", "gradients", "ties") + (() if skip else ("derivations",))
     try:
         rows, run = static_rows(entry.model, dtype, batches, seed, catalog.hooks_of(entry),
-                                checks, stop_at_failure=True)  # fmt: skip
-        if entry.training and not _failures(rows):
-            train_rows = training_rows(entry.model, dtype, entry.training, seed,
-                                       catalog.hooks_of(entry), batches)  # fmt: skip
+                                checks, stop_at_failure=not all_checks)  # fmt: skip
+        if (entry.training and not _failures(rows)) or all_checks:
+            spec = entry.training or catalog.SGD_RUN
+            train_rows = training_rows(
+                entry.model, dtype, spec, seed, catalog.hooks_of(entry), data
+            )
             rows += train_rows
             run += ["training"]
         row.update(_verdict(rows), checks_run=";".join(dict.fromkeys(run)))
@@ -241,7 +254,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     return out, run
 
 
-def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, batches=None):
+def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, data=None):
     """Comparison rows (check ``training``) of a short ``parity.curves`` training run."""
     from parity import curves
     from parity.data import load_mnist
@@ -250,7 +263,7 @@ def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, batche
         model_name, dtype, spec.optimizer, spec.learning_rate, spec.batch_size, spec.epochs,
         spec.train_size, spec.test_size, seed, spec.keras_paths,
     )  # fmt: skip
-    pools = curves._pools(load_mnist(), config)
+    pools = curves._pools(load_mnist(data), config)
     result = curves.run_training(config, pools, None, tuple(hooks))
     rows = result.comparison_rows()
     return [{**r, "_position": 10_000 + i} for i, r in enumerate(rows)]
@@ -274,7 +287,7 @@ def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
             rows, _ = static_rows(model_name, dtype, batch(seed), seed, hooks, checks, False)
             if seed < options.training_seeds:
                 for spec in runs:
-                    rows += training_rows(model_name, dtype, spec, seed, hooks)
+                    rows += training_rows(model_name, dtype, spec, seed, hooks, options.data)
         except Exception as error:
             errors.append(f"seed {seed}: {type(error).__name__}: {error}")
             continue
@@ -355,6 +368,9 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_IMAGES),
         help="images the forward and gradient checks use (default: %(default)s)",
     )
+    parser.add_argument("--all-checks", action="store_true",
+                        help="every check at every state on each bug (slow): which checks "
+                             "catch it on their own")  # fmt: skip
     parser.add_argument("--data", default=None,
                         help="MNIST source, as for parity run (default: bundled)")  # fmt: skip
 
@@ -370,7 +386,7 @@ def options_from_args(args) -> Options:
         seeds=seeds, images=_integer("--images", args.images, 1, 1000),
         derivation_seeds=_integer("--derivation-seeds", args.derivation_seeds, 0, seeds),
         training_seeds=_integer("--training-seeds", args.training_seeds, 0, seeds),
-        data=args.data, sweep=seeds > 0,
+        data=args.data, sweep=seeds > 0, all_checks=bool(args.all_checks),
     )  # fmt: skip
 
 

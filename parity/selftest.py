@@ -263,7 +263,7 @@ def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, data=N
         model_name, dtype, spec.optimizer, spec.learning_rate, spec.batch_size, spec.epochs,
         spec.train_size, spec.test_size, seed, spec.keras_paths,
     )  # fmt: skip
-    pools = curves._pools(load_mnist(data), config)
+    pools = curves.pools_from(load_mnist(data), config)
     result = curves.run_training(config, pools, None, tuple(hooks))
     rows = result.comparison_rows()
     return [{**r, "_position": 10_000 + i} for i, r in enumerate(rows)]
@@ -355,13 +355,13 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--derivation-seeds",
-        default=str(DEFAULT_DERIVATION_SEEDS),
-        help="of those, how many also run derivations (default: %(default)s)",
+        default=None,
+        help=f"of those, how many also run derivations (default: {DEFAULT_DERIVATION_SEEDS})",
     )
     parser.add_argument(
         "--training-seeds",
-        default=str(DEFAULT_TRAINING_SEEDS),
-        help="of those, how many also run short training (default: %(default)s)",
+        default=None,
+        help=f"of those, how many also run short training (default: {DEFAULT_TRAINING_SEEDS})",
     )
     parser.add_argument(
         "--images",
@@ -384,10 +384,19 @@ def options_from_args(args) -> Options:
     return Options(
         bugs=bugs, dtypes=_choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
         seeds=seeds, images=_integer("--images", args.images, 1, 1000),
-        derivation_seeds=_integer("--derivation-seeds", args.derivation_seeds, 0, seeds),
-        training_seeds=_integer("--training-seeds", args.training_seeds, 0, seeds),
+        derivation_seeds=_at_most(seeds, "--derivation-seeds", args.derivation_seeds,
+                                  DEFAULT_DERIVATION_SEEDS),
+        training_seeds=_at_most(seeds, "--training-seeds", args.training_seeds,
+                                DEFAULT_TRAINING_SEEDS),
         data=args.data, sweep=seeds > 0, all_checks=bool(args.all_checks),
     )  # fmt: skip
+
+
+def _at_most(seeds: int, option: str, text, default: int) -> int:
+    """A count of the sweep's seeds: given, it must be <= --seeds; defaulted, it is clamped."""
+    from parity.cli import _integer
+
+    return min(default, seeds) if text is None else _integer(option, text, 0, seeds)
 
 
 def selftest_command(args) -> int:

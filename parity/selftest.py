@@ -43,8 +43,8 @@ ORDER = ("forward", "gradients", "ties", "derivations", "training")
 
 CATALOG_COLUMNS = [
     "kind", "bug", "model", "dtype", "description", "caught", "check", "state", "layer",
-    "quantity", "error", "error_kind", "atol", "rtol", "checks_failed", "failed_keys", "seeds",
-    "checks_run", "false_alarms", "seconds", "message",
+    "quantity", "error", "error_kind", "atol", "rtol", "checks_failed", "failed_keys", "raised",
+    "seeds", "checks_run", "false_alarms", "seconds", "message",
 ]  # fmt: skip
 
 
@@ -164,19 +164,25 @@ def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
                description=entry.description, seeds=1)  # fmt: skip
     skip = entry.training and not all_checks
     checks = ("forward", "gradients", "ties") + (() if skip else ("derivations",))
+    raised = [] if all_checks else None  # all_checks: a raising state is noted, not fatal
     try:
         rows, run = static_rows(entry.model, dtype, batches, seed, catalog.hooks_of(entry),
-                                checks, stop_at_failure=not all_checks)  # fmt: skip
+                                checks, not all_checks, raised)  # fmt: skip
         if (entry.training and not _failures(rows)) or all_checks:
             spec = entry.training or catalog.SGD_RUN
-            train_rows = training_rows(
-                entry.model, dtype, spec, seed, catalog.hooks_of(entry), data
-            )
-            rows += train_rows
+            try:
+                rows += training_rows(entry.model, dtype, spec, seed, catalog.hooks_of(entry),
+                                      data)  # fmt: skip
+            except Exception as error:
+                if raised is None:
+                    raise
+                raised.append(f"training: {type(error).__name__}: {error}")
             run += ["training"]
-        row.update(_verdict(rows), checks_run=";".join(dict.fromkeys(run)))
-    except Exception as error:  # a raise is "not caught", and a finding
-        row.update(caught="no", check="", message=f"raised {type(error).__name__}: {error}")
+        row.update(_verdict(rows), checks_run=";".join(dict.fromkeys(run)),
+                   raised="; ".join(raised or []))  # fmt: skip
+    except Exception as error:  # default mode: a raise is "not caught", and a finding
+        text = f"{type(error).__name__}: {error}"
+        row.update(caught="no", check="", raised=text, message=f"raised {text}")
     finally:
         catalog.restore_globals()
     row["seconds"] = round(time.perf_counter() - t0, 2)
@@ -224,9 +230,13 @@ def _error_kind(row: dict) -> str:
 # -- the checks, as parity run runs them ---------------------------------------------------
 
 
-def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure):
+def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure,
+                raised: list | None = None):  # fmt: skip
     """Rows of ``checks`` state by state (``parity.runner._run_state``); returns
-    ``(rows, checks run)``. Each row gets ``_position`` (production order)."""
+    ``(rows, checks run)``. Each row gets ``_position`` (production order).
+
+    With a ``raised`` list, an exception in one weight state is appended to it (as text)
+    and the next state runs; without it, the exception propagates."""
     from parity.checks.common import Context
     from reference.twin import copy_into_keras, twin
     from scratch.models import build
@@ -240,11 +250,17 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     keras_model = twin(model, dtype)
     out, run = [], []
     for state in config.states:
-        runner._set_weights(ctx, state, config, batches)
-        copy_into_keras(keras_model, model)
-        ctx.set_twin(keras_model, state)
         tables: dict = {t: [] for t in runner.TABLES}
-        runner._run_state(ctx, config, tables)
+        try:
+            runner._set_weights(ctx, state, config, batches)
+            copy_into_keras(keras_model, model)
+            ctx.set_twin(keras_model, state)
+            runner._run_state(ctx, config, tables)
+        except Exception as error:
+            if raised is None:
+                raise
+            raised.append(f"state {state}: {type(error).__name__}: {error}")
+            continue
         for table in ("forward", "gradients", "ties_rows", "derivations"):
             for r in tables.get(table, []):
                 out.append({**r, "_position": len(out)})

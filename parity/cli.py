@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from parity import curves, runner
+from parity.selftest import add_selftest_arguments, selftest_command
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 MAX_IMAGES = 1000  # the bundled test pool
@@ -24,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the parity checks and write a report")
     add_run_arguments(run)
+    selftest = sub.add_parser(
+        "selftest", help="run the harness against a catalog of real backprop bugs"
+    )
+    add_selftest_arguments(selftest)
     return parser
 
 
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     if args.command == "run":
         return run_command(args)
+    if args.command == "selftest":
+        return selftest_command(args)
     return EXIT_USAGE
 
 

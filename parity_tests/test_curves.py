@@ -191,14 +191,15 @@ def test_adam_with_epsilon_inside_sqrt_is_caught(mnist, dtype):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["chw", "chw-relu"])
 @pytest.mark.parametrize(
     "dtype, optimizer, lr, batch",
     [("float64", "sgd", 0.005, 1), ("float32", "sgd", 0.005, 1),
      ("float64", "adam", 0.001, 32), ("float32", "adam", 0.001, 32)],
     ids=["f64_sgd_b1", "f32_sgd_b1", "f64_adam_b32", "f32_adam_b32"],
 )  # fmt: skip
-def test_chw_three_epochs_pass(mnist, dtype, optimizer, lr, batch):
-    result = curves.training_check("chw", dtype, mnist, optimizer=optimizer, learning_rate=lr,
+def test_chw_three_epochs_pass(mnist, model, dtype, optimizer, lr, batch):
+    result = curves.training_check(model, dtype, mnist, optimizer=optimizer, learning_rate=lr,
                                    batch_size=batch)  # fmt: skip
     assert result.passed, result.failures()
     assert len(result.training) == 2 * 3 * -(-1000 // batch)

@@ -6,28 +6,9 @@ import pytest
 
 from parity import curves, plots
 from parity.data import load_mnist
+from parity.plant import BlogAllTiesMaxPool
 
 # -- planted bugs (picklable hooks: they run in the dtype's child process) ----------------
-
-
-@dataclass(frozen=True)
-class BlogAllTiesMaxPool:
-    """The blog's MaxPool2.backprop: the gradient goes to EVERY tied maximum of a window."""
-
-    def __call__(self, model) -> None:
-        pool = model.net.pool
-
-        def backward(d_L_d_out):
-            h, w, c = pool.last_input_shape
-            nh, nw = h // 2, w // 2
-            d = np.asarray(d_L_d_out, dtype=pool.last_output.dtype).reshape(-1)
-            routed = (pool.last_windows == pool.last_output) * d  # (4, n): every tied max
-            grid = routed.reshape(2, 2, nh, nw, c).transpose(2, 0, 3, 1, 4)
-            out = np.zeros((h, w, c), dtype=d.dtype)
-            out[: 2 * nh, : 2 * nw] = grid.reshape(2 * nh, 2 * nw, c)
-            return out
-
-        pool.backward = backward
 
 
 @dataclass(frozen=True)

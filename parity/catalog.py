@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parity import runner
 from parity.plant import BlogAllTiesMaxPool
 
 # -- global patches, undone after every entry ---------------------------------------------
@@ -460,17 +461,9 @@ class AdamEpsilonInsideSqrt:
 # -- the catalog ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Training:
-    """A short training run for a training-only bug (``parity.curves.TrainingConfig``)."""
-
-    optimizer: str = "sgd"
-    learning_rate: float = 0.005
-    batch_size: int = 1
-    train_size: int = 40
-    test_size: int = 100
-    epochs: int = 1
-    keras_paths: tuple = ("tape",)
+# A short training run for a training-only bug: the run schedule of ``parity run``
+# (``runner.TrainingOptions``), cut down to one epoch over a few images, tape path only.
+Training = runner.TrainingOptions
 
 
 @dataclass(frozen=True)
@@ -484,8 +477,9 @@ class Entry:
     base_hooks: tuple = ()  # the correct variant the bug is planted on (pad > 0 path)
 
 
-SGD_RUN = Training()
-ADAM_RUN = Training(optimizer="adam", learning_rate=0.001, batch_size=32, train_size=96)
+SGD_RUN = Training(epochs=1, train_size=40, test_size=100, keras_paths=("tape",))
+ADAM_RUN = Training(optimizer="adam", learning_rate=0.001, batch_size=32, epochs=1,
+                    train_size=96, test_size=100, keras_paths=("tape",))  # fmt: skip
 
 ENTRIES: tuple[Entry, ...] = (
     Entry("blog-all-ties-maxpool", "zhou",

@@ -41,6 +41,7 @@ class TrainingOptions:
     epochs: int = 3
     train_size: int = 1000
     test_size: int = 1000
+    keras_paths: tuple[str, ...] = curves.KERAS_PATHS
 
     def for_model(self, model: str, dtype: str, seed: int) -> curves.TrainingConfig:
         return curves.TrainingConfig(model, dtype, seed=seed, **asdict(self))

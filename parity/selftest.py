@@ -275,10 +275,7 @@ def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, data=N
     from parity import curves
     from parity.data import load_mnist
 
-    config = curves.TrainingConfig(
-        model_name, dtype, spec.optimizer, spec.learning_rate, spec.batch_size, spec.epochs,
-        spec.train_size, spec.test_size, seed, spec.keras_paths,
-    )  # fmt: skip
+    config = spec.for_model(model_name, dtype, seed)
     pools = curves.pools_from(load_mnist(data), config)
     result = curves.run_training(config, pools, None, tuple(hooks))
     rows = result.comparison_rows()
@@ -341,10 +338,6 @@ def _without_position(rows):
 
 
 # -- command line ---------------------------------------------------------------------------
-
-
-class UsageError(ValueError):
-    pass
 
 
 def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:

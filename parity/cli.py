@@ -10,9 +10,10 @@ import argparse
 import sys
 
 from parity import curves, runner
+from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
 from parity.selftest import add_selftest_arguments, selftest_command
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
 MAX_IMAGES = 1000  # the bundled test pool
 
 
@@ -120,10 +121,17 @@ def run_command(args) -> int:
         for result in results.curves:
             print("\n".join(curves.blog_printout(result)) + "\n")
     print(format_table(results.summary))
-    failed = int((~results.summary["passed"]).sum())
-    print(f"\n{len(results.summary)} checks, {failed} failed, {results.seconds:.1f} s")
+    print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
+          f"{results.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")
-    return EXIT_PASS if results.passed else EXIT_FAIL
+    return results.exit_code
+
+
+def status_counts(summary) -> str:
+    """``"50 PASS, 2 FAIL"``: how many summary rows have each status, worst last."""
+    counts = summary["status"].value_counts()
+    order = [s for s in reversed(STATUSES) if s in counts]
+    return ", ".join(f"{int(counts[s])} {s}" for s in order) or "none"
 
 
 def training_writer(results):
@@ -213,22 +221,17 @@ def _integer(option: str, text: str, low: int, high: int) -> int:
 
 
 def format_table(summary) -> str:
-    """One line per summary row: check, model, dtype, layer/quantity, error, budget, verdict."""
-    header = ("check", "model", "dtype", "layer/quantity", "worst error", "tolerance", "")
+    """One line per summary row: check, model, dtype, the weight state of the worst row,
+    layer/quantity, the worst error and its kind, the budget applied (atol, rtol), status."""
+    header = ("check", "model", "dtype", "state", "layer/quantity", "worst error",
+              "budget (atol, rtol)", "status")  # fmt: skip
     lines = []
     for row in summary.itertuples(index=False):
-        budget = (
-            f"rtol {row.rtol:.0e}"
-            if row.error_kind == "norm-wise rel"
-            else (f"atol {row.atol:.0e}" if row.error_kind == "max abs" else "0 windows")
-        )
-        error = (
-            f"{row.worst_error:.2e}"
-            if row.error_kind != "mismatched windows"
-            else (f"{int(row.worst_error)} windows")
-        )
-        lines.append((row.check, row.model, row.dtype, f"{row.layer}/{row.quantity}", error,
-                      budget, "PASS" if row.passed else "FAIL"))  # fmt: skip
+        kind = "abs" if row.error_kind == "max abs" else "rel"
+        error = "-" if row.worst_error != row.worst_error else f"{row.worst_error:.2e} {kind}"
+        budget = f"{row.atol:.0e}, {row.rtol:.0e}"
+        lines.append((row.check, row.model, row.dtype, row.worst_state,
+                      f"{row.layer}/{row.quantity}", error, budget, row.status))  # fmt: skip
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
     render = ["  ".join(str(x).ljust(w) for x, w in zip(cells, widths, strict=True)).rstrip()
               for cells in [header, *lines]]  # fmt: skip

@@ -8,6 +8,17 @@ norm-wise relative error and the pass rule::
 
 The elementwise relative error is recorded, never the verdict: tiny reference elements
 make it explode on correct code (DESIGN.md, "Errors and tolerances").
+
+Every record carries a ``status`` (README, "Exit status"):
+
+- ``PASS``: the values agree within the budget;
+- ``FAIL``: they differ beyond it (or a shape, a dtype, a key differs);
+- ``ERROR``: the code under test raised; the message names the exception and where;
+- ``NOT_PROVIDED``: the implementation does not produce the quantity by design (a first
+  layer that returns no input gradient);
+- ``INCONCLUSIVE``: too little was left to judge (a coverage floor was not met).
+
+:func:`exit_code` turns statuses into the command's exit code.
 """
 
 from __future__ import annotations
@@ -17,7 +28,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STAGES = ("missing", "shape", "dtype", "values")
+STAGES = ("missing", "shape", "dtype", "values", "error", "not provided", "coverage")
+PASS, FAIL, ERROR, NOT_PROVIDED, INCONCLUSIVE = (
+    "PASS", "FAIL", "ERROR", "NOT_PROVIDED", "INCONCLUSIVE",
+)  # fmt: skip
+STATUSES = (ERROR, FAIL, INCONCLUSIVE, PASS, NOT_PROVIDED)  # worst first
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+
+def worst_status(statuses) -> str:
+    """The worst of ``statuses`` in the order of :data:`STATUSES` (``PASS`` if none)."""
+    present = set(statuses)
+    return next((s for s in STATUSES if s in present), PASS)
+
+
+def is_failure(status: str) -> bool:
+    """``FAIL``, ``ERROR`` and ``INCONCLUSIVE`` fail a run; ``PASS``, ``NOT_PROVIDED`` do not."""
+    return status in (FAIL, ERROR, INCONCLUSIVE)
+
+
+def exit_code(statuses) -> int:
+    """3 if any ``ERROR``; else 1 if any ``FAIL`` or ``INCONCLUSIVE``; else 0.
+
+    ``NOT_PROVIDED`` alone exits 0: the quantity does not exist by design.
+    """
+    present = set(statuses)
+    if ERROR in present:
+        return EXIT_ERROR
+    return EXIT_FAIL if present & {FAIL, INCONCLUSIVE} else EXIT_PASS
 
 
 @dataclass(frozen=True)
@@ -33,7 +71,7 @@ class Comparison:
     actual_side: str
     desired_side: str
     stage: str
-    passed: bool
+    status: str  # PASS, FAIL, ERROR, NOT_PROVIDED or INCONCLUSIVE
     max_abs_error: float
     rel_error: float  # norm-wise: max|a-b| / max|ref|
     max_elem_rel_error: float  # max over elements of |a-b| / |ref| (inf where ref == 0 != a)
@@ -48,8 +86,17 @@ class Comparison:
     array_dtype: str
     message: str
 
+    @property
+    def passed(self) -> bool:
+        """Nothing wrong was found: ``PASS`` or ``NOT_PROVIDED``."""
+        return self.status in (PASS, NOT_PROVIDED)
+
     def as_row(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_status(self, status: str, message: str) -> Comparison:
+        """This record with another status and message (the measured fields kept)."""
+        return dataclasses.replace(self, status=status, message=message)
 
 
 def compare(
@@ -128,12 +175,54 @@ def _dtype_error(a, b, expected_dtype, actual_side, desired_side) -> str:
     return ""
 
 
-def _mismatch(base: dict, stage: str, shape: str, dtype, message: str) -> Comparison:
+def not_provided(layer: str, quantity: str, reason: str, *, atol=0.0, rtol=0.0,
+                 actual_side="scratch", desired_side="keras") -> Comparison:  # fmt: skip
+    """A ``NOT_PROVIDED`` record: the implementation does not produce it by design."""
+    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
+                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    message = f"not provided: layer `{layer}` quantity `{quantity}`: {reason}"
+    return _mismatch(base, "not provided", "", "", message, status=NOT_PROVIDED)
+
+
+def error(layer: str, quantity: str, exc: BaseException, *, atol=0.0, rtol=0.0,
+          actual_side="scratch", desired_side="keras") -> Comparison:  # fmt: skip
+    """An ``ERROR`` record: computing ``quantity`` raised ``exc`` (type, message, where)."""
+    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
+                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    message = f"error: layer `{layer}` quantity `{quantity}`: {describe_exception(exc)}"
+    return _mismatch(base, "error", "", "", message, status=ERROR)
+
+
+HARNESS_PACKAGES = ("parity", "reference")  # frames here are the harness, not code under test
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``, the line being the innermost frame of
+    the code under test: not the harness (:data:`HARNESS_PACKAGES`), not a library in
+    site-packages (a ``np.log`` warning raised inside numpy is placed at its caller)."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    harness = tuple(os.sep + p + os.sep for p in HARNESS_PACKAGES)
+
+    def own(frame) -> bool:
+        path = frame.filename
+        return "site-packages" not in path and not any(h in path for h in harness)
+
+    users = [f for f in frames if own(f)]
+    where = users[-1] if users else (frames[-1] if frames else None)
+    at = f" (at {where.filename}:{where.lineno} in {where.name})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+def _mismatch(base: dict, stage: str, shape: str, dtype, message: str,
+              status: str = FAIL) -> Comparison:  # fmt: skip
     nan = float("nan")
     return Comparison(
         **base,
         stage=stage,
-        passed=False,
+        status=status,
         max_abs_error=nan,
         rel_error=nan,
         max_elem_rel_error=nan,
@@ -188,7 +277,7 @@ def _compare_values(a: np.ndarray, b: np.ndarray, base: dict, where: str) -> Com
     return Comparison(
         **base,
         stage="values",
-        passed=passed,
+        status=PASS if passed else FAIL,
         max_abs_error=max_abs,
         rel_error=float(rel),
         max_elem_rel_error=max_elem,

@@ -283,7 +283,8 @@ class CurveResult:
                 layer=c.layer, quantity=f"{c.quantity} ({path})",
                 worst_error=c.max_abs_error if loss else c.rel_error,
                 error_kind="max abs" if loss else "norm-wise rel",
-                atol=c.atol, rtol=c.rtol, passed=c.passed, rows=1, failed_rows=int(not c.passed),
+                atol=c.atol, rtol=c.rtol, status=c.status, rows=1,
+                failed_rows=int(c.status != "PASS"),
                 worst_state=state, worst_sides=f"{c.actual_side}-{c.desired_side}",
                 worst_index=c.worst_index, message=c.message,
             ))  # fmt: skip

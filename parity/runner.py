@@ -22,6 +22,7 @@ import pandas as pd
 from parity import curves
 from parity.checks import common, derivations, forward, gradients, ties
 from parity.checks.common import Context, progress
+from parity.compare import EXIT_FAIL, EXIT_PASS, FAIL, PASS, exit_code, worst_status
 
 CHECKS = ("forward", "gradients", "derivations", "ties")
 TABLES = ("forward", "gradients", "derivations", "ties")
@@ -100,8 +101,18 @@ class Results:
         return self.tables["summary"]
 
     @property
+    def status(self) -> str:
+        """The worst status of the summary (``FAIL`` when nothing was checked)."""
+        return worst_status(self.summary["status"]) if len(self.summary) else FAIL
+
+    @property
     def passed(self) -> bool:
-        return bool(self.summary["passed"].all()) if len(self.summary) else False
+        return self.exit_code == EXIT_PASS
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed, 1 a FAIL or INCONCLUSIVE row, 3 an ERROR row (compare.exit_code)."""
+        return exit_code(self.summary["status"]) if len(self.summary) else EXIT_FAIL
 
 
 def load_batches(config: RunConfig) -> Batches:
@@ -267,18 +278,18 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     rows = _sorted(rows).copy()
-    rows["worst_error"] = rows["rel_error"].where(rows["check"] != "ties", rows["max_abs_error"])
+    rows["worst_error"] = rows["rel_error"]
     out = []
     for _, group in rows.groupby(SUMMARY_KEYS, sort=False):
-        failed = group[~group["passed"]]
-        pick = failed if len(failed) else group
+        status = worst_status(group["status"])
+        pick = group[group["status"] == status]
         worst = pick.loc[pick["worst_error"].fillna(np.inf).idxmax()]
         out.append(dict(
             **{k: worst[k] for k in SUMMARY_KEYS},
-            worst_error=worst["worst_error"],
-            error_kind="mismatched windows" if worst["check"] == "ties" else "norm-wise rel",
-            atol=worst["atol"], rtol=worst["rtol"], passed=bool(group["passed"].all()),
-            rows=len(group), failed_rows=len(failed), worst_state=worst["state"],
+            worst_error=worst["worst_error"], error_kind="norm-wise rel",
+            atol=worst["atol"], rtol=worst["rtol"], status=status,
+            rows=len(group), failed_rows=int((group["status"] != PASS).sum()),
+            worst_state=worst["state"],
             worst_sides=f"{worst['actual_side']}-{worst['desired_side']}",
             worst_index=worst["worst_index"], message=worst["message"],
         ))  # fmt: skip
@@ -286,6 +297,6 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 SUMMARY_COLUMNS = [
-    *SUMMARY_KEYS, "worst_error", "error_kind", "atol", "rtol", "passed", "rows",
+    *SUMMARY_KEYS, "worst_error", "error_kind", "atol", "rtol", "status", "rows",
     "failed_rows", "worst_state", "worst_sides", "worst_index", "message",
 ]  # fmt: skip

@@ -4,7 +4,7 @@ For each :data:`parity.catalog.ENTRIES` bug and each dtype, the harness's own ch
 on a freshly built, hooked scratch model, state by state as ``parity run`` does
 (``parity.runner._run_state``: forward, gradients, ties, then derivations in float64 at
 the trained and random states), stopping at the first state where a check fails. A
-catch counts only at the level of values: a comparison row with ``passed=False`` at
+catch counts only at the level of values: a comparison row with status ``FAIL`` at
 stage ``values``; an exception, a shape, dtype or missing-key failure is "not caught".
 Training-only bugs also get a short training run (``parity.curves.run_training``, one
 epoch over a few dozen images, the tape path only); their static checks skip
@@ -33,6 +33,7 @@ import pandas as pd
 
 from parity import catalog, runner
 from parity.checks import common
+from parity.compare import FAIL, is_failure
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_SEEDS = 20
@@ -190,11 +191,11 @@ def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
 
 
 def _failures(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if not r["passed"]]
+    return [r for r in rows if is_failure(r["status"])]
 
 
 def _verdict(rows: list[dict]) -> dict:
-    caught = [r for r in rows if not r["passed"] and r["stage"] == "values"]
+    caught = [r for r in rows if r["status"] == FAIL and r["stage"] == "values"]
     failed = _failures(rows)
     if not caught:
         first = failed[0] if failed else None
@@ -308,8 +309,8 @@ def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
             catalog.restore_globals()
         summary = runner.summarize(pd.DataFrame(_without_position(rows)))
         total += len(summary)
-        failing += [{**r, "seed": seed, "variant": variant}
-                    for r in summary[~summary["passed"]].to_dict("records")]  # fmt: skip
+        failed = summary[summary["status"].map(is_failure)]
+        failing += [{**r, "seed": seed, "variant": variant} for r in failed.to_dict("records")]
     row = dict(
         kind="correct", bug=f"(correct{': ' + variant if variant else ''})", model=model_name,
         dtype=dtype, description="the correct implementation: any failing check is a false alarm",

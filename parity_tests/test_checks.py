@@ -34,7 +34,7 @@ def _summary_row(results, model, dtype, check, layer, quantity):
 @pytest.mark.parametrize("model,dtype,check,layer,quantity", KEYS, ids=[_id(k) for k in KEYS])
 def test_check_passes(results, model, dtype, check, layer, quantity):
     row = _summary_row(results, model, dtype, check, layer, quantity)
-    assert row.passed, row.message
+    assert row.status == "PASS", row.message
 
 
 def test_run_reports_nothing_beyond_the_tested_keys(results):
@@ -65,7 +65,7 @@ def test_planted_conv_kernel_gradient_fails_and_names_layer_and_quantity():
                               states=("initial",),
                               model_hooks=(ScaleGradient("conv2d", "kernel", 1.01),))  # fmt: skip
     summary = runner.run(config, in_process=True).summary
-    failed = summary[~summary.passed]
+    failed = summary[summary.status != "PASS"]
     assert list(zip(failed.layer, failed.quantity, strict=True)) == [("conv2d", "kernel")]
     assert "layer `conv2d` quantity `kernel`" in failed.iloc[0].message
     assert failed.iloc[0].worst_error == pytest.approx(0.01, rel=1e-9)
@@ -92,14 +92,14 @@ def test_planted_blog_all_ties_rule_fails_ties_gradients_and_filter_derivation()
                               model_hooks=(BlogAllTiesMaxPool(),))  # fmt: skip
     results = runner.run(config, in_process=True)
     summary, d = results.summary, results.tables["derivations"]
-    failed = set(zip(summary.check[~summary.passed], summary.layer[~summary.passed],
-                     summary.quantity[~summary.passed], strict=True))  # fmt: skip
+    bad = summary[summary.status != "PASS"]
+    failed = set(zip(bad.check, bad.layer, bad.quantity, strict=True))
     assert ("ties", "max_pooling2d", "routing") in failed
     assert ("gradients", "conv2d", "kernel") in failed
     assert ("derivations", "conv2d", "kernel") in failed  # scratch vs FD, on real images
     assert ("derivations", "max_pooling2d", "input") not in failed  # tie-free inputs
     kernel = d[(d.layer == "conv2d") & (d.quantity == "kernel")].set_index("actual_side")
-    sides = kernel[kernel.desired_side == "fd"].passed.to_dict()
+    sides = kernel[kernel.desired_side == "fd"].status.eq("PASS").to_dict()
     assert sides == {"scratch": False, "keras": True}  # the report says which side is wrong
 
 
@@ -116,4 +116,4 @@ def test_planted_forward_error_of_1e_minus_12_in_the_logits_fails_only_that_laye
                               states=("initial",),
                               model_hooks=(ScaleOutput("dense", 1 + 1e-12),))  # fmt: skip
     summary = runner.run(config, in_process=True).summary
-    assert list(summary.layer[~summary.passed]) == ["dense"]
+    assert list(summary.layer[summary.status != "PASS"]) == ["dense"]

@@ -24,7 +24,7 @@ def test_check_passes(results, model, dtype, check, layer, quantity):
     hit = s[(s.model == model) & (s.dtype == dtype) & (s.check == check) & (s.layer == layer)
             & (s.quantity == quantity)]  # fmt: skip
     assert len(hit) == 1, f"{model} {dtype} {check} {layer}/{quantity}: no row in the run"
-    assert hit.iloc[0].passed, hit.iloc[0].message
+    assert hit.iloc[0].status == "PASS", hit.iloc[0].message
 
 
 def test_run_reports_nothing_beyond_the_tested_keys(results):

@@ -113,7 +113,7 @@ def test_planted_bug_exits_1_and_the_report_names_layer_and_quantity(tmp_path, c
     assert "dense/bias" in capsys.readouterr().out
     (folder,) = _folders(tmp_path)
     summary = pd.read_csv(tmp_path / "out" / folder / "summary.csv")
-    failed = summary[~summary.passed]
+    failed = summary[summary.status != "PASS"]
     assert list(zip(failed.layer, failed.quantity, strict=True)) == [("dense", "bias")]
 
 

@@ -89,7 +89,8 @@ def test_layout_bug_touches_only_the_marked_model():
 
 
 def _row(check, stage, passed, position=0):
-    return dict(check=check, stage=stage, passed=passed, layer="conv2d", quantity="kernel",
+    status = "PASS" if passed else "FAIL"
+    return dict(check=check, stage=stage, status=status, layer="conv2d", quantity="kernel",
                 state="initial", rel_error=0.5, max_abs_error=1.0, atol=0.0, rtol=1e-13,
                 message=f"{stage}: ...", _position=position)  # fmt: skip
 

@@ -43,15 +43,65 @@ def loss_function():
     return keras.losses.CategoricalCrossentropy()
 
 
-def run_layers(keras_model, x_keras) -> tuple[dict, dict]:
-    """Call the twin layer by layer: ``({layer: input tensor}, {layer: output tensor})``."""
+def run_layers(keras_model, x_keras, anchors: dict | None = None) -> tuple[dict, dict]:
+    """Call the twin layer by layer: ``({layer: input tensor}, {layer: output tensor})``.
+
+    ``anchors`` maps a kinked layer's name (:func:`is_kinked`) to an input array in Keras
+    layout: that layer's backward pass is then taken at the anchor (see :func:`gradients`);
+    its forward output is still Keras's own.
+    """
+    anchors = anchors or {}
     inputs, outputs = {}, {}
     h = x_keras
     for layer in keras_model.layers:
         inputs[layer.name] = h
-        h = layer(h)
+        h = _anchored(layer, h, anchors[layer.name]) if layer.name in anchors else layer(h)
         outputs[layer.name] = h
     return inputs, outputs
+
+
+def is_kinked(layer) -> bool:
+    """Does the layer's backward pass jump with its input: max pooling (which element of a
+    window is the maximum) or ReLU (which side of 0)?  Weightless, piecewise linear."""
+    import keras
+
+    if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.ReLU)):
+        return True
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Activation) and (
+        getattr(activation, "__name__", "") == "relu"
+    )
+
+
+def layer_vjp(layer, x, dy) -> np.ndarray:
+    """The Keras layer's input gradient at input ``x`` for the upstream gradient ``dy``
+    (both numpy, Keras layout): ``dy^T d layer(x) / dx``, one ``tf.GradientTape``."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    return tape.gradient(y, x, output_gradients=tf.constant(dy)).numpy()
+
+
+def _anchored(layer, h, anchor):
+    """``layer(h)``, whose backward pass is the layer's own VJP taken at ``anchor``."""
+    import tensorflow as tf
+
+    anchor = tf.constant(anchor)
+
+    @tf.custom_gradient
+    def call(inp):
+        def backward(dy):
+            with tf.GradientTape() as tape:
+                tape.watch(anchor)
+                y = layer(anchor)
+            return tape.gradient(y, anchor, output_gradients=dy)
+
+        return layer(inp), backward
+
+    return call(h)
 
 
 def forward(keras_model, model, x) -> dict[str, np.ndarray]:
@@ -70,12 +120,22 @@ def forward(keras_model, model, x) -> dict[str, np.ndarray]:
     return result
 
 
-def gradients(keras_model, model, x, labels) -> tuple[np.floating, Tree]:
+def gradients(keras_model, model, x, labels, anchor_outputs=None) -> tuple[np.floating, Tree]:
     """Keras's loss and its gradients for every scratch key, in scratch layout.
 
     Returns ``(loss, tree)``: ``loss`` a numpy scalar in the twin's dtype; ``tree`` is
     ``{layer: {"input": d loss/d layer input, weight: d loss/d weight}}`` for every scratch
     layer and every scratch weight, from one ``tf.GradientTape``.
+
+    ``anchor_outputs`` (the scratch side's forward outputs, ``{layer: array}`` in scratch
+    layout) anchors the kinks: every max pool's routing and every ReLU's mask is decided on
+    the scratch side's input of that layer, with Keras's own rule (TensorFlow's first
+    maximum in row-major order; ReLU's derivative 0 at 0). In float32 the two forward passes
+    differ by rounding, and a window whose maxima tie within a few ulps (70-90% of MNIST's
+    2x2 windows tie exactly) is routed by the rounding of each side: decided on one side's
+    input, the routing is that of a point within the forward budget of both, so
+    everything upstream compares strictly. Routing itself is judged exactly, with
+    bit-identical inputs, by the ties check (``parity.checks.ties``).
     """
     import tensorflow as tf
 
@@ -83,9 +143,10 @@ def gradients(keras_model, model, x, labels) -> tuple[np.floating, Tree]:
     x_keras = tf.constant(layout.input_to_keras(x))
     units = int(keras_model.output_shape[-1])
     y = tf.constant(one_hot(labels, units, x_keras.dtype.as_numpy_dtype))
+    anchors = _anchors(keras_model, layout, model, x, anchor_outputs)
     with tf.GradientTape() as tape:
         tape.watch(x_keras)
-        inputs, outputs = run_layers(keras_model, x_keras)
+        inputs, outputs = run_layers(keras_model, x_keras, anchors)
         loss = loss_function()(y, outputs[keras_model.layers[-1].name])
     keys = [(name, "input") for name in inputs]
     sources = list(inputs.values())
@@ -100,6 +161,20 @@ def gradients(keras_model, model, x, labels) -> tuple[np.floating, Tree]:
             raise RuntimeError(f"Twin layer `{k_layer}` {k_quantity}: the loss has no gradient.")
         keras_grads.setdefault(k_layer, {})[k_quantity] = grad.numpy()
     return loss.numpy(), _scratch_tree(keras_grads, layout, model)
+
+
+def _anchors(keras_model, layout, model, x, anchor_outputs) -> dict:
+    """``{Keras kinked layer: its input on the scratch side, Keras layout}``."""
+    if anchor_outputs is None:
+        return {}
+    names = list(model.layer_names)
+    anchors = {}
+    for i, layer in enumerate(names):
+        k_layer, _ = layout.keras_key(layer, "input")
+        if is_kinked(keras_model.get_layer(k_layer)):
+            scratch_input = x if i == 0 else anchor_outputs[names[i - 1]]
+            anchors[k_layer] = layout.to_keras(layer, "input", scratch_input)
+    return anchors
 
 
 def _scratch_tree(keras_grads: Tree, layout, model) -> Tree:

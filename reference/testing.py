@@ -95,7 +95,10 @@ def probe_pairs(twin_model, model, x, labels) -> dict:
 
     return {
         "forward": (model.forward(x), probes.forward(twin_model, model, x)),
-        "gradients": (model.gradients(x, labels), probes.gradients(twin_model, model, x, labels)),
+        "gradients": (
+            model.gradients(x, labels),
+            probes.gradients(twin_model, model, x, labels, anchor_outputs=model.forward(x)),
+        ),
     }
 
 

@@ -66,7 +66,8 @@ class Context:
             return self.model.gradients(self.x(), self.labels)
         from reference import probes
 
-        return probes.gradients(self.twin, self.model, self.x(), self.labels)
+        anchors = self.outputs("scratch")  # kinks decided on the scratch side (probes)
+        return probes.gradients(self.twin, self.model, self.x(), self.labels, anchors)
 
     def row(self, check: str, record: Comparison, **extra) -> dict:
         """A report row: who, where, then the comparison's fields."""

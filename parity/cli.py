@@ -14,7 +14,6 @@ from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSE
 from parity.selftest import add_selftest_arguments, selftest_command
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
-MAX_IMAGES = 1000  # the bundled test pool
 
 
 class UsageError(ValueError):
@@ -100,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args) -> int:
-    from parity.data import DataError
+    from parity.data import DataError, load_mnist
     from parity.reports import ReportError, check_writable, write_report
 
     try:
         config = config_from_args(args)
         check_writable(args.out)
+        check_pools(config, load_mnist(config.data))  # load_batches loads it again (cheap)
         batches = runner.load_batches(config)
-        check_pools(config.training, batches)
     except (UsageError, DataError, ReportError) as error:
         print(f"parity run: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -145,7 +144,7 @@ def config_from_args(args) -> runner.RunConfig:
     models = _choices("--models", args.models, MODEL_NAMES)
     dtypes = _choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES)
     seed = _integer("--seed", args.seed, 0, 2**32 - 1)
-    images = _integer("--images", args.images, 1, MAX_IMAGES)
+    images = _integer("--images", args.images, 1, None)  # bounded by the data: check_pools
     return runner.RunConfig(models=models, dtypes=dtypes, seed=seed, images=images,
                             data=args.data, training=training_from_args(args))  # fmt: skip
 
@@ -170,18 +169,18 @@ def training_from_args(args) -> runner.TrainingOptions | None:
     )  # fmt: skip
 
 
-def check_pools(training: runner.TrainingOptions | None, batches: runner.Batches) -> None:
-    """--train-size/--test-size must fit the loaded pools (known only after loading)."""
-    if training is None:
-        return
-    for option, size, pool in (
-        ("--train-size", training.train_size, batches.train_images),
-        ("--test-size", training.test_size, batches.test_images),
-    ):
+def check_pools(config: runner.RunConfig, mnist) -> None:
+    """--images, --train-size, --test-size must fit the data's splits (known once loaded)."""
+    training = config.training
+    sizes = [("--images", config.images, "test", mnist.test_images)]
+    if training is not None:
+        sizes += [("--train-size", training.train_size, "training", mnist.train_images),
+                  ("--test-size", training.test_size, "test", mnist.test_images)]  # fmt: skip
+    for option, size, split, pool in sizes:
         if size > len(pool):
             raise UsageError(
                 f"Invalid value for argument `{option}`. Expected at most {len(pool)} (the "
-                f"pool of {batches.source}). Received {option}={size}."
+                f"{split} split size of {mnist.source}). Received {option}={size}."
             )  # fmt: skip
 
 
@@ -207,15 +206,16 @@ def _choices(option: str, text: str, allowed) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _integer(option: str, text: str, low: int, high: int) -> int:
+def _integer(option: str, text: str, low: int, high: int | None) -> int:
+    """An integer in ``[low, high]`` (``high=None``: no upper bound here)."""
     try:
         value = int(str(text))
     except ValueError:
         value = None
-    if value is None or not low <= value <= high:
+    if value is None or value < low or (high is not None and value > high):
+        rule = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
         raise UsageError(
-            f"Invalid value for argument `{option}`. Expected an integer in [{low}, {high}]. "
-            f"Received {option}={text!r}."
+            f"Invalid value for argument `{option}`. Expected {rule}. Received {option}={text!r}."
         )
     return value
 

@@ -9,12 +9,20 @@ Full MNIST only when asked: ``load_mnist(PATH)`` with a Keras ``mnist.npz`` or a
 folder holding the four IDX files (optionally gzipped), or ``load_mnist("keras")``
 for the Keras cache (``$KERAS_HOME/datasets/mnist.npz``, default ``~/.keras``).
 Nothing is ever downloaded.
+
+Bad data is bad input: a file that cannot be read, or whose arrays break a rule (images
+``(N, 28, 28)`` of integers 0..255, N >= 1; labels ``(N,)`` of integers 0..9; as many
+labels as images) raises :class:`DataError` naming the file (and array), the rule and
+what was received; ``load_mnist`` prefixes it with ``--data``. Nothing is cast silently:
+float images (e.g. scaled to [0, 1]) or NaN pixels are refused, not truncated to uint8.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +33,10 @@ import pandas as pd
 SPLIT_SEED = 20_190_226  # fixed: the pools never depend on a run's --seed
 TEST_PER_CLASS = 100  # 100 of each class's 500 bundled images -> 1,000 test, 4,000 train
 IMAGE_SHAPE = (28, 28)
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_EXPECTED = "expected a Keras mnist.npz (a zip of x_train, y_train, x_test, y_test)"
+NPY_MAGIC = b"\x93NUMPY"  # np.save's single-array format
+ZIP_MAGIC = b"PK\x03\x04"  # a zip file's first local header
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 IDX_FILES = {
@@ -57,9 +69,21 @@ class Mnist:
 
 
 def load_mnist(data: str | os.PathLike | None = None) -> Mnist:
-    """Load MNIST: ``None`` = bundled subset, ``"keras"`` = Keras cache, else a path."""
+    """Load MNIST: ``None`` = bundled subset, ``"keras"`` = Keras cache, else a path.
+
+    Raises :class:`DataError` (message prefixed ``--data``) for a missing, unreadable or
+    malformed file.
+    """
     if data is None:
         return load_bundled()
+    path = _data_path(data)
+    try:
+        return load_idx_folder(path) if path.is_dir() else load_npz(path)
+    except DataError as error:
+        raise DataError(f"--data {error}") from error
+
+
+def _data_path(data: str | os.PathLike) -> Path:
     if str(data) == "keras":
         home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
         path = home / "datasets" / "mnist.npz"
@@ -68,12 +92,10 @@ def load_mnist(data: str | os.PathLike | None = None) -> Mnist:
                 f"Invalid value for argument `data`. Expected the Keras MNIST cache at "
                 f"{path} (this harness never downloads). Received data='keras'."
             )
-        return load_npz(path)
+        return path
     path = Path(data)
-    if path.is_dir():
-        return load_idx_folder(path)
-    if path.is_file():
-        return load_npz(path)
+    if path.is_dir() or path.is_file():
+        return path
     raise DataError(
         f"Invalid value for argument `data`. Expected a Keras mnist.npz file, a folder "
         f"with the four MNIST IDX files, or 'keras'. Received data='{data}' (no such "
@@ -123,30 +145,63 @@ def stratified_split(labels: np.ndarray, test_per_class: int, seed: int):
 def load_npz(path: str | os.PathLike) -> Mnist:
     """A Keras ``mnist.npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``)."""
     path = Path(path)
+    arrays = _read_npz(path)
+    parts = {}
+    for split in ("train", "test"):
+        images = _as_images(arrays[f"x_{split}"], f"{path}: x_{split}")
+        labels = _as_labels(arrays[f"y_{split}"], f"{path}: y_{split}")
+        _same_count(images, labels, f"{path}: x_{split}", f"y_{split}")
+        parts.update({f"{split}_images": images, f"{split}_labels": labels})
+    return Mnist(**parts, source=f"npz {path}")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of an ``.npz``; DataError saying what was expected and what was found."""
+    problem = _not_a_zip(path)
+    if problem:
+        raise DataError(f"{path}: {NPZ_EXPECTED}; {problem}.")
+    arrays, key = {}, None
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz archive ({error}).") from error
-    missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
+            missing = sorted(set(NPZ_ARRAYS) - set(archive.files))
+            if not missing:
+                for key in NPZ_ARRAYS:
+                    arrays[key] = archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(
+            f"{path}: {NPZ_EXPECTED}; could not read {key or 'it'}: {error}."
+        ) from error
     if missing:
         raise DataError(
-            f"{path}: expected arrays x_train, y_train, x_test, y_test; "
-            f"missing {sorted(missing)} (found {sorted(arrays)})."
+            f"{path}: {NPZ_EXPECTED}; missing {missing} (found {sorted(archive.files)})."
         )
-    return Mnist(
-        _as_images(arrays["x_train"], f"{path}: x_train"),
-        _as_labels(arrays["y_train"], f"{path}: y_train"),
-        _as_images(arrays["x_test"], f"{path}: x_test"),
-        _as_labels(arrays["y_test"], f"{path}: y_test"),
-        source=f"npz {path}",
-    )
+    return arrays
+
+
+def _not_a_zip(path: Path) -> str | None:
+    """Why ``path`` is not a readable zip file, or None if it is one."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(len(NPY_MAGIC))
+        if zipfile.is_zipfile(path):
+            return None
+    except OSError as error:
+        return f"could not read it ({error.strerror or error})"
+    if head.startswith(NPY_MAGIC):
+        return "received a single .npy array (np.save writes one array; use np.savez)"
+    if head.startswith(ZIP_MAGIC):
+        return "could not read it as a zip file (truncated: it starts like one, its end is missing)"
+    return "could not read it as a zip file (truncated or not an .npz)"
 
 
 def load_idx_folder(folder: str | os.PathLike) -> Mnist:
     """A folder with the four MNIST IDX files (each optionally ``.gz``)."""
     folder = Path(folder)
-    parts = {key: read_idx(_find_idx(folder, name)) for key, name in IDX_FILES.items()}
+    paths = {key: _find_idx(folder, name) for key, name in IDX_FILES.items()}
+    parts = {key: read_idx(path) for key, path in paths.items()}
+    for split in ("train", "test"):
+        images, labels = parts[f"{split}_images"], parts[f"{split}_labels"]
+        _same_count(images, labels, str(paths[f"{split}_images"]), paths[f"{split}_labels"].name)
     return Mnist(**parts, source=f"IDX files in {folder}")
 
 
@@ -164,11 +219,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as stream:
             raw = stream.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot be read ({error}).") from error
     if len(raw) < 8:
         raise DataError(f"{path}: truncated: {len(raw)} bytes, shorter than an IDX header.")
     magic, count = (int(v) for v in np.frombuffer(raw[:8], dtype=">u4"))
+    if magic == IDX_IMAGES_MAGIC and len(raw) < 16:
+        raise DataError(
+            f"{path}: truncated: {len(raw)} bytes, shorter than an IDX images header (16)."
+        )
     if magic == IDX_IMAGES_MAGIC:
         rows, cols = (int(v) for v in np.frombuffer(raw[8:16], dtype=">u4"))
         header, shape = 16, (count, rows, cols)
@@ -191,24 +250,70 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _as_images(array: np.ndarray, where: str) -> np.ndarray:
+    """``(N, 28, 28)`` uint8, N >= 1, from integers 0..255; anything else is a DataError."""
     array = np.asarray(array)
     if array.ndim != 3 or array.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{where}: expected images of shape (N, 28, 28); got {array.shape}.")
-    if array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise DataError(f"{where}: expected pixel values in 0..255.")
-        array = array.astype(np.uint8)
-    return np.ascontiguousarray(array)
+        raise DataError(
+            f"{where}: expected images of shape (N, 28, 28); received shape {array.shape}."
+        )
+    if len(array) == 0:
+        raise DataError(f"{where}: expected at least one image; received shape {array.shape}.")
+    if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
+        hint = _scaled_hint(array)
+        raise DataError(
+            f"{where}: expected integer pixel values 0..255 (uint8, as in Keras's mnist.npz); "
+            f"received {_describe(array)}{hint}."
+        )
+    return np.ascontiguousarray(array, dtype=np.uint8)
 
 
 def _as_labels(array: np.ndarray, where: str) -> np.ndarray:
+    """``(N,)`` int64 from integers 0..9; anything else is a DataError."""
     array = np.asarray(array)
     if array.ndim != 1:
-        raise DataError(f"{where}: expected labels of shape (N,); got {array.shape}.")
+        raise DataError(f"{where}: expected labels of shape (N,); received shape {array.shape}.")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{where}: expected integer labels 0..9; received {_describe(array)}.")
+    bad = (array < 0) | (array > 9)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: expected integer labels 0..9; received {int(array[first])} at index {first}."
+        )
     return array.astype(np.int64)
 
 
+def _describe(array: np.ndarray) -> str:
+    """``dtype float32 with values in [0, 1], 2 NaN, 1 inf``: what a rejected array holds."""
+    text = f"dtype {array.dtype}"
+    if array.dtype.kind not in "iuf" or array.size == 0:
+        return text
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+    if finite.size:
+        text += f" with values in [{finite.min():g}, {finite.max():g}]"
+    if array.dtype.kind == "f":
+        for name, count in (("NaN", np.isnan(array).sum()), ("inf", np.isinf(array).sum())):
+            text += f", {int(count)} {name}" if count else ""
+    return text
+
+
+def _scaled_hint(array: np.ndarray) -> str:
+    if array.dtype.kind != "f" or not np.isfinite(array).all() or array.max() > 1:
+        return ""
+    return " (images scaled to [0, 1]? store them as uint8 0..255)"
+
+
+def _same_count(images: np.ndarray, labels: np.ndarray, where: str, labels_name: str) -> None:
+    """``where`` names the images (``<file>: x_train``); ``labels_name`` the labels."""
+    if len(images) != len(labels):
+        raise DataError(
+            f"{where} has {len(images)} images but {labels_name} has {len(labels)} labels; "
+            f"expected one label per image."
+        )
+
+
 def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
+    """The :class:`Mnist` invariant (the loaders check each file first, by name)."""
     if len(images) != len(labels):
         raise DataError(
             f"{where}: image/label count mismatch: {len(images)} images, {len(labels)} labels."

@@ -3,6 +3,9 @@
 Written atomically: everything is built in a hidden temporary sibling folder
 (``<out>/.<run-id>.partial-XXXX``) and renamed to ``<out>/<run-id>`` only when complete;
 on any error the temporary folder is removed, so a report folder is never partial.
+The run folder and its files get the modes of anything the user creates (folder 0777,
+files 0666, minus the umask): 0755 and 0644 under the usual umask 022, so other users
+can read a finished report (``tempfile.mkdtemp`` would make it 0700).
 Same seed, same machine: identical CSV contents (rows in a deterministic order, floats
 in one fixed format); only environment.json carries the run id and timestamps.
 """
@@ -61,7 +64,8 @@ def write_report(
     final = parent / run_id
     if final.exists():
         raise ReportError(f"{final}: a report with run id {run_id!r} already exists.")
-    temp = Path(tempfile.mkdtemp(prefix=f".{run_id}.partial-", dir=parent))
+    temp = parent / f".{run_id}.partial-{secrets.token_hex(4)}"
+    temp.mkdir()  # 0777 minus the umask, unlike mkdtemp's 0700; fails if it exists
     try:
         for name, frame in results.tables.items():
             frame.to_csv(temp / f"{name}.csv", index=False, float_format=FLOAT_FORMAT)

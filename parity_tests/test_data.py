@@ -1,8 +1,10 @@
 import gzip
+import re
 
 import numpy as np
 import pytest
 
+from parity import cli
 from parity.data import (
     IDX_FILES,
     IDX_IMAGES_MAGIC,
@@ -166,23 +168,10 @@ def test_image_label_count_mismatch(tmp_path):
     parts = tiny_mnist()
     parts["train_labels"] = parts["train_labels"][:-1]
     folder = write_idx_folder(tmp_path / "idx", parts)
-    with pytest.raises(DataError, match=r"count mismatch: 6 images, 5 labels"):
+    with pytest.raises(
+        DataError, match=r"idx3-ubyte has 6 images but train-labels-idx1-ubyte has 5"
+    ):
         load_mnist(folder)
-
-
-def test_labels_outside_0_9(tmp_path):
-    parts = tiny_mnist()
-    parts["test_labels"][2] = 11
-    path = tmp_path / "bad.npz"
-    np.savez(
-        path,
-        x_train=parts["train_images"],
-        y_train=parts["train_labels"],
-        x_test=parts["test_images"],
-        y_test=parts["test_labels"],
-    )
-    with pytest.raises(DataError, match=r"\(test\): labels must be in 0\.\.9; label 11 at index 2"):
-        load_mnist(path)
 
 
 def test_npz_missing_arrays_are_named(tmp_path):
@@ -192,24 +181,126 @@ def test_npz_missing_arrays_are_named(tmp_path):
         load_mnist(path)
 
 
-def test_npz_wrong_image_shape(tmp_path):
-    path = tmp_path / "flat.npz"
-    np.savez(
-        path,
-        x_train=np.zeros((2, 784), np.uint8),
-        y_train=np.zeros(2, np.uint8),
-        x_test=np.zeros((1, 784), np.uint8),
-        y_test=np.zeros(1, np.uint8),
-    )
-    with pytest.raises(
-        DataError,
-        match=r"x_train: expected images of shape \(N, 28, 28\); got \(2, 784\)",
-    ):
+def save_npz(path, **overrides):
+    """A tiny valid Keras-style mnist.npz, with some arrays replaced by ``overrides``."""
+    parts = tiny_mnist()
+    arrays = dict(x_train=parts["train_images"], y_train=parts["train_labels"],
+                  x_test=parts["test_images"], y_test=parts["test_labels"])  # fmt: skip
+    np.savez(path, **{**arrays, **overrides})
+    return path
+
+
+def with_pixel(value, dtype=np.float64):
+    images = tiny_mnist()["train_images"].astype(dtype)
+    images[1, 3, 4] = value
+    return images
+
+
+def truncated_npz(path):
+    save_npz(path)
+    path.write_bytes(path.read_bytes()[:700])
+    return path
+
+
+def garbage_file(path):
+    path.write_bytes(b"not a zip archive, just text\n")
+    return path
+
+
+def npy_file(path):
+    np.save(path.with_suffix(".npy"), tiny_mnist()["train_images"])
+    path.with_suffix(".npy").rename(path)
+    return path
+
+
+def float_01_images(path):
+    return save_npz(path, x_train=tiny_mnist()["train_images"].astype(np.float32) / 255)
+
+
+BAD_NPZ = {
+    "truncated": (truncated_npz, r"expected a Keras mnist\.npz \(a zip of x_train, y_train, "
+                  r"x_test, y_test\); could not read it as a zip file \(truncated"),
+    "garbage": (garbage_file, r"expected a Keras mnist\.npz .*could not read it as a zip file"),
+    "npy-not-npz": (npy_file, r"expected a Keras mnist\.npz .*received a single \.npy array"),
+    "float-images-0-1": (float_01_images, r"x_train: expected integer pixel values 0\.\.255 "
+                         r".*received dtype float32 with values in \[0, 1\]"),
+    "nan-pixel": (lambda p: save_npz(p, x_train=with_pixel(np.nan)), r"x_train: .*1 NaN"),
+    "inf-pixel": (lambda p: save_npz(p, x_test=with_pixel(np.inf)[:4]), r"x_test: .*1 inf"),
+    "pixel-300": (lambda p: save_npz(p, x_train=with_pixel(300, np.int16)),
+                  r"x_train: expected integer pixel values 0\.\.255.*dtype int16 with values "
+                  r"in \[\d+, 300\]"),
+    "float-labels": (lambda p: save_npz(p, y_test=np.array([1.0, 2.5, 3.0, 4.0])),
+                     r"y_test: expected integer labels 0\.\.9.*received dtype float64"),
+    "labels-2d": (lambda p: save_npz(p, y_train=np.zeros((6, 1), np.uint8)),
+                  r"y_train: expected labels of shape \(N,\).*received shape \(6, 1\)"),
+    "label-11": (lambda p: save_npz(p, y_test=np.array([1, 2, 11, 3], np.uint8)),
+                 r"y_test: expected integer labels 0\.\.9.*received 11 at index 2"),
+    "images-flat": (lambda p: save_npz(p, x_test=np.zeros((4, 784), np.uint8)),
+                    r"x_test: expected images of shape \(N, 28, 28\).*received shape \(4, 784\)"),
+    "count-mismatch": (lambda p: save_npz(p, y_train=np.zeros(5, np.uint8)),
+                       r"x_train has 6 images but y_train has 5 labels"),
+    "empty-test-split": (lambda p: save_npz(p, x_test=np.zeros((0, 28, 28), np.uint8),
+                                            y_test=np.zeros(0, np.uint8)),
+                         r"x_test: expected at least one image; received shape \(0, 28, 28\)"),
+}  # fmt: skip
+
+
+def run_cli(tmp_path, data, *args):
+    out = tmp_path / "out"
+    data_args = [] if data is None else ["--data", str(data)]
+    code = cli.main(["run", "--epochs", "0", "--dtypes", "float64", "--out", str(out),
+                     *data_args, *args])  # fmt: skip
+    return code, (sorted(p.name for p in out.iterdir()) if out.exists() else [])
+
+
+@pytest.mark.parametrize("make,message", BAD_NPZ.values(), ids=BAD_NPZ.keys())
+def test_bad_npz_raises_data_error_naming_file_rule_and_value(tmp_path, make, message):
+    path = make(tmp_path / "bad.npz")
+    with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path))}/bad\.npz: {message}"):
         load_mnist(path)
 
 
-def test_not_an_npz(tmp_path):
-    path = tmp_path / "garbage.npz"
-    path.write_bytes(b"not a zip archive")
-    with pytest.raises(DataError, match=r"garbage\.npz: not a readable \.npz"):
-        load_mnist(path)
+@pytest.mark.parametrize("make,message", BAD_NPZ.values(), ids=BAD_NPZ.keys())
+def test_bad_npz_exits_2_naming_file_with_no_report(tmp_path, capsys, make, message):
+    code, folders = run_cli(tmp_path, make(tmp_path / "bad.npz"), "--images", "2")
+    err = capsys.readouterr().err
+    assert code == 2 and folders == [] and "Traceback" not in err
+    assert err.startswith(f"parity run: --data {tmp_path}/bad.npz: ")
+    assert re.search(message, err)
+
+
+def test_images_over_the_test_split_exits_2_naming_file(tmp_path, capsys):
+    code, folders = run_cli(tmp_path, save_npz(tmp_path / "small.npz"), "--images", "5")
+    err = capsys.readouterr().err
+    assert code == 2 and folders == [] and "Traceback" not in err
+    assert (f"argument `--images`. Expected at most 4 (the test split size of npz "
+            f"{tmp_path}/small.npz). Received --images=5.") in err  # fmt: skip
+
+
+def test_images_bound_is_the_bundled_test_split(tmp_path, capsys):
+    code, folders = run_cli(tmp_path, None, "--images", "1001")
+    err = capsys.readouterr().err
+    assert code == 2 and folders == []
+    assert "Expected at most 1000 (the test split size of bundled" in err
+
+
+def test_images_has_no_fixed_upper_bound_before_the_data_is_known():
+    args = cli.build_parser().parse_args(["run", "--images", "5000"])
+    assert cli.config_from_args(args).images == 5000
+
+
+def test_corrupt_gzip_idx_file_is_named(tmp_path):
+    folder = write_idx_folder(tmp_path / "idx", tiny_mnist(), gz=True)
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[12:22] = b"\xff" * 10  # inside the deflate stream: a zlib.error
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: cannot be read"):
+        load_mnist(folder)
+
+
+def test_idx_images_header_cut_after_the_count(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(tiny_mnist()["train_images"])[:12])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated: 12 bytes"):
+        read_idx(path)

@@ -72,3 +72,27 @@ class ScaleOutput:
             return outputs
 
         model.forward = forward
+
+
+@dataclass(frozen=True)
+class Raise:
+    """Make the scratch model's method ``method`` raise ``ZeroDivisionError`` (a crash in
+    the code under test: an ERROR row, never a FAIL)."""
+
+    method: str
+
+    def __call__(self, model) -> None:
+        def crash(*args, **kwargs):
+            return 1 / 0
+
+        setattr(model, self.method, crash)
+
+
+@dataclass(frozen=True)
+class ColumnBias:
+    """Model ``zhou``: the blog Softmax's biases stored as a column ``(10, 1)``, a shape
+    mistake the harness must report as an ERROR or a shape FAIL, never a traceback."""
+
+    def __call__(self, model) -> None:
+        softmax = model.net.softmax
+        softmax.biases = softmax.biases.reshape(-1, 1).copy()

@@ -22,7 +22,7 @@ import pandas as pd
 from parity import curves
 from parity.checks import common, derivations, forward, gradients, ties
 from parity.checks.common import Context, progress
-from parity.compare import EXIT_FAIL, EXIT_PASS, FAIL, PASS, exit_code, worst_status
+from parity.compare import EXIT_FAIL, EXIT_PASS, FAIL, PASS, error, exit_code, worst_status
 
 CHECKS = ("forward", "gradients", "derivations", "ties")
 TABLES = ("forward", "gradients", "derivations", "ties")
@@ -183,23 +183,41 @@ def run_training(config: RunConfig, name: str, dtype: str, batches: Batches):
 
 
 def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dict:
+    """Every check of one model in this (the dtype's) process, at every weight state.
+
+    An exception raised by the code under test never ends the run: it becomes an
+    ``ERROR`` row (``parity.compare.error``: type, message, file:line) of the check that
+    raised, and the other checks and states still run.
+    """
     from reference.twin import copy_into_keras, twin
     from scratch.models import build
 
-    model = build(name, seed=config.seed, dtype=dtype)
-    for hook in config.model_hooks:
-        hook(model)
-    ctx = Context(name, dtype, model, batches.images, batches.labels, config.seed)
-    rows = {table: [] for table in TABLES}
-    keras_model = twin(model, dtype)  # one build per model and dtype; weights copied per state
+    rows = {table: [] for table in (*TABLES, "ties_rows", "errors")}
+    ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed)
+    try:
+        ctx.model = build(name, seed=config.seed, dtype=dtype)
+        for hook in config.model_hooks:
+            hook(ctx.model)
+        keras_model = twin(ctx.model, dtype)  # one build per model and dtype
+    except Exception as exc:
+        rows["errors"].append(ctx.row(SETUP, error("-", "model and twin", exc)))
+        return rows
     for state in config.states:
         t0 = time.perf_counter()
-        _set_weights(ctx, state, config, batches)
-        copy_into_keras(keras_model, model)
+        ctx.state = state
+        try:
+            _set_weights(ctx, state, config, batches)
+            copy_into_keras(keras_model, ctx.model)
+        except Exception as exc:
+            rows["errors"].append(ctx.row(SETUP, error("-", f"{state} weights", exc)))
+            continue
         ctx.set_twin(keras_model, state)
         _run_state(ctx, config, rows)
         progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
     return rows
+
+
+SETUP = "setup"  # the check name of an ERROR raised before any check ran
 
 
 def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches) -> None:
@@ -212,15 +230,24 @@ def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches) 
 
 def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
     if "forward" in config.checks:
-        rows["forward"] += forward.forward_rows(ctx)
+        rows["forward"] += _guarded(ctx, "forward", forward.forward_rows)
     if "gradients" in config.checks:
-        rows["gradients"] += gradients.gradient_rows(ctx)
+        rows["gradients"] += _guarded(ctx, "gradients", gradients.gradient_rows)
     if "ties" in config.checks:
-        summary_rows, detail = ties.tie_rows(ctx)
+        summary_rows, detail = _guarded(ctx, "ties", ties.tie_rows, pair=True)
         rows["ties"] += detail
-        rows.setdefault("ties_rows", []).extend(summary_rows)
+        rows["ties_rows"] += summary_rows
     if "derivations" in config.checks and ctx.state in derivations.STATES:
-        rows["derivations"] += derivations.derivation_rows(ctx)
+        rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
+
+
+def _guarded(ctx: Context, check: str, rows_of, pair: bool = False):
+    """``rows_of(ctx)``, or one ``ERROR`` row if it raised (``pair``: ``(rows, details)``)."""
+    try:
+        return rows_of(ctx)
+    except Exception as exc:
+        rows = [ctx.row(check, error("-", "-", exc))]
+        return (rows, []) if pair else rows
 
 
 def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, str]]:
@@ -244,8 +271,8 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
-    comparison_rows = sum((merged.get(t, []) for t in ("forward", "gradients", "derivations")),
-                          []) + merged.get("ties_rows", [])  # fmt: skip
+    checked = ("errors", "forward", "gradients", "derivations", "ties_rows")
+    comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]
     tables["summary"] = pd.concat(

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from parity import cli, reports, runner
-from parity.plant import ScaleGradient
+from parity.plant import ColumnBias, Raise, ScaleGradient
 
 REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "derivations.csv", "ties.csv",
                 "environment.json"}  # fmt: skip
@@ -166,3 +166,38 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     }
     epochs = pd.read_csv(folder / "epochs.csv")
     assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()
+
+
+def _planted_run(monkeypatch, hook):
+    real_run = runner.run
+
+    def planted(config, **kwargs):
+        config = dataclasses.replace(config, dtypes=("float64",), states=("initial",),
+                                     model_hooks=(hook,), training=None)  # fmt: skip
+        return real_run(config, in_process=True, **kwargs)
+
+    monkeypatch.setattr(runner, "run", planted)
+
+
+@pytest.mark.keras
+def test_a_crash_in_the_code_under_test_exits_3_with_error_rows_and_a_report(
+    tmp_path, capsys, monkeypatch
+):
+    _planted_run(monkeypatch, Raise("gradients"))
+    assert _run(tmp_path, "--dtypes", "float64", "--images", "4", "--epochs", "0") == 3
+    assert "Traceback" not in capsys.readouterr().err
+    (folder,) = _folders(tmp_path)
+    summary = pd.read_csv(tmp_path / "out" / folder / "summary.csv").set_index("check")
+    assert set(summary.loc["forward", "status"]) == {"PASS"}  # the other checks still ran
+    error = summary.loc["gradients"]
+    assert error.status == "ERROR" and "ZeroDivisionError: division by zero" in error.message
+    assert "plant.py" in error.message  # file:line of the raising code
+
+
+@pytest.mark.keras
+def test_a_column_bias_is_an_error_row_not_a_traceback(tmp_path, capsys, monkeypatch):
+    _planted_run(monkeypatch, ColumnBias())
+    assert _run(tmp_path, "--dtypes", "float64", "--images", "4", "--epochs", "0") == 3
+    (folder,) = _folders(tmp_path)
+    summary = pd.read_csv(tmp_path / "out" / folder / "summary.csv")
+    assert "ERROR" in set(summary.status) and "Traceback" not in capsys.readouterr().err

@@ -24,9 +24,9 @@ def _route(x, dy, pick) -> np.ndarray:
     shape = win.shape
     routed = pick(win.reshape(-1, 4), dy.reshape(-1)).reshape(shape)
     n, oh, ow, c, _ = shape
-    return (
-        routed.reshape(n, oh, ow, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(x.shape)
-    ).astype(x.dtype)
+    return (routed.reshape(n, oh, ow, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(x.shape)).astype(
+        x.dtype
+    )
 
 
 def _one_hot(index, dy) -> np.ndarray:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from parity import catalog, runner
 from parity.checks import common
-from parity.compare import FAIL, is_failure
+from parity.compare import ERROR, FAIL, is_failure
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_SEEDS = 20
@@ -179,8 +179,9 @@ def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
                     raise
                 raised.append(f"training: {type(error).__name__}: {error}")
             run += ["training"]
+        raised = (raised or []) + [r["message"] for r in rows if r["status"] == ERROR]
         row.update(_verdict(rows), checks_run=";".join(dict.fromkeys(run)),
-                   raised="; ".join(raised or []))  # fmt: skip
+                   raised="; ".join(raised))  # fmt: skip
     except Exception as error:  # default mode: a raise is "not caught", and a finding
         text = f"{type(error).__name__}: {error}"
         row.update(caught="no", check="", raised=text, message=f"raised {text}")
@@ -251,7 +252,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     keras_model = twin(model, dtype)
     out, run = [], []
     for state in config.states:
-        tables: dict = {t: [] for t in runner.TABLES}
+        tables: dict = {t: [] for t in (*runner.TABLES, "ties_rows", "errors")}
         try:
             runner._set_weights(ctx, state, config, batches)
             copy_into_keras(keras_model, model)
@@ -262,7 +263,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
                 raise
             raised.append(f"state {state}: {type(error).__name__}: {error}")
             continue
-        for table in ("forward", "gradients", "ties_rows", "derivations"):
+        for table in ("errors", "forward", "gradients", "ties_rows", "derivations"):
             for r in tables.get(table, []):
                 out.append({**r, "_position": len(out)})
         run += [c for c in ORDER if any(r["check"] == c for r in out)]

@@ -2,11 +2,9 @@
 ``parity run`` would (same runner, same checks, same tolerances; one run per dtype
 process for the whole session)."""
 
-import numpy as np
 import pytest
 
 from parity import runner, tolerances
-from parity.checks import ties
 from parity.plant import BlogAllTiesMaxPool, ScaleGradient, ScaleOutput
 
 MODELS = ("zhou",)  # the CLI default; the other families run in test_checks_slow.py
@@ -69,21 +67,6 @@ def test_planted_conv_kernel_gradient_fails_and_names_layer_and_quantity():
     assert list(zip(failed.layer, failed.quantity, strict=True)) == [("conv2d", "kernel")]
     assert "layer `conv2d` quantity `kernel`" in failed.iloc[0].message
     assert failed.iloc[0].worst_error == pytest.approx(0.01, rel=1e-9)
-
-
-def test_windows_group_2x2_blocks_of_nhwc_and_nchw():
-    x = np.arange(2 * 4 * 4 * 3).reshape(2, 4, 4, 3)
-    win = ties.windows(x, (2, 2, 2, 3))
-    assert win[0].tolist() == [x[0, 0, 0, 0], x[0, 0, 1, 0], x[0, 1, 0, 0], x[0, 1, 1, 0]]
-    nchw = np.moveaxis(x, 3, 1)
-    assert sorted(ties.windows(nchw, (2, 3, 2, 2)).sum(1)) == sorted(win.sum(1))
-
-
-def test_tied_maxima_marks_every_equal_maximum_of_a_window():
-    x = np.zeros((1, 2, 4, 1))
-    x[0, 0, 2, 0] = 1.0  # second window has a unique max; the first ties 4 zeros
-    assert ties.tied_maxima(x, (1, 1, 2, 1))[0, :, :, 0].tolist() == [
-        [True, True, False, False], [True, True, False, False]]  # fmt: skip
 
 
 @pytest.mark.keras

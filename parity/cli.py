@@ -1,7 +1,11 @@
-"""Command line: ``parity run``.
+"""Command line: parity run, parity selftest.
 
-Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or input (the message
-names the argument, the rule and the value received; no report folder is left behind).
+Every row of the report has a status: PASS; FAIL (the values differ beyond the budget);
+ERROR (the code under test raised: type, message, file:line); NOT_PROVIDED (the
+implementation does not produce the quantity by design); INCONCLUSIVE (too little was
+left to judge). Exit codes: 0 all passed; 1 a FAIL or INCONCLUSIVE row; 2 bad usage or
+input (the message names the argument or file, the rule and the value; no report folder
+is left behind); 3 an ERROR row (the report is still written).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parity", description=__doc__)
+    common = dict(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                  allow_abbrev=False)  # fmt: skip
+    parser = argparse.ArgumentParser(prog="parity", **common)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the parity checks and write a report")
+    run = sub.add_parser("run", help="run the parity checks and write a report", **common)
     add_run_arguments(run)
     selftest = sub.add_parser(
-        "selftest", help="run the harness against a catalog of real backprop bugs"
+        "selftest", help="run the harness against a catalog of real backprop bugs", **common
     )
     add_selftest_arguments(selftest)
     return parser

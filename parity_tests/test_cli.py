@@ -201,3 +201,15 @@ def test_a_column_bias_is_an_error_row_not_a_traceback(tmp_path, capsys, monkeyp
     (folder,) = _folders(tmp_path)
     summary = pd.read_csv(tmp_path / "out" / folder / "summary.csv")
     assert "ERROR" in set(summary.status) and "Traceback" not in capsys.readouterr().err
+
+
+def test_help_documents_statuses_and_exit_codes(capsys):
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(s in out for s in ("NOT_PROVIDED", "INCONCLUSIVE", "3 an ERROR row"))
+    assert "``" not in out  # no reStructuredText markup in the terminal
+
+
+def test_abbreviated_options_are_refused(tmp_path, capsys):
+    assert _run(tmp_path, "--epoch", "0") == 2
+    assert "--epoch" in capsys.readouterr().err and _folders(tmp_path) == []

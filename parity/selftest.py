@@ -36,10 +36,13 @@ from parity.checks import common
 from parity.compare import ERROR, FAIL, is_failure
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+# The false-alarm sweep runs what users run: the default checks of ``parity run`` (32
+# images, every weight state, derivations in float64) over 20 seeds, every model, both
+# dtypes, and the catalog's short training runs over 3 of those seeds.
 DEFAULT_SEEDS = 20
-DEFAULT_IMAGES = 8
-DEFAULT_DERIVATION_SEEDS = 2
-DEFAULT_TRAINING_SEEDS = 2
+DEFAULT_IMAGES = runner.DEFAULT_IMAGES
+DEFAULT_DERIVATION_SEEDS = DEFAULT_SEEDS
+DEFAULT_TRAINING_SEEDS = 3
 ORDER = ("forward", "gradients", "ties", "derivations", "training")
 
 CATALOG_COLUMNS = [
@@ -379,6 +382,8 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_IMAGES),
         help="images the forward and gradient checks use (default: %(default)s)",
     )
+    parser.add_argument("--list", action="store_true",
+                        help="print the catalog of planted bugs and exit")  # fmt: skip
     parser.add_argument("--all-checks", action="store_true",
                         help="every check at every state on each bug (slow): which checks "
                              "catch it on their own")  # fmt: skip
@@ -416,6 +421,9 @@ def selftest_command(args) -> int:
     from parity.data import DataError
     from parity.reports import ReportError, check_writable, write_report
 
+    if args.list:
+        print(format_entries())
+        return EXIT_PASS
     try:
         options = options_from_args(args)
         check_writable(args.out)
@@ -436,6 +444,13 @@ def selftest_command(args) -> int:
           f"{alarms} false alarms, {result.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")
     return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def format_entries() -> str:
+    """One line per catalog entry: name, model, what the bug is."""
+    width = max(len(e.name) for e in catalog.ENTRIES)
+    return "\n".join(f"{e.name.ljust(width)}  {e.model:<8}  {e.description}"
+                     for e in catalog.ENTRIES)  # fmt: skip
 
 
 def format_catalog(frame: pd.DataFrame) -> str:

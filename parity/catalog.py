@@ -438,24 +438,26 @@ class ChwRowsNotPermuted:
 # -- optimizer (training only) --------------------------------------------------------------
 
 
+def _epsilon_inside_sqrt(adam, v, epsilon):
+    return np.sqrt(v + epsilon)  # the bug; Keras: np.sqrt(v) + epsilon
+
+
 @dataclass(frozen=True)
 class AdamEpsilonInsideSqrt:
-    """scratch Adam with ``sqrt(v + eps)`` instead of Keras's ``sqrt(v) + eps``."""
+    """scratch Adam with ``sqrt(v + eps)`` instead of Keras's ``sqrt(v) + eps``.
+
+    Only ``scratch.optim.Adam._denominator`` is swapped: the moments, the step size and
+    Keras's float32-rounded beta powers stay scratch's own. ``inside_sqrt=False`` is the
+    same hook with the bug removed (scratch's own denominator): a control that must pass.
+    """
+
+    inside_sqrt: bool = True
 
     def __call__(self, model) -> None:
         from scratch import optim
 
-        def _update_step(self, w, g, m, v):
-            cast = w.dtype.type
-            lr = cast(self.learning_rate)
-            b1t = cast(optim.keras_beta_power(self.beta_1, self.iterations + 1))
-            b2t = cast(optim.keras_beta_power(self.beta_2, self.iterations + 1))
-            alpha = lr * np.sqrt(1 - b2t) / (1 - b1t)
-            m += (g - m) * cast(1 - self.beta_1)
-            v += (np.square(g) - v) * cast(1 - self.beta_2)
-            w -= (m * alpha) / np.sqrt(v + cast(self.epsilon))  # the bug
-
-        _patch(optim.Adam, "_update_step", _update_step)
+        correct = optim.Adam._denominator
+        _patch(optim.Adam, "_denominator", _epsilon_inside_sqrt if self.inside_sqrt else correct)
 
 
 # -- the catalog ----------------------------------------------------------------------------

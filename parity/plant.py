@@ -96,3 +96,22 @@ class ColumnBias:
     def __call__(self, model) -> None:
         softmax = model.net.softmax
         softmax.biases = softmax.biases.reshape(-1, 1).copy()
+
+
+@dataclass(frozen=True)
+class CastLoss:
+    """Return the scratch loss cast to ``dtype`` (e.g. float64 from a float32 model)."""
+
+    dtype: str
+
+    def __call__(self, model) -> None:
+        import numpy as np
+
+        original = model.gradients
+        cast = np.dtype(self.dtype).type
+
+        def gradients(x, labels):
+            loss, grads = original(x, labels)
+            return cast(loss), grads
+
+        model.gradients = gradients

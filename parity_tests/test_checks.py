@@ -5,7 +5,7 @@ process for the whole session)."""
 import pytest
 
 from parity import runner, tolerances
-from parity.plant import BlogAllTiesMaxPool, ScaleGradient, ScaleOutput
+from parity.plant import BlogAllTiesMaxPool, CastLoss, ScaleGradient, ScaleOutput
 
 MODELS = ("zhou",)  # the CLI default; the other families run in test_checks_slow.py
 DTYPES = ("float64", "float32")
@@ -91,6 +91,14 @@ def test_every_budget_is_above_its_measured_error_and_far_below_a_one_percent_bu
     tol = tolerances.TABLE[key]
     budget = max(tol.atol, tol.rtol)
     assert tol.reason and 0 < tol.measured < budget <= 1e-3
+
+
+def test_planted_float64_loss_of_a_float32_model_fails_the_loss_row_at_the_dtype_stage():
+    config = runner.RunConfig(models=("zhou",), dtypes=("float32",), checks=("gradients",),
+                              states=("initial",), model_hooks=(CastLoss("float64"),))  # fmt: skip
+    rows = runner.run(config).tables["gradients"]  # float32: its own spawned process
+    loss = rows[rows.layer == "loss"].iloc[0]
+    assert (loss.passed, loss.stage) == (False, "dtype"), loss.message
 
 
 @pytest.mark.keras

@@ -353,7 +353,7 @@ def test_network_shapes_names_and_dtypes(build, dtype, mnist):
     model = build(seed=0, dtype=dtype)
     x = model.preprocess(mnist.train_images[:3])
     loss, grads = model.gradients(x, mnist.train_labels[:3])
-    assert x.shape == (3, 1, 28, 28) and x.dtype == dtype and isinstance(loss, float)
+    assert x.shape == (3, 1, 28, 28) and x.dtype == dtype and loss.dtype == dtype
     shapes = {name: out.shape for name, out in model.forward(x).items()}
     assert shapes == {k: v for k, v in NET_SHAPES.items() if k in model.layer_names}
     assert tuple(grads) == model.layer_names == tuple(shapes)

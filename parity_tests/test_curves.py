@@ -1,34 +1,11 @@
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from parity import curves, plots
+from parity.catalog import AdamEpsilonInsideSqrt  # patches Adam in the dtype's child only
 from parity.data import load_mnist
 from parity.plant import BlogAllTiesMaxPool
-
-# -- planted bugs (picklable hooks: they run in the dtype's child process) ----------------
-
-
-@dataclass(frozen=True)
-class AdamEpsilonInsideSqrt:
-    """scratch Adam with ``sqrt(v + eps)`` instead of Keras's ``sqrt(v) + eps``."""
-
-    def __call__(self, model) -> None:
-        from scratch.optim import Adam
-
-        def update_step(self, w, g, m, v):
-            cast = w.dtype.type
-            t = cast(self.iterations + 1)
-            b1t, b2t = np.power(cast(self.beta_1), t), np.power(cast(self.beta_2), t)
-            alpha = cast(self.learning_rate) * np.sqrt(1 - b2t) / (1 - b1t)
-            m += (g - m) * cast(1 - self.beta_1)
-            v += (np.square(g) - v) * cast(1 - self.beta_2)
-            w -= (m * alpha) / np.sqrt(v + cast(self.epsilon))
-
-        Adam._update_step = update_step  # the child process only
-
 
 # -- fixtures -----------------------------------------------------------------------------
 
@@ -158,14 +135,25 @@ def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
     )
 
 
+def adam_run(dtype, mnist, hook):
+    return curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
+                                 batch_size=32, epochs=1, keras_paths=("tape",),
+                                 model_hooks=(hook,))  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_adam_with_epsilon_inside_sqrt_is_caught(mnist, dtype):
-    result = curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
-                                   batch_size=32, epochs=1, keras_paths=("tape",),
-                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    result = adam_run(dtype, mnist, AdamEpsilonInsideSqrt())
     assert not result.passed
     assert result.first_exceeding("tape", curves.STEP_LOSS_ATOL[dtype])["global_step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_hook_with_the_epsilon_bug_removed_raises_no_alarm(mnist, dtype):
+    result = adam_run(dtype, mnist, AdamEpsilonInsideSqrt(inside_sqrt=False))
+    assert result.passed, result.failures()
 
 
 # -- the channels-first family (issue 7) --------------------------------------------------

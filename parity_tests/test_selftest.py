@@ -58,15 +58,24 @@ def test_pad_then_crop_variant_changes_nothing(mnist):
     assert max(changed.values()) < 1e-15, changed
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_hook_with_the_epsilon_bug_removed_changes_nothing(mnist, dtype):
+    control = catalog.Entry("adam-control", "chw", "correct",
+                            catalog.AdamEpsilonInsideSqrt(inside_sqrt=False), ("training",),
+                            training=catalog.ADAM_RUN)  # fmt: skip
+    changed = catalog.changed_values(control, dtype, mnist.test_images[:64], mnist.test_labels[:64])
+    assert changed == {"training": 0.0}  # two Adam steps, bit for bit
+
+
 def test_restore_globals_undoes_the_adam_patch():
     from scratch.models import build
     from scratch.optim import Adam
 
-    original = Adam._update_step
+    original = Adam._denominator
     catalog.AdamEpsilonInsideSqrt()(build("chw"))
-    assert Adam._update_step is not original
+    assert Adam._denominator is not original
     catalog.restore_globals()
-    assert Adam._update_step is original
+    assert Adam._denominator is original
 
 
 def test_layout_bug_touches_only_the_marked_model():

@@ -129,7 +129,7 @@ class ChwModel(HarnessModel):
         outputs["softmax"] = softmax(outputs["dense"])  # the very function softmax_loss uses
         return outputs
 
-    def gradients(self, x, labels) -> tuple[float, Tree]:
+    def gradients(self, x, labels) -> tuple[np.floating, Tree]:
         self._check_x(x)
         scores = self.net.forward(x)["dense"]
         loss, dscores = softmax_loss(scores, labels)
@@ -140,6 +140,7 @@ class ChwModel(HarnessModel):
                 tree[name] = {"input": dx, "kernel": dw, "bias": db}
             else:
                 tree[name] = {"input": result}
+        loss = self.dtype.type(loss)  # computed in dtype: the cast is exact
         return loss, {name: tree[name] for name in self.layer_names}
 
     def loss_from(self, layer_name: str, h, labels) -> float:

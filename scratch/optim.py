@@ -170,4 +170,8 @@ class Adam:
         alpha = lr * np.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         m += (g - m) * cast(1 - self.beta_1)
         v += (np.square(g) - v) * cast(1 - self.beta_2)
-        w -= (m * alpha) / (np.sqrt(v) + cast(self.epsilon))
+        w -= (m * alpha) / self._denominator(v, cast(self.epsilon))
+
+    def _denominator(self, v, epsilon):
+        """Keras's "epsilon hat": added outside the square root of the raw ``v``."""
+        return np.sqrt(v) + epsilon

@@ -71,10 +71,11 @@ class HarnessModel(abc.ABC):
         """Every layer's output for the batch ``x``, batch-first, native layout."""
 
     @abc.abstractmethod
-    def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Tree]:
+    def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.floating, Tree]:
         """Mean categorical cross-entropy over the batch and its gradients.
 
-        Returns ``(loss, grads)`` with ``grads[layer]["input"]`` for every layer and
+        Returns ``(loss, grads)``: ``loss`` a numpy scalar in ``dtype`` (a float32 model's
+        loss is float32, as Keras's is); ``grads[layer]["input"]`` for every layer and
         ``grads[layer][weight]`` for every weight. Nothing is updated.
         """
 

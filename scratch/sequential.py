@@ -94,9 +94,9 @@ class Sequential(HarnessModel):
             outputs[layer.name] = x
         return outputs
 
-    def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Tree]:
+    def gradients(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.floating, Tree]:
         loss, grads, _ = self.gradients_and_probabilities(x, labels)
-        return loss, grads
+        return self.dtype.type(loss), grads  # computed in dtype: the cast is exact
 
     def gradients_and_probabilities(self, x, labels, need_input_grad: bool = True):
         """``(loss, grads, probs)``: ``gradients`` plus the forward pass's probabilities.

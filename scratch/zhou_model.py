@@ -118,9 +118,9 @@ class ZhouModel(HarnessModel):
             del grads["conv2d"]["input"]
         return float(np.mean(losses)), grads, np.stack(probs)
 
-    def gradients(self, x, labels) -> tuple[float, Tree]:
+    def gradients(self, x, labels) -> tuple[np.floating, Tree]:
         loss, grads, _ = self.gradients_and_probabilities(x, labels)
-        return loss, grads
+        return self.dtype.type(loss), grads  # the blog's math.log losses, rounded once
 
     def train_step(self, x, labels, learning_rate) -> tuple[float, int]:
         """One SGD step ``w -= lr * g`` on the batch-mean loss; ``(loss, correct)`` before it.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parity.compare import Comparison
+from reference.layout import layout_for  # numpy only: no TensorFlow here
 
 STATES = ("initial", "trained", "random")  # weights the forward/gradient checks run at
 TRAIN_STEPS = 300  # SGD steps (batch 1) before the "trained" state: blog-like, ~85% acc
@@ -109,17 +110,30 @@ def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS) ->
         optimizer.update(model.params(), grads)
 
 
+def keras_fan_in(shape: tuple) -> int:
+    """Inputs per output unit of a Keras kernel: every axis but the last (the outputs).
+
+    Conv ``(kh, kw, C, F)`` -> ``kh*kw*C``; dense ``(in, out)`` -> ``in``.
+    """
+    return int(np.prod(shape[:-1]))
+
+
 def randomize(model, seed: int) -> None:
-    """O(1) weights: the blog's init is nearly flat, so a layout bug hides in it."""
+    """O(1) weights: the blog's init is nearly flat, so a layout bug hides in it.
+
+    Drawn in Keras layout (``reference.layout``, numpy only), so every family gets the
+    same distribution per Keras weight, then converted to the model's native layout.
+    """
+    layout = layout_for(model)
     rng = np.random.default_rng([seed, 2])
     values = {}
     for layer, weights in model.params().items():
         values[layer] = {}
         for name, array in weights.items():
-            if array.ndim == 1:
-                new = rng.normal(0.0, RANDOM_BIAS_STD, array.shape)
-            else:  # fan_in: everything but the output axis (the smaller of first/last)
-                fan_in = array.size // min(array.shape[0], array.shape[-1])
-                new = rng.normal(0.0, 1.0 / np.sqrt(fan_in), array.shape)
-            values[layer][name] = new.astype(array.dtype)
+            shape = layout.to_keras(layer, name, array).shape
+            if len(shape) == 1:
+                new = rng.normal(0.0, RANDOM_BIAS_STD, shape)
+            else:
+                new = rng.normal(0.0, 1.0 / np.sqrt(keras_fan_in(shape)), shape)
+            values[layer][name] = layout.from_keras(layer, name, new.astype(array.dtype))
     model.set_params(values)

@@ -82,3 +82,36 @@ def test_side_labels_appear_in_the_message():
 def test_all_zero_reference_with_a_difference_fails():
     record = compare(np.array([0.0, 1e-3]), np.zeros(2), atol=0.0, rtol=1.0, **NAMES)
     assert not record.passed and record.rel_error == np.inf
+
+
+def test_exit_code_follows_the_worst_status():
+    from parity.compare import exit_code
+
+    assert exit_code(["PASS", "NOT_PROVIDED"]) == 0
+    assert exit_code(["PASS", "INCONCLUSIVE"]) == 1
+    assert exit_code(["FAIL", "PASS"]) == 1
+    assert exit_code(["FAIL", "ERROR", "INCONCLUSIVE"]) == 3
+
+
+def test_a_pass_on_too_few_fd_points_is_inconclusive_never_a_pass():
+    from parity.checks.derivations import FD_COVERAGE_FLOOR, _coverage
+
+    record = compare([1.0, 0.0], [1.0, 0.0], layer="conv2d", quantity="kernel", atol=0, rtol=0)
+    low = _coverage(record, FD_COVERAGE_FLOOR / 2)
+    assert low.status == "INCONCLUSIVE" and "judged 12.5%" in low.message
+    assert _coverage(record, FD_COVERAGE_FLOOR).status == "PASS"
+
+
+def test_an_exception_record_names_type_message_and_the_raising_line():
+    from parity.compare import error
+
+    def user_code():
+        return [][1]
+
+    try:
+        user_code()
+    except IndexError as exc:
+        record = error("dense", "bias", exc)
+    assert record.status == "ERROR" and not record.passed
+    assert "IndexError: list index out of range" in record.message
+    assert "test_compare.py:" in record.message and "in user_code" in record.message

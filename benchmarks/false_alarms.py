@@ -37,7 +37,11 @@ def sweep(dtype: str, models: tuple, seeds: int, epochs: int) -> list[dict]:
         config = runner.RunConfig(models=models, dtypes=(dtype,), seed=seed, training=training)
         part = runner.run_dtype(config, dtype, runner.load_batches(config))
         summary = runner.gather([part]).summary
-        rows += [{**r, "seed": seed} for r in summary.to_dict("records")]
+        coverage = {}  # the lowest share of FD points judged, per model (derivations.csv)
+        for r in part["rows"]["derivations"]:
+            coverage[r["model"]] = min(coverage.get(r["model"], 1.0), r["evaluated_fraction"])
+        rows += [{**r, "seed": seed, "fd_coverage": coverage.get(r["model"], float("nan"))}
+                 for r in summary.to_dict("records")]  # fmt: skip
         bad = int(summary["status"].map(is_failure).sum())
         print(f"[false alarms {dtype}] seed {seed}: {len(summary)} rows, {bad} not PASS, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
@@ -63,7 +67,10 @@ def main() -> None:
         frame = pd.DataFrame([row for job in jobs for row in job.result()])
     frame["false_alarm"] = frame["status"].map(is_failure)
     table = frame.groupby(["model", "dtype"], sort=False).agg(
-        seeds=("seed", "nunique"), rows=("status", "size"), false_alarms=("false_alarm", "sum")
+        seeds=("seed", "nunique"),
+        rows=("status", "size"),
+        false_alarms=("false_alarm", "sum"),
+        min_fd_coverage=("fd_coverage", "min"),
     )
     took, load = time.perf_counter() - start, os.getloadavg()[0]
     print(f"\n{args.seeds} seeds, training {args.epochs} epochs, {took:.0f} s, load {load:.1f}")

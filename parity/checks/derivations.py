@@ -43,11 +43,13 @@ STATES = ("trained", "random")  # not "initial": the flat inits put FD at its ro
 IMAGES = 4  # derivation batch: the first IMAGES images of the check batch
 CHUNK_BYTES = 64 * 2**20  # memory per batched FD evaluation
 # A comparison against FD judges only the points FD can differentiate (kinks and near
-# ties are left out). Below this fraction of its points judged, a row is INCONCLUSIVE,
-# never a PASS: a layer-wide bug moves most points, so a quarter still shows it, but a
-# check whose points were almost all excluded judges nothing. Measured on correct code
-# (4 models, seeds 0-19): the lowest fraction is chw-relu's pool input (about 0.4).
-FD_COVERAGE_FLOOR = 0.25
+# ties are left out by design). Below this fraction of its points judged, a row is
+# INCONCLUSIVE, never a PASS: a check whose points were almost all excluded judges
+# nothing. Measured on correct code (4 models x 20 seeds, float64): the lowest fraction
+# is chw-relu's pool input at trained weights, 0.218 at seed 10 (dead ReLU channels
+# make whole windows of zeros tie: 16,912 of 21,632 points are kinks, and the 4,720 left
+# still judge the derivation). A layer-wide bug moves most points, so a tenth shows it.
+FD_COVERAGE_FLOOR = 0.10
 PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
 
 

@@ -30,3 +30,10 @@ def test_a_relu_at_zero_is_a_kink():
 def test_a_kink_inside_the_double_step_is_a_kink():
     _, kinks = d._classify(*_losses(lambda t: 2.3 + 0.1 * t + max(t - 1.5 * d.EPS, 0.0)))
     assert kinks.all()
+
+
+def test_a_small_slope_change_within_the_step_is_a_kink_when_it_would_exceed_the_budget():
+    # gradient 0.01 (budget 1e-10 + 1e-7 * 0.01 = 1.1e-9); a slope change of 3e-8 at
+    # 0.3 EPS puts 1.05e-8 into C(EPS): the seed-18 zhou input pixel, 9.5e-7 relative
+    _, kinks = d._classify(*_losses(lambda t: 2.3 + 0.01 * t + 3e-8 * max(t - 0.3 * d.EPS, 0)))
+    assert kinks.all()

@@ -98,7 +98,7 @@ def test_planted_float64_loss_of_a_float32_model_fails_the_loss_row_at_the_dtype
                               states=("initial",), model_hooks=(CastLoss("float64"),))  # fmt: skip
     rows = runner.run(config).tables["gradients"]  # float32: its own spawned process
     loss = rows[rows.layer == "loss"].iloc[0]
-    assert (loss.passed, loss.stage) == (False, "dtype"), loss.message
+    assert (loss.status, loss.stage) == ("FAIL", "dtype"), loss.message
 
 
 @pytest.mark.keras

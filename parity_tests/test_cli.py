@@ -85,7 +85,7 @@ def test_unknown_option_is_a_usage_error(capsys):
 def test_passing_run_exits_0_prints_table_and_writes_report(tmp_path, capsys):
     assert _run(tmp_path, "--dtypes", "float32", "--images", "8", "--epochs", "0") == 0
     out = capsys.readouterr().out
-    assert "forward    zhou   float32  random   conv2d/output" in out and "FAIL" not in out
+    assert re.search(r"forward +zhou +float32 +\w+ +conv2d/output", out) and "FAIL" not in out
     (folder,) = _folders(tmp_path)
     assert f"report: {tmp_path / 'out' / folder}" in out
     assert {p.name for p in (tmp_path / "out" / folder).iterdir()} == REPORT_FILES

@@ -23,11 +23,12 @@ weights (the blog's initialisation, seeded). Gradients are read from your own ba
 exactly: learn_rate = 0 gives the input gradient; weights set to zero and learn_rate = -1
 leave exactly the gradient in the weights; the weights are then restored bit for bit.
 A backprop that returns None (the blog's first layer) makes that input gradient
-NOT_PROVIDED; so is softmax/input, the gradient of the logits (the blog's Softmax returns
-none; it equals the biases' gradient, compared as dense/bias). Training (--epochs, on by default) steps through your own backprop with the
-learning rate, in the blog's order. Defaults to --dtypes float64; with float32 the weights
-and inputs are float32 and arrays are reported in the dtype your code returns (np.zeros
-buffers are float64: a dtype FAIL). Could not find or import the code: exit 2.
+NOT_PROVIDED; so is softmax/input, the gradient of the logits (the blog's Softmax
+returns none; it equals the biases' gradient, compared as dense/bias). Training
+(--epochs, on by default) steps through your own backprop with the learning rate, in the
+blog's order. Defaults to --dtypes float64; with float32 the weights and inputs are
+float32 and arrays are reported in the dtype your code returns (np.zeros buffers are
+float64: a dtype FAIL). Could not find or import the code: exit 2.
 """
 
 from __future__ import annotations

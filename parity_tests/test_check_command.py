@@ -200,3 +200,17 @@ def test_auto_api_lists_what_it_found_and_what_it_expected(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Found: net.py: Softmax, TwoLayerNet" in err and "missing: Conv3x3, MaxPool2" in err
     assert "Expected the blog API" in err
+
+
+def test_float64_buffers_in_a_float32_run_fail_at_the_dtype_stage(tmp_path):
+    # The blog's np.zeros buffers are float64 whatever the input: honest dtype FAILs (in
+    # the float32 process), never an ERROR.
+    line = "out = np.zeros((rows - 2, cols - 2, self.num_filters), dtype=dtype)"
+    folder = _user_code(tmp_path, replace={"conv.py": (line, line.replace(", dtype=dtype", ""))})
+    out = tmp_path / "out"
+    args = ["check", str(folder), "--out", str(out), *FAST[:4], "--dtypes", "float32"]
+    assert cli.main(args) == 1
+    summary = pd.read_csv(next(out.iterdir()) / "summary.csv")
+    failed = summary[summary["status"] == FAIL]
+    assert "forward conv2d/output" in _failing(summary) and ERROR not in set(summary["status"])
+    assert failed["message"].str.startswith("dtype:").all()

@@ -1,4 +1,4 @@
-"""Command line: parity run, parity selftest.
+"""Command line: parity run, parity check, parity selftest.
 
 Every row of the report has a status: PASS; FAIL (the values differ beyond the budget);
 ERROR (the code under test raised: type, message, file:line); NOT_PROVIDED (the
@@ -35,16 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
         "selftest", help="run the harness against a catalog of real backprop bugs", **common
     )
     add_selftest_arguments(selftest)
+    from parity.check import CHECK_HELP, add_check_arguments
+
+    check = sub.add_parser("check", help=CHECK_HELP, **{**common, "description": check_doc()})
+    add_check_arguments(check)
     return parser
 
 
-def add_run_arguments(run: argparse.ArgumentParser) -> None:
-    """Options of ``parity run`` (the training options join this group)."""
-    run.add_argument(
-        "--models",
-        default=",".join(runner.DEFAULT_MODELS),
-        help="comma-separated model names (default: %(default)s)",
-    )
+def check_doc() -> str:
+    from parity.check import __doc__ as check_description
+
+    return check_description + "\n" + __doc__.split("\n\n", 1)[1]
+
+
+def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:
+    """Options of ``parity run`` (the training options join this group); ``parity check``
+    takes them all but ``--models``."""
+    if models:
+        run.add_argument(
+            "--models",
+            default=",".join(runner.DEFAULT_MODELS),
+            help="comma-separated model names (default: %(default)s)",
+        )
     run.add_argument(
         "--dtypes",
         default=",".join(runner.DEFAULT_DTYPES),
@@ -101,26 +113,37 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args)
     if args.command == "selftest":
         return selftest_command(args)
+    if args.command == "check":
+        from parity.check import check_command
+
+        return check_command(args)
     return EXIT_USAGE
 
 
-def run_command(args) -> int:
+def run_command(args, user_code=None) -> int:
+    """``parity run``; with ``user_code`` (a located ``scratch.user_code.UserCode``) the
+    same checks on the user's code: ``parity check``."""
     from parity.data import DataError, load_mnist
     from parity.reports import ReportError, check_writable, write_report
 
+    prog = "parity run" if user_code is None else "parity check"
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, user_code)
         check_writable(args.out)
         check_pools(config, load_mnist(config.data))  # load_batches loads it again (cheap)
         batches = runner.load_batches(config)
     except (UsageError, DataError, ReportError) as error:
-        print(f"parity run: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
     results = runner.run(config, batches=batches)
+    if user_code is not None:
+        from parity.check import name_user_classes
+
+        name_user_classes(results)
     try:
         folder = write_report(results, args.out, extra_writers=[training_writer(results)])
     except ReportError as error:
-        print(f"parity run: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.blog_printout:
         for result in results.curves:
@@ -144,15 +167,19 @@ def training_writer(results):
     return lambda folder: curves.write_outputs(results.curves, folder)
 
 
-def config_from_args(args) -> runner.RunConfig:
+def config_from_args(args, user_code=None) -> runner.RunConfig:
     from scratch.models import MODEL_NAMES
 
-    models = _choices("--models", args.models, MODEL_NAMES)
+    if user_code is None:
+        models = _choices("--models", args.models, MODEL_NAMES)
+    else:
+        models = (user_code.name,)
     dtypes = _choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES)
     seed = _integer("--seed", args.seed, 0, 2**32 - 1)
     images = _integer("--images", args.images, 1, None)  # bounded by the data: check_pools
     return runner.RunConfig(models=models, dtypes=dtypes, seed=seed, images=images,
-                            data=args.data, training=training_from_args(args))  # fmt: skip
+                            data=args.data, training=training_from_args(args),
+                            user_code=() if user_code is None else (user_code,))  # fmt: skip
 
 
 DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras's Adam default
@@ -236,8 +263,10 @@ def format_table(summary) -> str:
         kind = "abs" if row.error_kind == "max abs" else "rel"
         error = "-" if row.worst_error != row.worst_error else f"{row.worst_error:.2e} {kind}"
         budget = f"{row.atol:.0e}, {row.rtol:.0e}"
+        user_class = getattr(row, "user_class", "")  # parity check: the user's class
+        layer = f"{row.layer} ({user_class})" if user_class else row.layer
         lines.append((row.check, row.model, row.dtype, row.worst_state,
-                      f"{row.layer}/{row.quantity}", error, budget, row.status))  # fmt: skip
+                      f"{layer}/{row.quantity}", error, budget, row.status))  # fmt: skip
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
     render = ["  ".join(str(x).ljust(w) for x, w in zip(cells, widths, strict=True)).rstrip()
               for cells in [header, *lines]]  # fmt: skip

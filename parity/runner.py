@@ -62,6 +62,9 @@ class RunConfig:
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
     training: TrainingOptions | None = None  # None: no training-curve check
+    # A user's own code (scratch.user_code.UserCode, picklable), registered under its name
+    # in every process that builds models (``parity check``); its name is in ``models``.
+    user_code: tuple = ()
 
     def describe(self) -> dict:
         return dict(
@@ -73,6 +76,7 @@ class RunConfig:
             fd_jitter=derivations.JITTER, fd_max_points=derivations.FD_MAX_POINTS,
             model_hooks=[repr(h) for h in self.model_hooks],
             training=None if self.training is None else asdict(self.training),
+            user_code=[asdict(code) for code in self.user_code],
         )  # fmt: skip
 
 
@@ -165,13 +169,23 @@ def _run_children(config: RunConfig, batches: Batches) -> list[dict]:
 def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
     """Every check for every model in one dtype (runs inside the dtype's process)."""
     from reference import backend
+    from scratch.models import register_user_code
 
+    for code in config.user_code:
+        register_user_code(code)
     rows = {table: [] for table in TABLES}
     for name in config.models:
         for table, new in run_model(config, name, dtype, batches).items():
             rows.setdefault(table, []).extend(new)
-    results = [run_training(config, name, dtype, batches) for name in config.models
-               if config.training is not None]  # fmt: skip
+    results = []
+    for name in config.models if config.training is not None else ():
+        try:
+            results.append(run_training(config, name, dtype, batches))
+        except Exception as exc:  # the code under test raised while training: an ERROR row
+            record = error("-", "training", exc)
+            rows.setdefault("errors", []).append(
+                dict(check="training", model=name, dtype=dtype, state="-", **record.as_row())
+            )
     return dict(dtype=dtype, rows=rows, curves=results, environment=backend.environment())
 
 

@@ -373,10 +373,11 @@ CHW_MODELS = ("chw", "chw-relu")
 
 
 def layout_for(model) -> Layout:
-    """The :class:`Layout` of a scratch ``HarnessModel`` (dispatch on ``model.name``)."""
+    """The :class:`Layout` of a scratch ``HarnessModel`` (dispatch on ``model.name``, or on
+    the family the model declares in ``layout_family``: a user's blog code is ``blog``)."""
     params = model.params()
     names = tuple(model.layer_names)
-    if model.name in BLOG_MODELS:
+    if model.name in BLOG_MODELS or getattr(model, "layout_family", None) == "blog":
         return blog_layout(
             model.name,
             names,

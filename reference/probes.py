@@ -75,21 +75,28 @@ def is_kinked(layer) -> bool:
 
 def layer_vjp(layer, x, dy) -> np.ndarray:
     """The Keras layer's input gradient at input ``x`` for the upstream gradient ``dy``
-    (both numpy, Keras layout): ``dy^T d layer(x) / dx``, one ``tf.GradientTape``."""
+    (both numpy, Keras layout): ``dy^T d layer(x) / dx``, one ``tf.GradientTape``.
+
+    ``x`` and ``dy`` are taken in the layer's dtype (code under test that returns float64
+    from a float32 model gets Keras's float32 answer, and a dtype FAIL, not a crash)."""
     import tensorflow as tf
 
-    x = tf.constant(x)
+    dtype = np.dtype(layer.compute_dtype)
+    x = tf.constant(np.asarray(x).astype(dtype, copy=False))
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x)
-    return tape.gradient(y, x, output_gradients=tf.constant(dy)).numpy()
+    dy = tf.constant(np.asarray(dy).astype(dtype, copy=False))
+    return tape.gradient(y, x, output_gradients=dy).numpy()
 
 
 def _anchored(layer, h, anchor):
     """``layer(h)``, whose backward pass is the layer's own VJP taken at ``anchor``."""
     import tensorflow as tf
 
-    anchor = tf.constant(anchor)
+    # In the twin's dtype: a scratch side that returned float64 from a float32 model is
+    # a dtype FAIL of its rows, not a crash here.
+    anchor = tf.constant(np.asarray(anchor).astype(h.dtype.as_numpy_dtype, copy=False))
 
     @tf.custom_gradient
     def call(inp):

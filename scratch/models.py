@@ -27,11 +27,20 @@ _INTERNAL: dict[str, str] = {
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
+# A user's own code (``parity check PATH``), registered at run time in each process that
+# builds it: ``{name: scratch.user_code.UserCode}``. The description is picklable; the
+# classes are imported from its path in the process that builds the model.
+_USER_CODE: dict = {}
+
 INPUT_SHAPE = (28, 28, 1)  # MNIST, NHWC per example
 
 
 def build(name: str, seed: int = 0, dtype="float64") -> HarnessModel:
     """The registered model ``name``, initialised from ``seed``, in ``dtype``."""
+    if name in _USER_CODE:
+        from scratch.user_blog import build_user_blog
+
+        return build_user_blog(_USER_CODE[name], seed=seed, dtype=check_dtype(dtype))
     builders = {**_BUILDERS, **_INTERNAL}
     if name not in builders:
         raise ValueError(
@@ -43,6 +52,17 @@ def build(name: str, seed: int = 0, dtype="float64") -> HarnessModel:
     model = getattr(importlib.import_module(module), function)(seed, dtype)
     model.name = name
     return model
+
+
+def register_user_code(code) -> None:
+    """Make ``build(code.name)`` build the user's code ``code`` (a
+    ``scratch.user_code.UserCode``) in this process; a later registration replaces it."""
+    if code.name in _BUILDERS or code.name in _INTERNAL:
+        raise ValueError(
+            f"Invalid value for argument `code`. Expected a name that is not a built-in "
+            f"model. Received code.name={code.name!r}."
+        )
+    _USER_CODE[code.name] = code
 
 
 def build_two_conv(seed: int, dtype) -> HarnessModel:

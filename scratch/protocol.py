@@ -83,6 +83,12 @@ class HarnessModel(abc.ABC):
     def params(self) -> Tree:
         """The live weight arrays (not copies), ``{layer: {weight: array}}``."""
 
+    def not_provided(self) -> dict[tuple[str, str], str]:
+        """``{(layer, quantity): reason}`` the implementation does not produce by design
+        (e.g. a first layer whose backward pass returns no input gradient); the checks
+        report these NOT_PROVIDED. Known once ``gradients`` ran; empty by default."""
+        return {}
+
     def set_params(self, values: Tree) -> None:
         """Copy ``values`` into the live weights; shapes must match exactly."""
         live = self.params()

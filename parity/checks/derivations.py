@@ -26,7 +26,7 @@ import numpy as np
 from parity import tolerances
 from parity.checks.common import Context, mean_loss, per_example_loss
 from parity.checks.ties import near_maxima, pools
-from parity.compare import INCONCLUSIVE, PASS, compare, missing
+from parity.compare import INCONCLUSIVE, PASS, compare, missing, not_provided
 
 CHECK = "derivations"
 EPS = 1e-5  # central step: measured best of 1e-6..1e-4 (round-off ulp(loss)/EPS dominates below)
@@ -76,7 +76,11 @@ def derivation_rows(ctx: Context) -> list[dict]:
         "jit": probes.gradients(ctx.twin, model, jittered, labels)[1],
     }
     rows = []
+    absent = model.not_provided()  # found while the scratch gradients were taken
     for layer, quantity in expected(model):
+        if (layer, quantity) in absent:
+            rows += _not_provided_rows(ctx, layer, quantity, absent[(layer, quantity)])
+            continue
         which = "jit" if quantity == "input" else "real"
         x = jittered if which == "jit" else real
         fd, mask, note, fraction = _finite_difference(ctx, layer, quantity, x, labels)
@@ -106,6 +110,17 @@ def _three_way(ctx, layer, quantity, ours, theirs, finite_difference) -> list[di
             if right == "fd":
                 record = _coverage(record, fraction)
         rows.append(ctx.row(CHECK, record, fd_points=note, evaluated_fraction=fraction))
+    return rows
+
+
+def _not_provided_rows(ctx, layer, quantity, reason) -> list[dict]:
+    """NOT_PROVIDED rows for the pairs with the scratch side (no finite differences)."""
+    rows = []
+    for left, right in (pair for pair in PAIRS if pair[0] == "scratch"):
+        tol = tolerances.get(CHECK if right == "fd" else "gradients", ctx.dtype)
+        record = not_provided(layer, quantity, reason, atol=tol.atol, rtol=tol.rtol,
+                              actual_side=left, desired_side=right)  # fmt: skip
+        rows.append(ctx.row(CHECK, record, fd_points="-", evaluated_fraction=float("nan")))
     return rows
 
 

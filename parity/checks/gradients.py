@@ -6,7 +6,7 @@ import numpy as np
 
 from parity import tolerances
 from parity.checks.common import Context
-from parity.compare import compare, missing
+from parity.compare import compare, missing, not_provided
 
 CHECK = "gradients"
 LOSS = ("loss", "value")  # the mean cross-entropy itself, as a (layer, quantity) row
@@ -31,10 +31,13 @@ def gradient_rows(ctx: Context) -> list[dict]:
     tol = tolerances.get(CHECK, ctx.dtype)
     limits = dict(atol=tol.atol, rtol=tol.rtol)
     rows = []
+    absent = ctx.model.not_provided()  # found while the scratch gradients were taken
     for layer, quantity in _all_pairs(ctx.model, ours, theirs):
         a = ours.get(layer, {}).get(quantity)
         b = theirs.get(layer, {}).get(quantity)
-        if a is None or b is None:
+        if a is None and (layer, quantity) in absent:
+            record = not_provided(layer, quantity, absent[(layer, quantity)], **limits)
+        elif a is None or b is None:
             record = missing(layer, quantity, "scratch" if a is None else "keras", **limits)
         else:
             record = compare(a, b, layer=layer, quantity=quantity, expected_dtype=ctx.dtype,

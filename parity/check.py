@@ -1,0 +1,94 @@
+"""parity check PATH: the checks of `parity run` on your own blog-style numpy CNN.
+
+PATH is a folder laid out like the blog's repository (conv.py with Conv3x3, maxpool.py
+with MaxPool2, softmax.py with Softmax; no other file there is imported: the blog's
+cnn.py trains at import time) or one .py file defining the three classes. The blog API
+("CNNs, Part 2", Victor Zhou):
+
+  Conv3x3(num_filters)       holds `filters` (num_filters, 3, 3); forward(image) takes
+                             (h, w) and returns (h-2, w-2, num_filters);
+                             backprop(d_L_d_out, learn_rate) updates `filters` and returns
+                             the input gradient or None.
+  MaxPool2()                 forward(input) maps (h, w, f) to (h//2, w//2, f);
+                             backprop(d_L_d_out) returns the input gradient.
+  Softmax(input_len, nodes)  holds `weights` (input_len, nodes) and `biases` (nodes,);
+                             forward(input) flattens, caches the logits in `last_totals`
+                             and returns the probabilities; backprop(d_L_d_out, learn_rate)
+                             updates both and returns the input gradient (input's shape).
+
+The network is the blog's: Conv3x3(8) -> MaxPool2() -> Softmax(13 * 13 * 8, 10), one
+image at a time, inputs image / 255 - 0.5, loss -ln p[label], the initial gradient
+-1 / p[label] at the label. It is compared with the Keras twin of model `zhou`, same
+weights (the blog's initialisation, seeded). Gradients are read from your own backprop,
+exactly: learn_rate = 0 gives the input gradient; weights set to zero and learn_rate = -1
+leave exactly the gradient in the weights; the weights are then restored bit for bit.
+A backprop that returns None (the blog's first layer) makes that input gradient
+NOT_PROVIDED; so is softmax/input, the gradient of the logits (the blog's Softmax
+returns none; it equals the biases' gradient, compared as dense/bias). Training
+(--epochs, on by default) steps through your own backprop with the learning rate, in the
+blog's order. Defaults to --dtypes float64; with float32 the weights and inputs are
+float32 and arrays are reported in the dtype your code returns (np.zeros buffers are
+float64: a dtype FAIL). Could not find or import the code: exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from parity.compare import EXIT_USAGE
+
+CHECK_HELP = "run the parity checks on your own blog-style numpy CNN (PATH)"
+DEFAULT_DTYPES = "float64"
+
+
+def add_check_arguments(check: argparse.ArgumentParser) -> None:
+    """``PATH``, ``--api``, then every option of ``parity run`` but ``--models``."""
+    from parity.cli import add_run_arguments
+    from scratch.user_code import APIS, AUTO
+
+    check.add_argument(
+        "path",
+        metavar="PATH",
+        help="a folder with conv.py, maxpool.py, softmax.py, or one .py file",
+    )
+    check.add_argument("--api", default=AUTO,
+                       help=f"{', '.join((AUTO, *APIS))}: the API of the code; auto finds the "
+                            "blog's class names (default: %(default)s)")  # fmt: skip
+    add_run_arguments(check, models=False)
+    check.set_defaults(dtypes=DEFAULT_DTYPES)
+
+
+def check_command(args) -> int:
+    """Locate and import the user's code (exit 2 on failure, before any report folder
+    exists), then run exactly what ``parity run`` runs, on it."""
+    from parity.cli import run_command
+    from scratch.user_code import UserCodeError, load, locate
+
+    try:
+        code = locate(args.path, args.api)
+        load(code)  # the dtype processes import it again from the path
+    except UserCodeError as error:
+        print(f"parity check: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_command(args, user_code=code)
+
+
+def name_user_classes(results) -> None:
+    """Add a ``user_class`` column (the user's class behind each layer) to every table
+    with a ``layer`` column: ``conv2d`` -> ``Conv3x3``; blank for ``loss`` and ``-``."""
+    from scratch.user_blog import USER_CLASSES
+
+    for name, frame in results.tables.items():
+        if "layer" in frame.columns:
+            column = frame["layer"].map(USER_CLASSES).fillna("")
+            at = frame.columns.get_loc("layer") + 1
+            results.tables[name] = _with_column(frame, at, "user_class", column)
+
+
+def _with_column(frame: pd.DataFrame, at: int, name: str, values: pd.Series) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.insert(at, name, values)
+    return frame

@@ -1,0 +1,216 @@
+import functools
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from parity import cli, runner
+from parity.compare import ERROR, FAIL, NOT_PROVIDED, PASS, is_failure
+from scratch.user_code import locate
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "blog"
+VARIANTS = Path(__file__).resolve().parent / "blog_variants"
+FAST = ("--epochs", "0", "--images", "4", "--dtypes", "float64")
+FAST_CHECKS = dict(checks=("forward", "gradients", "ties"), states=("initial",))
+
+
+def _user_code(tmp_path, replace=None, files=None) -> Path:
+    """A copy of examples/blog; ``files`` overwrite its files, ``replace`` is
+    ``{file: (old, new)}``, each ``old`` present exactly once (the planted bug)."""
+    folder = tmp_path / "code"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, source in (files or {}).items():
+        shutil.copy(source, folder / name)
+    for name, (old, new) in (replace or {}).items():
+        text = (folder / name).read_text()
+        assert text.count(old) == 1, (name, old)
+        (folder / name).write_text(text.replace(old, new))
+    return folder
+
+
+@pytest.fixture
+def check(tmp_path, monkeypatch):
+    """``parity check FOLDER *args`` in this (float64) process: ``(exit code, summary)``."""
+    monkeypatch.setattr(runner, "run", functools.partial(runner.run, in_process=True))
+    out = tmp_path / "out"
+
+    def run(folder, *args):
+        code = cli.main(["check", str(folder), "--out", str(out), *args])
+        folders = sorted(out.iterdir()) if out.exists() else []
+        summary = pd.read_csv(folders[0] / "summary.csv") if folders else None
+        return code, summary
+
+    return run
+
+
+def _run(folder, **config) -> pd.DataFrame:
+    """The checks of ``parity check`` on ``folder`` in this process; the summary."""
+    code = locate(folder)
+    config = runner.RunConfig(models=(code.name,), dtypes=("float64",), images=4,
+                              user_code=(code,), **config)  # fmt: skip
+    return runner.run(config, in_process=True).summary
+
+
+def _status(summary, check, key) -> str:
+    rows = summary[(summary["check"] == check) & (summary["layer"] + "/" + summary["quantity"]
+                                                  == key)]  # fmt: skip
+    assert len(rows) == 1, (check, key, summary[["check", "layer", "quantity"]])
+    return rows["status"].iloc[0]
+
+
+def _failing(summary) -> set:
+    bad = summary[summary["status"].map(is_failure)]
+    return {f"{c} {lay}/{q}" for c, lay, q in zip(bad["check"], bad["layer"], bad["quantity"],
+                                                  strict=True)}  # fmt: skip
+
+
+@pytest.mark.keras
+def test_example_passes_with_the_conv_input_gradient_not_provided(check):
+    code, summary = check(EXAMPLE, *FAST)
+    assert code == 0
+    assert _status(summary, "gradients", "conv2d/input") == NOT_PROVIDED
+    assert _status(summary, "derivations", "conv2d/input") == NOT_PROVIDED
+    assert set(summary["status"]) == {PASS, NOT_PROVIDED}
+    assert summary.loc[summary["layer"] == "conv2d", "user_class"].eq("Conv3x3").all()
+
+
+@pytest.mark.keras
+def test_blog_all_ties_max_pool_rule_fails_at_the_max_pool_layer(tmp_path):
+    folder = _user_code(tmp_path, files={"maxpool.py": VARIANTS / "maxpool_all_ties.py"})
+    summary = _run(folder, **FAST_CHECKS)
+    assert _status(summary, "ties", "max_pooling2d/routing") == FAIL
+    assert _status(summary, "gradients", "max_pooling2d/input") == FAIL
+    assert _status(summary, "gradients", "conv2d/input") == NOT_PROVIDED
+    assert ERROR not in set(summary["status"])
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("write,status", [("+=", PASS), ("=", FAIL)],
+                         ids=["accumulated", "overwritten"])  # fmt: skip
+def test_conv_input_gradient_must_accumulate_overlapping_windows(tmp_path, write, status):
+    line = "d_L_d_image[top : top + 3, left : left + 3] += contribution"
+    folder = _user_code(tmp_path, files={"conv.py": VARIANTS / "conv_input_grad.py"},
+                        replace={"conv.py": (line, line.replace("+=", write))})  # fmt: skip
+    summary = _run(folder, **FAST_CHECKS)
+    assert _status(summary, "gradients", "conv2d/input") == status
+    assert _failing(summary) == ({"gradients conv2d/input"} if status == FAIL else set())
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "file,update,key",
+    [
+        ("conv.py", "self.filters -= learn_rate * d_L_d_filters", "conv2d/kernel"),
+        ("softmax.py", "self.weights -= learn_rate * d_L_d_weights", "dense/kernel"),
+        ("softmax.py", "self.biases -= learn_rate * d_L_d_totals", "dense/bias"),
+    ],
+    ids=["conv-filters", "softmax-weights", "softmax-biases"],
+)
+def test_gradient_ascent_update_fails_at_the_weight_it_updates(tmp_path, file, update, key):
+    folder = _user_code(tmp_path, replace={file: (update, update.replace("-=", "+="))})
+    summary = _run(folder, **FAST_CHECKS)
+    assert _failing(summary) == {f"gradients {key}"}
+
+
+@pytest.mark.keras
+def test_one_file_with_the_three_classes_is_checked_like_a_folder(tmp_path):
+    single = tmp_path / "my_cnn.py"
+    single.write_text("\n".join((EXAMPLE / f).read_text() for f in
+                                ("conv.py", "maxpool.py", "softmax.py")))  # fmt: skip
+    summary = _run(single, **FAST_CHECKS)
+    assert set(summary["status"]) == {PASS, NOT_PROVIDED}
+
+
+@pytest.mark.keras
+def test_update_before_input_gradient_is_caught_by_training_through_user_backprop(tmp_path):
+    # The input gradient taken AFTER the weights moved: invisible to the gradient check
+    # (learn_rate = 0 there), visible once training steps through the user's backprop.
+    update = "        self.weights -= learn_rate * d_L_d_weights\n"
+    grad = "        d_L_d_input = self.weights @ d_L_d_totals\n"
+    folder = _user_code(tmp_path, replace={"softmax.py": (grad + update, update + grad)})
+    training = runner.TrainingOptions(epochs=1, train_size=40, test_size=20,
+                                      keras_paths=("tape",))  # fmt: skip
+    summary = _run(folder, checks=("gradients",), states=("initial",), training=training)
+    assert _status(summary, "gradients", "dense/input") == PASS
+    assert _status(summary, "training", "loss/per-step loss (tape)") == FAIL
+
+
+@pytest.mark.keras
+def test_training_through_the_example_passes(tmp_path):
+    training = runner.TrainingOptions(epochs=1, train_size=40, test_size=20,
+                                      keras_paths=("tape",))  # fmt: skip
+    summary = _run(EXAMPLE, checks=(), states=(), training=training)
+    assert set(summary["check"]) == {"training"} and set(summary["status"]) == {PASS}
+
+
+@pytest.mark.keras
+def test_biases_stored_as_a_column_are_an_error_row_not_a_traceback(tmp_path, check, capsys):
+    folder = _user_code(
+        tmp_path, replace={"softmax.py": ("np.zeros(nodes)", "np.zeros((nodes, 1))")}
+    )
+    code, summary = check(folder, *FAST)
+    assert code == 3
+    message = summary.loc[summary["status"] == ERROR, "message"].iloc[0]
+    assert "Softmax.biases: expected shape (10,)" in message and "(10, 1)" in message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "plant,names",
+    [
+        ({"maxpool.py": ("class MaxPool2:", "class MaxPool:")}, ["maxpool.py", "MaxPool2"]),
+        ({"softmax.py": ("import numpy as np\n", "import numpy as np\ndef broken(:\n")},
+         ["softmax.py:7", "syntax error"]),
+        ({"conv.py": ("import numpy as np\n", "import numpy as np\n\n1 / 0\n")},
+         ["conv.py", "ZeroDivisionError", "conv.py:8"]),
+        ({"conv.py": ("import numpy as np\n", "import numpy as np\nimport cnn\n")},
+         ["conv.py", "ModuleNotFoundError", "cnn"]),
+    ],
+    ids=["missing-class", "syntax-error", "import-time-exception", "imports-cnn"],
+)  # fmt: skip
+def test_code_that_cannot_be_loaded_exits_2_naming_file_and_expectation(tmp_path, capsys,
+                                                                        plant, names):  # fmt: skip
+    folder = _user_code(tmp_path, replace=plant)
+    assert cli.main(["check", str(folder), "--out", str(tmp_path / "out"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in names) and "Expected" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args,names",
+    [
+        (["nowhere"], ["PATH='", "nowhere", "no such file"]),
+        (["--api", "cs231n"], ["argument `--api`", "auto, blog", "'cs231n'"]),
+    ],
+    ids=["missing-path", "unknown-api"],
+)
+def test_bad_path_or_api_exits_2(tmp_path, capsys, args, names):
+    path = [str(tmp_path / args[0])] if args[0] == "nowhere" else [str(EXAMPLE), *args]
+    assert cli.main(["check", *path, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in names), err
+
+
+def test_auto_api_lists_what_it_found_and_what_it_expected(tmp_path, capsys):
+    other = tmp_path / "net.py"
+    other.write_text("class TwoLayerNet:\n    pass\n\n\nclass Softmax:\n    pass\n")
+    assert cli.main(["check", str(other), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Found: net.py: Softmax, TwoLayerNet" in err and "missing: Conv3x3, MaxPool2" in err
+    assert "Expected the blog API" in err
+
+
+def test_float64_buffers_in_a_float32_run_fail_at_the_dtype_stage(tmp_path):
+    # The blog's np.zeros buffers are float64 whatever the input: honest dtype FAILs (in
+    # the float32 process), never an ERROR.
+    line = "out = np.zeros((rows - 2, cols - 2, self.num_filters), dtype=dtype)"
+    folder = _user_code(tmp_path, replace={"conv.py": (line, line.replace(", dtype=dtype", ""))})
+    out = tmp_path / "out"
+    args = ["check", str(folder), "--out", str(out), *FAST[:4], "--dtypes", "float32"]
+    assert cli.main(args) == 1
+    summary = pd.read_csv(next(out.iterdir()) / "summary.csv")
+    failed = summary[summary["status"] == FAIL]
+    assert "forward conv2d/output" in _failing(summary) and ERROR not in set(summary["status"])
+    assert failed["message"].str.startswith("dtype:").all()

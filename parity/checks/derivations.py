@@ -45,10 +45,12 @@ CHUNK_BYTES = 64 * 2**20  # memory per batched FD evaluation
 # A comparison against FD judges only the points FD can differentiate (kinks and near
 # ties are left out by design). Below this fraction of its points judged, a row is
 # INCONCLUSIVE, never a PASS: a check whose points were almost all excluded judges
-# nothing. Measured on correct code (4 models x 20 seeds, float64): the lowest fraction
-# is chw-relu's pool input at trained weights, 0.218 at seed 10 (dead ReLU channels
-# make whole windows of zeros tie: 16,912 of 21,632 points are kinks, and the 4,720 left
-# still judge the derivation). A layer-wide bug moves most points, so a tenth shows it.
+# nothing. Measured on correct code (benchmarks/false_alarms.py, 4 models x 20 seeds,
+# float64): lowest 0.125, chw-relu's conv bias at trained weights (1 of 8 biases: a
+# bias step moves every pre-activation of its channel, and one of 4 x 676 near 0 is a
+# ReLU kink); its pool input 0.218 (seed 10: dead channels make whole windows of zeros
+# tie, and the 4,720 points left still judge the derivation); zhou 0.92. A layer-wide
+# bug moves most points, so a tenth shows it.
 FD_COVERAGE_FLOOR = 0.10
 PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
 

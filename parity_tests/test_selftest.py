@@ -181,10 +181,13 @@ def test_correct_code_raises_no_false_alarm_fast(model, variant, hooks):  # fmt:
 
 
 @pytest.mark.slow
-def test_selftest_catches_everything_with_zero_false_alarms_over_20_seeds():
-    result = selftest.run_selftest(selftest.Options(seeds=20))
+def test_selftest_catches_everything_with_zero_false_alarms_on_every_model_and_dtype():
+    # the fewest seeds that cover every model, dtype and check; `parity selftest` runs 20
+    # and benchmarks/false_alarms.py 50 (README, "Verdicts that hold on any CPU")
+    options = selftest.Options(seeds=2, derivation_seeds=1, training_seeds=1, images=8)
+    result = selftest.run_selftest(options)
     correct = result.catalog[result.catalog["kind"] == "correct"]
-    assert len(correct) == 2 * 5 and (correct["seeds"] == 20).all()
+    assert len(correct) == 2 * 5 and (correct["seeds"] == 2).all()
     assert result.passed, result.catalog[["bug", "dtype", "caught", "false_alarms",
                                           "message"]].to_string()  # fmt: skip
 

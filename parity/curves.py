@@ -310,12 +310,13 @@ class CurveResult:
     def summary_rows(self) -> list[dict]:
         """Rows for summary.csv (the runner's SUMMARY_COLUMNS), one per comparison.
 
-        Per-step losses are judged absolutely (``error_kind`` ``max abs``), weights
-        norm-wise relative.
+        Per-step losses and lockstep updates are judged absolutely (``error_kind``
+        ``max abs``; a lockstep update's allowance scales with its step, see
+        ``parity.lockstep.Budgets``), weights norm-wise relative.
         """
         rows = []
         for path, state, c in self.comparisons:
-            loss = c.layer == "loss"
+            loss = _absolute(c)  # per-step losses, lockstep updates: an absolute budget
             rows.append(dict(
                 check="training", model=self.config.model, dtype=self.config.dtype,
                 layer=c.layer, quantity=f"{c.quantity} ({path})",
@@ -330,6 +331,11 @@ class CurveResult:
     def first_exceeding(self, keras_path: str, threshold: float) -> dict | None:
         """The first step of ``keras_path`` whose |loss difference| exceeds ``threshold``."""
         return first_exceeding(self.training, keras_path, threshold)
+
+
+def _absolute(c: Comparison) -> bool:
+    """Is ``c`` judged on an absolute budget (``max abs`` in summary.csv)?"""
+    return c.layer == "loss" or (c.rtol == 0 and c.atol > 0)
 
 
 # -- the check ----------------------------------------------------------------------------

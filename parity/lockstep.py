@@ -182,28 +182,35 @@ class Judge:
     steps: int = 0
 
     def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot) -> list[Entry]:
-        triples = list(zip(quantities(before, self.adam), quantities(scratch, self.adam),
-                           quantities(keras, self.adam), strict=True))  # fmt: skip
+        rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
         scales: dict = {}
-        for (_, quantity, b), _, (_, _, k) in triples:
-            if _kind(quantity) != "iterations" and np.isfinite(k).all():
-                d = np.abs(np.asarray(k, np.float64) - _zeros_if_none(b, k))
-                scales[_kind(quantity)] = max(scales.get(_kind(quantity), 0.0), float(d.max()))
-        return [self._entry(layer, quantity, b, s, k, scales.get(_kind(quantity), 0.0))
-                for (layer, quantity, b), (_, _, s), (_, _, k) in triples]  # fmt: skip
+        for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
+            quantities(before, self.adam), quantities(scratch, self.adam),
+            quantities(keras, self.adam), strict=True,
+        ):  # fmt: skip
+            b = _zeros_if_none(b, s)  # Adam's moments start at zero, as in Keras
+            arrays = None
+            if quantity != ITERATIONS[1]:
+                arrays = tuple(np.asarray(a, dtype=np.float64) for a in (b, s, k))
+                if np.isfinite(arrays[2]).all():
+                    kind = _kind(quantity)
+                    step = float(np.max(np.abs(arrays[2] - arrays[0]), initial=0.0))
+                    scales[kind] = max(scales.get(kind, 0.0), step)
+            rows.append((layer, quantity, b, s, k, arrays))
+        return [self._entry(*row, scales.get(_kind(row[1]), 0.0)) for row in rows]
 
-    def _entry(self, layer, quantity, before, mine, theirs, scale) -> Entry:
-        before = _zeros_if_none(before, mine)  # Adam's moments start at zero, as in Keras
-        b, s, k = (np.asarray(a, dtype=np.float64) for a in (before, mine, theirs))
+    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale) -> Entry:
         args = (layer, quantity)
-        if quantity == ITERATIONS[1]:
-            return Entry(*args, 0.0 if s == k else np.inf, 0.0, 0.0, before, mine, theirs)
+        if arrays is None:  # the iteration count: exact
+            use = 0.0 if int(mine) == int(theirs) else np.inf
+            return Entry(*args, use, 0.0, 0.0, before, mine, theirs)
+        b, s, k = arrays
         if not (np.isfinite(s).all() and np.isfinite(k).all()):
             note = f"{nonfinite_sides(s, k)} {layer}/{quantity}"
             return Entry(*args, np.inf, 0.0, scale, before, mine, theirs, note)
         allowance = self.budgets.eps * float(np.max(np.abs(b), initial=0.0))
         allowance += self.budgets.rtol(quantity) * scale
-        err = float(np.max(np.abs((s - b) - (k - b)), initial=0.0))
+        err = float(np.max(np.abs(s - k), initial=0.0))  # = |d_s - d_k|: same `before`
         use = err / allowance if allowance > 0 else (0.0 if err == 0 else np.inf)
         return Entry(*args, use, allowance, scale, before, mine, theirs)
 

@@ -113,6 +113,11 @@ class Budgets:
     a step (chw-relu's 8 conv biases at well-classified images, ~1e-3 of the terms) has a
     relative error ~1,000x eps, the model's largest update does not cancel (at batch 1 the
     dense kernel's gradient is an outer product: one term per element).
+
+    Adam's weights: the update ``alpha * m / (sqrt(v) + eps)`` is judged after taking out
+    what the moments' differences explain to first order (``Judge._explained``); the
+    moments are judged on their own, so a wrong gradient still fails there, and a wrong
+    update rule (epsilon inside the root, a missing bias correction) fails here.
     """
 
     loss_atol: float
@@ -159,6 +164,7 @@ class Entry:
     mine: np.ndarray  # scratch after the step
     theirs: np.ndarray  # keras after the step
     note: str = ""  # what went non-finite
+    explained: np.ndarray | None = None  # Adam: update difference the moments explain
 
 
 @dataclass
@@ -177,6 +183,7 @@ class Judge:
     dtype: str
     budgets: Budgets
     adam: bool
+    adam_rule: tuple | None = None  # Adam's (learning_rate, beta_1, beta_2, epsilon)
     tracks: dict = field(default_factory=dict)  # (layer, quantity) -> _Track
     resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
     steps: int = 0
@@ -197,9 +204,43 @@ class Judge:
                     step = float(np.max(np.abs(arrays[2] - arrays[0]), initial=0.0))
                     scales[kind] = max(scales.get(kind, 0.0), step)
             rows.append((layer, quantity, b, s, k, arrays))
-        return [self._entry(*row, scales.get(_kind(row[1]), 0.0)) for row in rows]
+        explained = self._explained(rows, keras.state.iterations) if self.adam_rule else {}
+        return [self._entry(*row, scales.get(_kind(row[1]), 0.0), explained.get(row[:2]))
+                for row in rows]  # fmt: skip
 
-    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale) -> Entry:
+    def _explained(self, rows, t: int) -> dict:
+        """Adam: per weight, the update difference its moments' differences explain.
+
+        ``d = alpha * m / (sqrt(v) + eps)``: to first order a moment difference ``dm``,
+        ``dv`` moves the update by ``|dd/dm| |dm| + |dd/dv| |dv|``. The moments are judged
+        on their own; what is left of the update difference is Adam's update rule. This
+        matters at step 1, where ``|dd/dg| = alpha * (1 - beta_1) / eps`` (316 x) for a
+        gradient element that cancels to ~0: its summation-order rounding alone would
+        move the update by up to 1e-2 of the largest one in float32.
+        """
+        lr, beta_1, beta_2, epsilon = self.adam_rule
+        alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        moments = {(layer, quantity): arrays for layer, quantity, _, _, _, arrays in rows}
+        out = {}
+        for layer, quantity, *_ in rows:
+            if _kind(quantity) != "weights":
+                continue
+            m = moments.get((layer, f"{quantity} momentum"))
+            v = moments.get((layer, f"{quantity} velocity"))
+            if m is None or v is None:
+                continue
+            (_, m_s, m_k), (_, v_s, v_k) = m, v
+            root = np.sqrt(np.maximum(v_k, 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                by_v = np.where(root > 0, alpha * np.abs(m_k) / (2 * root * (root + epsilon) ** 2),
+                                0.0)  # fmt: skip
+            out[(layer, quantity)] = (alpha / (root + epsilon)) * np.abs(m_s - m_k) + by_v * (
+                np.abs(v_s - v_k)
+            )
+        return out
+
+    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale,
+               explained=None) -> Entry:  # fmt: skip
         args = (layer, quantity)
         if arrays is None:  # the iteration count: exact
             use = 0.0 if int(mine) == int(theirs) else np.inf
@@ -210,9 +251,12 @@ class Judge:
             return Entry(*args, np.inf, 0.0, scale, before, mine, theirs, note)
         allowance = self.budgets.eps * float(np.max(np.abs(b), initial=0.0))
         allowance += self.budgets.rtol(quantity) * scale
-        err = float(np.max(np.abs(s - k), initial=0.0))  # = |d_s - d_k|: same `before`
+        diff = np.abs(s - k)  # = |d_s - d_k|: same `before`
+        if explained is not None:
+            diff = np.maximum(diff - explained, 0.0)
+        err = float(np.max(diff, initial=0.0))
         use = err / allowance if allowance > 0 else (0.0 if err == 0 else np.inf)
-        return Entry(*args, use, allowance, scale, before, mine, theirs)
+        return Entry(*args, use, allowance, scale, before, mine, theirs, "", explained)
 
     def record(self, entries: list[Entry], where: str) -> None:
         self.steps += 1
@@ -239,6 +283,8 @@ class Judge:
             if c.stage == "values":  # dtypes right: compare the updates (exact, in float64)
                 mine, theirs = (np.asarray(a, np.float64) - entry.before
                                 for a in (entry.mine, entry.theirs))  # fmt: skip
+                if entry.explained is not None:  # Keras's update, moved by what m, v explain
+                    theirs = theirs + np.clip(mine - theirs, -entry.explained, entry.explained)
                 c = compare(mine, theirs, layer=layer, quantity=f"{quantity} update",
                             atol=entry.allowance, rtol=0.0)  # fmt: skip
         parts = []
@@ -259,10 +305,14 @@ class Judge:
     def _rule(self, entry: Entry) -> str:
         if entry.quantity == ITERATIONS[1]:
             return ""
-        return (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
+        rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
                 f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
                 f" + {self.budgets.rtol(entry.quantity):.1e}*{entry.scale:.3e}, M the step's "
                 f"largest {_kind(entry.quantity)} update")  # fmt: skip
+        if entry.explained is not None:
+            rule += (f"; keras's update moved by what the m, v differences explain (up to "
+                     f"{float(np.max(entry.explained, initial=0.0)):.3e})")  # fmt: skip
+        return rule
 
 
 def _zeros_if_none(array, like) -> np.ndarray:
@@ -389,7 +439,12 @@ class Lockstep:
     def __init__(self, stepper, model, dtype: str, optimizer: str):
         self.stepper, self.model = stepper, model
         self.adam = optimizer == "adam"
-        self.judge = Judge(dtype, Budgets.of(dtype, optimizer), self.adam)
+        rule = None
+        if self.adam:
+            keras_adam = stepper.optimizer
+            rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
+                    float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
+        self.judge = Judge(dtype, Budgets.of(dtype, optimizer), self.adam, rule)
         self.forward_rtol = tolerances.get("forward", dtype).rtol
         self.decisions = decision_layers(model)
         self.failing_probes = 0

@@ -5,10 +5,15 @@ Keras twin gets a copy of them) and see the same images in the same order: epoch
 (1-based) visits the training pool in the order
 ``np.random.default_rng([seed, SHUFFLE_STREAM, e]).permutation(train_size)``, cut into
 consecutive batches of ``batch_size`` (the last may be shorter, as in ``fit``). The
-scratch model trains with ``scratch.train.train``; the twin trains twice, once with
-``fit`` and once with a ``tf.GradientTape`` loop (``reference.training``), each from the
-initial weights. Every step's loss is the batch's mean cross-entropy before that
-step's update, on both sides.
+scratch model trains with ``scratch.train.train``. The twin trains three ways (Keras
+paths):
+
+- ``fit`` and ``tape`` run free: ``fit``, or a ``tf.GradientTape`` loop
+  (``reference.training``), each from the initial weights, never looking at scratch;
+- ``lockstep`` (``parity.lockstep``): before every step the twin is re-synced to the
+  scratch weights and optimizer state, then takes one step with Keras's optimizer.
+
+Every step's loss is the batch's mean cross-entropy before that step's update.
 
 The work runs in the dtype's own process (``reference.backend.run_in_dtype_process``):
 Keras floatx must be set before any Keras object exists.
@@ -19,22 +24,35 @@ Tables (one run, one model, one dtype; ``CurveResult``):
   the training-pool index of the step's image; for batches larger than one it is the
   batch's FIRST image, and ``label`` is that image's label (``batch_size`` says how many
   images the step had; ``scratch_correct``/``keras_correct`` count correct predictions
-  in the batch).
+  in the batch). Lockstep rows also say how much of its per-step budget the step's
+  worst weight update and Adam moment used (``update_budget_use``,
+  ``state_budget_use``; over 1 fails) and which decisions had to be re-synced
+  (``resynced``, see ``parity.lockstep.Lockstep``).
 - ``epochs``: one row per epoch and Keras path (``EPOCH_COLUMNS`` plus one
   ``weight_rel_diff_<layer>`` column per layer with weights: the norm-wise
   ``max|scratch-keras| / max|keras|`` over that layer's weights after the epoch, the
   worst of its weights).
 - ``divergence``: for each Keras path and each threshold of ``DIVERGENCE_LADDER`` (and
-  the verdict threshold), the first step whose ``|scratch loss - Keras loss|`` exceeds
-  it, or none.
+  the path's verdict threshold, if it is judged), the first step whose
+  ``|scratch loss - Keras loss|`` exceeds it, or none.
 
-Verdicts (``comparisons``, all through ``parity.compare``): per Keras path, the
-per-step losses (``|scratch - keras| <= atol`` at every step, the first offending step
-named in the message) and every weight after the last epoch (norm-wise relative).
+Verdicts (``comparisons``, all through ``parity.compare``). Lockstep, in every dtype:
+the per-step losses, and every weight (and Adam's moments and the iteration count) after
+every step, worst step reported, against per-step rounding budgets. Free-running, in
+float64 only: the per-step losses (``|scratch - keras| <= atol`` at every step, the
+first offending step named) and every weight after the last epoch. float32 free-running
+curves drift chaotically (two-conv's per-step loss passes 1e-4 after ~1,600 correct
+steps), so they are measured and written (``training``, ``epochs``, ``divergence``,
+plots) but not judged (``judged``).
+
+A run ends early at the first non-finite loss or weight (every step before it is kept):
+a scratch one ends every path; a Keras one ends that path. An exception raised by the
+scratch model ends the run too and becomes an error record naming it and its line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -45,9 +63,12 @@ import numpy as np
 import pandas as pd
 
 from parity import tolerances
-from parity.compare import Comparison, compare
+from parity.compare import Comparison, compare, error
+from parity.lockstep import copy_weights
 
-KERAS_PATHS = ("fit", "tape")
+KERAS_PATHS = ("fit", "tape")  # the free-running Keras paths
+LOCKSTEP = "lockstep"  # the Keras path re-synced to scratch before every step
+FREE_RUNNING_JUDGED = ("float64",)  # dtypes whose free-running curves are a verdict
 OPTIMIZERS = ("sgd", "adam")
 SHUFFLE_STREAM = 7  # keeps the epoch orders apart from every other use of the seed
 DIVERGENCE_LADDER = (1e-15, 1e-13, 1e-11, 1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
@@ -55,19 +76,29 @@ PROGRESS_EVERY_SECONDS = 5.0  # at most one progress line this often (plus phase
 BLOG_EVERY = 100  # the blog prints every 100 steps
 
 # -- budgets: parity.tolerances (training section), measured on this code -----------------
-# Per-step loss: |scratch - keras| at every step, absolute (losses are O(1)).
-# Weights: norm-wise max|scratch - keras| / max|keras| per weight, after the last epoch.
-# float32 drifts chaotically (first > 1e-7 at step 2, > 1e-5 at step 1,175): its budgets
-# hold for runs of the measured length; a full-MNIST float32 run may exceed them.
-STEP_LOSS_ATOL = {d: tolerances.get("training-loss", d).atol for d in ("float64", "float32")}
-WEIGHT_RTOL = {d: tolerances.get("training-weights", d).rtol for d in ("float64", "float32")}
-ADAM_WEIGHT_RTOL = {
-    d: tolerances.get("training-weights-adam", d).rtol for d in ("float64", "float32")
-}
+# Free-running (float64 only): per-step loss |scratch - keras| at every step, absolute
+# (losses are O(1)); weights norm-wise max|scratch - keras| / max|keras| per weight, after
+# the last epoch. Lockstep (both dtypes): the same quantities, per step (parity.lockstep).
+STEP_LOSS_ATOL = {"float64": tolerances.get("training-loss", "float64").atol}
+WEIGHT_RTOL = {"float64": tolerances.get("training-weights", "float64").rtol}
+ADAM_WEIGHT_RTOL = {"float64": tolerances.get("training-weights-adam", "float64").rtol}
+LOCKSTEP_LOSS_ATOL = {d: tolerances.get("lockstep-loss", d).atol for d in ("float64", "float32")}
+
+
+def judged(config: TrainingConfig, path: str) -> bool:
+    """Whether ``path``'s curves are a verdict: lockstep always, free-running in float64."""
+    return path == LOCKSTEP or config.dtype in FREE_RUNNING_JUDGED
+
+
+def loss_atol(config: TrainingConfig, path: str) -> float | None:
+    """The per-step loss budget of ``path`` (None: not judged)."""
+    if not judged(config, path):
+        return None
+    return (LOCKSTEP_LOSS_ATOL if path == LOCKSTEP else STEP_LOSS_ATOL)[config.dtype]
 
 
 def weight_rtol(config: TrainingConfig) -> float:
-    """The weights budget: Adam's own (it amplifies cancelling gradients), else SGD's."""
+    """The free-running weights budget: Adam's own (it amplifies cancelling gradients)."""
     table = ADAM_WEIGHT_RTOL if config.optimizer == "adam" else WEIGHT_RTOL
     return table[config.dtype]
 
@@ -75,7 +106,7 @@ def weight_rtol(config: TrainingConfig) -> float:
 TRAINING_COLUMNS = [
     "model", "dtype", "optimizer", "keras_path", "epoch", "step", "global_step", "example",
     "label", "batch_size", "scratch_loss", "keras_loss", "abs_diff", "rel_diff",
-    "scratch_correct", "keras_correct",
+    "scratch_correct", "keras_correct", "update_budget_use", "state_budget_use", "resynced",
 ]  # fmt: skip
 EPOCH_COLUMNS = [
     "model", "dtype", "optimizer", "keras_path", "epoch", "steps", "images",
@@ -105,7 +136,8 @@ class TrainingConfig:
     train_size: int = 1000
     test_size: int = 1000
     seed: int = 0
-    keras_paths: tuple[str, ...] = KERAS_PATHS
+    keras_paths: tuple[str, ...] = KERAS_PATHS  # free-running paths
+    lockstep: bool = True
 
     def __post_init__(self):
         _check_choice("dtype", self.dtype, ("float32", "float64"))
@@ -124,11 +156,17 @@ class TrainingConfig:
                 f"positive float. Received learning_rate={lr!r}."
             )
         paths = tuple(self.keras_paths)
-        if not paths or any(p not in KERAS_PATHS for p in paths):
+        if any(p not in KERAS_PATHS for p in paths) or not (paths or self.lockstep):
             raise ValueError(
-                f"Invalid value for argument `keras_paths`. Expected a non-empty subset of "
-                f"{KERAS_PATHS}. Received keras_paths={self.keras_paths!r}."
+                f"Invalid value for argument `keras_paths`. Expected a subset of "
+                f"{KERAS_PATHS}, non-empty when lockstep=False. Received "
+                f"keras_paths={self.keras_paths!r}."
             )
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every Keras path this check trains: the free-running ones, then lockstep."""
+        return (*self.keras_paths, LOCKSTEP) if self.lockstep else tuple(self.keras_paths)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -143,7 +181,7 @@ class TrainingConfig:
             model=self.model, dtype=self.dtype, optimizer=self.optimizer,
             learning_rate=self.learning_rate, batch_size=self.batch_size, epochs=self.epochs,
             train_size=self.train_size, test_size=self.test_size, seed=self.seed,
-            keras_paths=list(self.keras_paths),
+            keras_paths=list(self.keras_paths), lockstep=self.lockstep,
             shuffle=f"default_rng([seed, {SHUFFLE_STREAM}, epoch])",
         )  # fmt: skip
 
@@ -272,12 +310,13 @@ class CurveResult:
     def summary_rows(self) -> list[dict]:
         """Rows for summary.csv (the runner's SUMMARY_COLUMNS), one per comparison.
 
-        Per-step losses are judged absolutely (``error_kind`` ``max abs``), weights
-        norm-wise relative.
+        Per-step losses and lockstep updates are judged absolutely (``error_kind``
+        ``max abs``; a lockstep update's allowance scales with its step, see
+        ``parity.lockstep.Budgets``), weights norm-wise relative.
         """
         rows = []
         for path, state, c in self.comparisons:
-            loss = c.layer == "loss"
+            loss = _absolute(c)  # per-step losses, lockstep updates: an absolute budget
             rows.append(dict(
                 check="training", model=self.config.model, dtype=self.config.dtype,
                 layer=c.layer, quantity=f"{c.quantity} ({path})",
@@ -293,6 +332,11 @@ class CurveResult:
     def first_exceeding(self, keras_path: str, threshold: float) -> dict | None:
         """The first step of ``keras_path`` whose |loss difference| exceeds ``threshold``."""
         return first_exceeding(self.training, keras_path, threshold)
+
+
+def _absolute(c: Comparison) -> bool:
+    """Is ``c`` judged on an absolute budget (``max abs`` in summary.csv)?"""
+    return c.layer == "loss" or (c.rtol == 0 and c.atol > 0)
 
 
 # -- the check ----------------------------------------------------------------------------
@@ -311,6 +355,7 @@ def training_check(
     test_size: int = 1000,
     seed: int = 0,
     keras_paths: tuple[str, ...] = KERAS_PATHS,
+    lockstep: bool = True,
     progress: Callable[[ProgressEvent], None] | None = None,
     model_hooks: tuple = (),
     in_process: bool = False,
@@ -328,6 +373,9 @@ def training_check(
     optimizer, learning_rate, batch_size, epochs, train_size, test_size, seed
         The schedule (defaults: the blog's SGD 0.005, batch 1, 3 epochs, 1,000/1,000).
     keras_paths : subset of ("fit", "tape")
+        The free-running Keras paths.
+    lockstep : bool
+        Also train the twin in lockstep (the verdict in float32).
     progress : callable(ProgressEvent), optional
         Called in the dtype's process: must be picklable (``print_progress``) unless
         ``in_process``.
@@ -338,7 +386,7 @@ def training_check(
     """
     config = TrainingConfig(
         model_name, dtype, optimizer, learning_rate, batch_size, epochs, train_size,
-        test_size, seed, tuple(keras_paths),
+        test_size, seed, tuple(keras_paths), lockstep,
     )  # fmt: skip
     pools = pools_from(data, config)
     if in_process:
@@ -349,6 +397,12 @@ def training_check(
     from reference.backend import run_in_dtype_process
 
     return run_in_dtype_process(dtype, run_training, config, pools, progress, tuple(model_hooks))
+
+
+def run_many(jobs) -> list[CurveResult]:
+    """Several checks in this process, one after another: ``jobs`` is a list of
+    ``(config, pools, hooks)`` of this process's dtype (tests share one process)."""
+    return [run_training(config, pools, None, tuple(hooks)) for config, pools, hooks in jobs]
 
 
 @dataclass(frozen=True)
@@ -383,36 +437,82 @@ def pools_from(data, config: TrainingConfig) -> Pools:
 
 def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) -> CurveResult:
     """The whole check in this process (configured for ``config.dtype``)."""
+    from parity import lockstep
     from reference import backend
     from scratch.models import build
 
     model = build(config.model, seed=config.seed, dtype=config.dtype)
     for hook in hooks:
         hook(model)
-    initial = _copy_tree(model.params())
+    initial = lockstep.copy_weights(model.params())
     x_train, y_train = model.preprocess(pools.train_images), pools.train_labels
     x_test, y_test = model.preprocess(pools.test_images), pools.test_labels
     orders = epoch_orders(config.seed, config.epochs, config.train_size)
-    twins = {path: _twin_at(model, initial, config.dtype) for path in config.keras_paths}
+    twins = {path: _twin_at(model, initial, config.dtype) for path in config.paths}
+    lock = _lockstep(config, model, twins.get(LOCKSTEP))
 
-    scratch, scratch_seconds = _train_scratch(model, x_train, y_train, x_test, y_test,
-                                              orders, config, progress)  # fmt: skip
-    timings = {"scratch": scratch_seconds / config.total_steps}
+    phase = "scratch + lockstep" if lock else "scratch"
+    scratch = lockstep.train_scratch(
+        model, _scratch_optimizer(config), x_train, y_train, orders, config.batch_size,
+        lockstep=lock, evaluate=lambda m: _scratch_test(m, x_test, y_test),
+        progress=_Throttle(progress, config, phase, config.total_steps),
+    )  # fmt: skip
+    steps = len(scratch.losses)
+    timings = {"scratch": scratch.seconds / max(steps, 1)}
     keras_runs = {}
-    for path in config.keras_paths:
+    done = _truncated(orders, steps, config.batch_size)
+    for path in config.keras_paths if steps else ():
         model.set_params(initial)
         keras_runs[path], seconds = _train_keras(path, twins[path], model, x_train, y_train,
-                                                 orders, config, progress)  # fmt: skip
-        timings[path] = seconds / config.total_steps
-    model.set_params(scratch["epoch_weights"][-1])
+                                                 done, config, progress)  # fmt: skip
+        timings[path] = seconds / steps
+    lock_run = lock.finish() if lock is not None else None
+    if lock_run is not None:
+        keras_runs[LOCKSTEP] = _lockstep_run(lock_run, config, lock.stepper)
+        timings[LOCKSTEP] = lock_run.seconds / max(len(lock_run.losses), 1)
+    model.set_params(scratch.epoch_weights[-1])
     keras_eval = _evaluate_keras_epochs(model, keras_runs, x_test, y_test)
-    result = assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings)
+    result = assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings,
+                      lock_run)  # fmt: skip
     result.environment = backend.environment()
     return result
 
 
-def _copy_tree(tree) -> dict:
-    return {layer: {k: np.array(v, copy=True) for k, v in w.items()} for layer, w in tree.items()}
+def _lockstep(config: TrainingConfig, model, keras_model):
+    from parity.lockstep import Lockstep
+    from reference.training import LockstepStepper
+
+    if keras_model is None:
+        return None
+    stepper = LockstepStepper(keras_model, model, optimizer=config.optimizer,
+                              learning_rate=config.learning_rate)  # fmt: skip
+    return Lockstep(stepper, model, config.dtype, config.optimizer)
+
+
+def _lockstep_run(run, config: TrainingConfig, stepper):
+    """The Keras side of lockstep as a ``reference.training.TrainingRun``."""
+    from reference.training import TrainingRun
+
+    correct = np.concatenate(run.correct) if run.correct else np.zeros(0, bool)
+    return TrainingRun(
+        path=LOCKSTEP, optimizer=config.optimizer,
+        learning_rate=stepper.optimizer.learning_rate.numpy(), batch_size=config.batch_size,
+        losses=np.array(run.losses, dtype=config.dtype), correct=correct,
+        steps_per_epoch=[], weights=run.epoch_weights[-1] if run.epoch_weights else {},
+        epoch_weights=run.epoch_weights,
+    )  # fmt: skip
+
+
+def _truncated(orders, steps: int, batch_size: int) -> list[np.ndarray]:
+    """The first ``steps`` batches of ``orders`` (whole epochs, then part of the next)."""
+    out = []
+    for order in orders:
+        if steps <= 0:
+            break
+        take = min(steps, -(-order.size // batch_size))
+        out.append(order[: take * batch_size])
+        steps -= take
+    return out
 
 
 def _twin_at(model, weights, dtype):
@@ -420,31 +520,6 @@ def _twin_at(model, weights, dtype):
 
     model.set_params(weights)
     return twin(model, dtype)
-
-
-def _train_scratch(model, x, y, x_test, y_test, orders, config, progress):
-    """Scratch training, one epoch per ``train`` call (weights and test after each)."""
-    from scratch.train import train
-
-    optimizer = _scratch_optimizer(config)
-    throttle = _Throttle(progress, config, "scratch", config.total_steps)
-    steps, epoch_weights, tests, seconds = [], [], [], 0.0
-    for order in orders:
-        done = len(steps)
-        t0 = time.perf_counter()
-
-        def report(record, _steps, d=done):
-            throttle(d + record.step + 1)
-
-        history = train(model, x, y, optimizer, epochs=1, batch_size=config.batch_size,
-                        orders=[order], progress=report)  # fmt: skip
-        seconds += time.perf_counter() - t0
-        steps += [(float(s.loss), int(s.n_correct)) for s in history.steps]
-        epoch_weights.append(_copy_tree(model.params()))
-        tests.append(_scratch_test(model, x_test, y_test))
-    losses = np.array([s[0] for s in steps], dtype=config.dtype)
-    correct = np.array([s[1] for s in steps], dtype=np.int64)
-    return dict(losses=losses, correct=correct, epoch_weights=epoch_weights, tests=tests), seconds
 
 
 def _scratch_optimizer(config: TrainingConfig):
@@ -460,7 +535,9 @@ def _scratch_test(model, x_test, y_test) -> tuple[float, float]:
     probs = np.concatenate([model.probabilities(x_test[i : i + 500])
                             for i in range(0, len(x_test), 500)])  # fmt: skip
     picked = probs[np.arange(len(y_test)), y_test].astype(np.float64)
-    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y_test).mean())
+    with np.errstate(divide="ignore", invalid="ignore"):  # a diverged run: inf/NaN is data
+        loss = float(-np.log(picked).mean())
+    return loss, float((probs.argmax(axis=1) == y_test).mean())
 
 
 def _train_keras(path, keras_model, model, x, y, orders, config, progress):
@@ -487,7 +564,7 @@ def _evaluate_keras_epochs(model, keras_runs, x_test, y_test) -> dict[str, list]
     from reference.probes import loss_function, one_hot
     from reference.twin import copy_into_keras, twin
 
-    keep = _copy_tree(model.params())
+    keep = copy_weights(model.params())
     evaluator = twin(model, np.dtype(model.dtype).name)
     layout = layout_module.layout_for(model)
     x_keras = layout.input_to_keras(x_test)
@@ -510,19 +587,29 @@ def _evaluate_keras_epochs(model, keras_runs, x_test, y_test) -> dict[str, list]
 # -- tables and verdicts ------------------------------------------------------------------
 
 
-def assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings) -> CurveResult:
-    """Build the tables and the comparisons from what both sides recorded."""
+def assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings,
+             lock_run=None) -> CurveResult:  # fmt: skip
+    """Build the tables and the comparisons from what both sides recorded.
+
+    ``scratch``: a ``parity.lockstep.ScratchRun``; ``keras_runs``: a
+    ``reference.training.TrainingRun`` per Keras path; ``lock_run``: the
+    ``parity.lockstep.LockstepRun`` when lockstep ran.
+    """
     step_info = _step_info(orders, config.batch_size, pools.train_labels)
     frames, epoch_rows, comparisons, divergence = [], [], [], []
     for path, run in keras_runs.items():
-        frame = _training_frame(config, path, step_info, scratch, run)
+        lock = lock_run if path == LOCKSTEP else None
+        frame = _training_frame(config, path, step_info, scratch, run, lock)
         frames.append(frame)
-        comparisons.append((path, path, _loss_comparison(config, frame, scratch, run)))
-        weight_cmps = _weight_comparisons(config, scratch["epoch_weights"], run.epoch_weights)
-        last = weight_cmps[-1]
-        comparisons += [(path, f"{path}, after epoch {config.epochs}", c) for c in last]
-        epoch_rows += _epoch_rows(config, path, frame, scratch, keras_eval[path], weight_cmps)
+        mine = lock.scratch_epoch_weights if lock else scratch.epoch_weights
+        weight_cmps = _weight_comparisons(config, path, mine, run.epoch_weights)
+        if judged(config, path):
+            comparisons += _verdicts(config, path, frame, scratch, weight_cmps, lock)
+        tests, keras_tests = _tests(scratch, keras_eval[path], lock, len(weight_cmps))
+        epoch_rows += _epoch_rows(config, path, frame, tests, keras_tests, weight_cmps)
         divergence += _divergence_rows(config, path, frame)
+    if scratch.error is not None:
+        comparisons.append(("scratch", "scratch", _scratch_error(scratch)))
     return CurveResult(
         config=config,
         training=pd.concat(frames, ignore_index=True)[TRAINING_COLUMNS],
@@ -531,6 +618,27 @@ def assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings) ->
         comparisons=comparisons,
         seconds_per_step=timings,
     )
+
+
+def _verdicts(config, path, frame, scratch, weight_cmps, lock) -> list[tuple]:
+    """The records of one judged path: its per-step losses, then its weights."""
+    out = []
+    if len(frame):
+        out.append((path, path, _loss_comparison(config, path, frame)))
+    if lock is not None:
+        out += [(path, "lockstep, every step", c) for c in lock.comparisons]
+    elif weight_cmps and scratch.error is None:  # after an exception, weights are partial
+        out += [(path, f"{path}, after epoch {len(weight_cmps)}", c) for c in weight_cmps[-1]]
+    return out
+
+
+def _tests(scratch, keras_tests, lock, epochs: int) -> tuple[list, list]:
+    """Test loss/accuracy per epoch of a path; NaN for an epoch lockstep did not finish
+    (it ended before scratch did: the two sides' weights are from different steps)."""
+    tests, keras_tests = list(scratch.tests[:epochs]), list(keras_tests)
+    if lock is not None and lock.ended and epochs:
+        tests[-1] = keras_tests[-1] = (float("nan"), float("nan"))
+    return tests, keras_tests
 
 
 def _step_info(orders, batch_size: int, labels: np.ndarray) -> pd.DataFrame:
@@ -544,25 +652,30 @@ def _step_info(orders, batch_size: int, labels: np.ndarray) -> pd.DataFrame:
     return info
 
 
-def _training_frame(config, path, info, scratch, run) -> pd.DataFrame:
-    if run.losses.shape != scratch["losses"].shape:
-        raise RuntimeError(
-            f"Keras {path} recorded {run.losses.size} steps, scratch {scratch['losses'].size}."
-        )
-    frame = info.copy()
+def _training_frame(config, path, info, scratch, run, lock=None) -> pd.DataFrame:
+    """One row per step ``path`` took (up to where it ended)."""
+    steps = run.losses.size
+    if steps > len(scratch.losses):
+        raise RuntimeError(f"Keras {path} recorded {steps} steps, scratch {len(scratch.losses)}.")
+    frame = info.iloc[:steps].copy()
     keras_loss = run.losses.astype(np.float64)
-    scratch_loss = scratch["losses"].astype(np.float64)
-    diff = np.abs(scratch_loss - keras_loss)
-    bounds = np.cumsum(np.r_[0, info["batch_size"].to_numpy()])
-    keras_correct = np.add.reduceat(run.correct.astype(np.int64), bounds[:-1])
+    scratch_loss = np.array(scratch.losses[:steps], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
+        diff = np.abs(scratch_loss - keras_loss)
         rel = np.where(diff == 0, 0.0, diff / np.abs(keras_loss))
-    frame = frame.assign(
+    bounds = np.cumsum(np.r_[0, frame["batch_size"].to_numpy()])
+    flags = run.correct.astype(np.int64)
+    keras_correct = np.add.reduceat(flags, bounds[:-1]) if steps else np.zeros(0, np.int64)
+    nan = np.full(steps, np.nan)
+    return frame.assign(
         model=config.model, dtype=config.dtype, optimizer=config.optimizer, keras_path=path,
         scratch_loss=scratch_loss, keras_loss=keras_loss, abs_diff=diff, rel_diff=rel,
-        scratch_correct=scratch["correct"], keras_correct=keras_correct,
+        scratch_correct=np.array(scratch.correct[:steps], dtype=np.int64),
+        keras_correct=keras_correct,
+        update_budget_use=np.array(lock.weight_use, dtype=np.float64) if lock else nan,
+        state_budget_use=np.array(lock.state_use, dtype=np.float64) if lock else nan,
+        resynced=lock.resynced if lock else "",
     )  # fmt: skip
-    return frame
 
 
 def first_exceeding(training: pd.DataFrame, keras_path: str, threshold: float) -> dict | None:
@@ -583,20 +696,38 @@ def _where(row: dict) -> str:
     )
 
 
-def _loss_comparison(config, frame, scratch, run) -> Comparison:
-    atol = STEP_LOSS_ATOL[config.dtype]
-    c = compare(scratch["losses"], run.losses, layer="loss", quantity="per-step loss",
+def _loss_comparison(config, path, frame) -> Comparison:
+    """Per-step losses of ``path`` up to the first non-finite one (the check ends there)."""
+    from parity.lockstep import nonfinite_sides
+
+    atol = loss_atol(config, path)
+    mine = frame["scratch_loss"].to_numpy().astype(config.dtype)  # exact: float64 of dtype
+    theirs = frame["keras_loss"].to_numpy().astype(config.dtype)
+    bad = np.flatnonzero(~(np.isfinite(mine) & np.isfinite(theirs)))
+    end = int(bad[0]) + 1 if bad.size else mine.size
+    c = compare(mine[:end], theirs[:end], layer="loss", quantity="per-step loss",
                 atol=atol, rtol=0.0, expected_dtype=config.dtype)  # fmt: skip
-    first = first_exceeding(frame, frame["keras_path"].iloc[0], atol)
-    if first is None:
+    notes = []
+    first = first_exceeding(frame.iloc[: end - 1], path, atol) if end > 1 else None
+    if first is not None:
+        notes.append(f"first step with |scratch-keras| > {atol:.1e}: {_where(first)}")
+    if bad.size:
+        row = frame.iloc[end - 1].to_dict()
+        side = nonfinite_sides(mine[end - 1], theirs[end - 1])
+        notes.append(f"{side} loss went non-finite at {_where(row)}; the check ends there")
+    if not notes:
         return c
-    prefix = f"first step with |scratch-keras| > {atol:.1e}: {_where(first)}. "
-    return Comparison(**{**c.as_row(), "message": prefix + c.message})
+    return dataclasses.replace(c, message=". ".join(notes) + ". " + c.message)
 
 
-def _weight_comparisons(config, scratch_epochs, keras_epochs) -> list[list[Comparison]]:
-    """Per epoch, one comparison per weight (scratch layout, Keras as reference)."""
-    rtol = weight_rtol(config)
+def _weight_comparisons(config, path, scratch_epochs, keras_epochs) -> list[list[Comparison]]:
+    """Per epoch, one comparison per weight (scratch layout, Keras as reference).
+
+    Only the free-running paths' last epoch is a verdict (its budget here); lockstep's
+    verdict is per step (``parity.lockstep``) and the rest only fills ``epochs``.
+    """
+    verdict = path != LOCKSTEP and judged(config, path)
+    rtol = weight_rtol(config) if verdict else 0.0
     out = []
     for epoch, (mine, theirs) in enumerate(zip(scratch_epochs, keras_epochs, strict=True), start=1):
         out.append([
@@ -608,13 +739,13 @@ def _weight_comparisons(config, scratch_epochs, keras_epochs) -> list[list[Compa
 
 
 def _with_epoch(c: Comparison, epoch: int) -> Comparison:
-    return Comparison(**{**c.as_row(), "message": f"weights after epoch {epoch}: {c.message}"})
+    return dataclasses.replace(c, message=f"weights after epoch {epoch}: {c.message}")
 
 
-def _epoch_rows(config, path, frame, scratch, keras_tests, weight_cmps) -> list[dict]:
+def _epoch_rows(config, path, frame, tests, keras_tests, weight_cmps) -> list[dict]:
     rows = []
     for e, (cmps, s_test, k_test) in enumerate(
-        zip(weight_cmps, scratch["tests"], keras_tests, strict=True), start=1
+        zip(weight_cmps, tests, keras_tests, strict=True), start=1
     ):
         part = frame[frame["epoch"] == e]
         sizes = part["batch_size"].to_numpy()
@@ -639,9 +770,9 @@ def _epoch_rows(config, path, frame, scratch, keras_tests, weight_cmps) -> list[
 
 
 def _divergence_rows(config, path, frame) -> list[dict]:
-    verdict = STEP_LOSS_ATOL[config.dtype]
+    verdict = loss_atol(config, path)  # None: this path is not judged
     rows = []
-    for threshold in sorted({*DIVERGENCE_LADDER, verdict}):
+    for threshold in sorted({*DIVERGENCE_LADDER} | ({verdict} if verdict else set())):
         first = first_exceeding(frame, path, threshold)
         row = dict(model=config.model, dtype=config.dtype, keras_path=path,
                    threshold=threshold, verdict_threshold=threshold == verdict,
@@ -652,7 +783,14 @@ def _divergence_rows(config, path, frame) -> list[dict]:
     return rows
 
 
-# -- the blog's console printout ----------------------------------------------------------
+# -- exceptions raised by the scratch model -----------------------------------------------
+
+
+def _scratch_error(scratch) -> Comparison:
+    """The error record of a scratch run that raised (where, the exception, its line)."""
+    record = error("scratch", "training step", scratch.error)
+    kept = f"{len(scratch.losses)} steps before it are kept and compared"
+    return dataclasses.replace(record, message=f"{scratch.ended} ({kept}): {record.message}")
 
 
 def blog_printout(result: CurveResult, every: int = BLOG_EVERY) -> list[str]:
@@ -663,7 +801,8 @@ def blog_printout(result: CurveResult, every: int = BLOG_EVERY) -> list[str]:
     step losses, percent of images correct), then the test loss and accuracy.
     """
     frame = result.training
-    frame = frame[frame["keras_path"] == frame["keras_path"].iloc[0]]
+    longest = frame["keras_path"].value_counts().idxmax()  # scratch losses are in every path
+    frame = frame[frame["keras_path"] == longest]
     lines = [f"== {result.config.model} {result.config.dtype} (scratch) =="]
     for epoch, part in frame.groupby("epoch", sort=True):
         lines.append(f"--- Epoch {epoch} ---")
@@ -707,5 +846,7 @@ def write_outputs(results: list[CurveResult], folder) -> list:
         frame.to_csv(path, index=False, float_format="%.17g")
         written.append(path)
     training = pd.concat([r.training for r in results], ignore_index=True)
-    written += write_training_plots(training, folder, thresholds=STEP_LOSS_ATOL)
+    # the red line: float64's free-running budget; float32's lockstep one (its verdict)
+    thresholds = {**LOCKSTEP_LOSS_ATOL, **STEP_LOSS_ATOL}
+    written += write_training_plots(training, folder, thresholds=thresholds)
     return written

@@ -163,7 +163,7 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     training = pd.read_csv(folder / "training.csv")
     counts = training.groupby(["dtype", "keras_path"]).size()
     assert counts.to_dict() == {
-        (d, p): 3000 for d in ("float32", "float64") for p in ("fit", "tape")
+        (d, p): 3000 for d in ("float32", "float64") for p in ("fit", "tape", "lockstep")
     }
     epochs = pd.read_csv(folder / "epochs.csv")
     assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()

@@ -33,7 +33,7 @@ def test_epoch_orders_are_fresh_per_epoch_and_reproducible():
 @pytest.mark.parametrize(
     "field, value",
     [("optimizer", "rmsprop"), ("batch_size", 0), ("epochs", -1), ("learning_rate", float("nan")),
-     ("dtype", "float16"), ("keras_paths", ("predict",))],
+     ("dtype", "float16"), ("keras_paths", ("predict",)), ("keras_paths", ("lockstep",))],
 )  # fmt: skip
 def test_bad_config_names_the_argument(field, value):
     with pytest.raises(ValueError, match=f"argument `{field}`.*Received"):
@@ -88,7 +88,7 @@ def test_plots_are_png(tmp_path):
 @pytest.mark.slow
 def test_default_run_has_3000_steps_per_keras_path(zhou_default):
     counts = zhou_default.training.groupby("keras_path").size().to_dict()
-    assert counts == {"fit": 3000, "tape": 3000}
+    assert counts == {"fit": 3000, "tape": 3000, "lockstep": 3000}
 
 
 @pytest.mark.slow
@@ -107,8 +107,8 @@ def test_default_run_writes_tables_and_plots(zhou_default, tmp_path):
     dtype = zhou_default.config.dtype
     assert {"training.csv", "epochs.csv", "divergence.csv"} <= names
     assert {f"training_loss_zhou_{dtype}.png", f"training_diff_zhou_{dtype}.png"} <= names
-    assert len(pd.read_csv(tmp_path / "training.csv")) == 6000
-    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "training.csv")) == 9000
+    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 9
 
 
 @pytest.mark.slow
@@ -143,10 +143,21 @@ def adam_run(dtype, mnist, hook):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_adam_with_epsilon_inside_sqrt_is_caught(mnist, dtype):
-    result = adam_run(dtype, mnist, AdamEpsilonInsideSqrt())
-    assert not result.passed
-    assert result.first_exceeding("tape", curves.STEP_LOSS_ATOL[dtype])["global_step"] == 2
+def test_adam_with_epsilon_inside_sqrt_is_caught_by_lockstep_at_step_1(mnist, dtype):
+    result = curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
+                                   batch_size=32, epochs=1, keras_paths=("tape",),
+                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    lockstep = result.training[result.training["keras_path"] == "lockstep"]
+    assert not result.passed and lockstep["update_budget_use"].iloc[0] > 1
+
+
+@pytest.mark.slow
+def test_adam_with_epsilon_inside_sqrt_drifts_the_float64_curve_at_step_2(mnist):
+    result = curves.training_check("chw", "float64", mnist, optimizer="adam",
+                                   learning_rate=0.001, batch_size=32, epochs=1,
+                                   keras_paths=("tape",), lockstep=False,
+                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    assert result.first_exceeding("tape", curves.STEP_LOSS_ATOL["float64"])["global_step"] == 2
 
 
 @pytest.mark.slow
@@ -171,4 +182,4 @@ def test_chw_three_epochs_pass(mnist, model, dtype, optimizer, lr, batch):
     result = curves.training_check(model, dtype, mnist, optimizer=optimizer, learning_rate=lr,
                                    batch_size=batch)  # fmt: skip
     assert result.passed, result.failures()
-    assert len(result.training) == 2 * 3 * -(-1000 // batch)
+    assert len(result.training) == 3 * 3 * -(-1000 // batch)  # fit, tape, lockstep

@@ -1,0 +1,634 @@
+"""Lockstep training: every step, scratch and Keras start from the SAME weights and state.
+
+Free-running training compares two trajectories that each feed on their own rounding:
+in float32 a 1-ulp difference is amplified step after step (two-conv drifts past 1e-4 in
+its per-step loss after ~1,600 correct steps). Lockstep removes the amplification. Before
+step ``k``, the twin is re-synced to the scratch model: the scratch weights and the
+scratch optimizer's state (iterations; for Adam the moments ``m`` and ``v``) are written
+into the twin's variables and its Keras optimizer's slots. Then both sides take ONE step
+on the same batch: scratch through its own training code (``scratch.train.train``, the
+run the free-running paths compare against), Keras through its own optimizer
+(``reference.training.LockstepStepper``). What is compared, per step:
+
+- the loss before the update (scratch vs Keras on identical weights);
+- every weight after the update (scratch's own update vs Keras's optimizer applied to
+  the same starting weights), norm-wise relative;
+- the optimizer state after the update: ``iterations`` exactly and, for Adam, each
+  weight's ``m`` and ``v``. The state has to be compared as well as re-synced: a scratch
+  Adam that steps right but stores a wrong moment would pass on the weights forever,
+  since the twin is handed that moment back before every step.
+
+Each budget is a per-step rounding budget (``parity.tolerances``, ``LOCKSTEP_*``):
+nothing can be amplified from one step to the next.
+
+A non-finite loss, weight or state value on either side ends lockstep at that step
+(every step before it is kept); a value non-finite on one side only is a failure at that
+step whose message names the side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parity import tolerances
+from parity.compare import Comparison, compare
+
+ITERATIONS = ("optimizer", "iterations")  # (layer, quantity) of the iteration count
+
+
+# -- state --------------------------------------------------------------------------------
+
+
+def scratch_state(optimizer):
+    """A copy of a scratch optimizer's state (``scratch.optim.SGD``/``Adam``), in the
+    form the Keras side takes (``reference.training.OptimizerState``)."""
+    from reference.training import OptimizerState
+
+    state = OptimizerState(int(optimizer.iterations))
+    moments = getattr(optimizer, "momentums", None)
+    if moments is not None:  # Adam: {(layer, weight): array}, empty before the first step
+        state.momentums = _tree(optimizer.momentums)
+        state.velocities = _tree(optimizer.velocities)
+    return state
+
+
+def _tree(by_key: dict) -> dict:
+    out: dict = {}
+    for (layer, weight), array in by_key.items():
+        out.setdefault(layer, {})[weight] = np.array(array, copy=True)
+    return out
+
+
+def copy_weights(tree) -> dict:
+    return {layer: {k: np.array(v, copy=True) for k, v in w.items()} for layer, w in tree.items()}
+
+
+@dataclass
+class Snapshot:
+    """Weights (scratch layout, copies) and optimizer state at one point of training."""
+
+    weights: dict
+    state: object  # reference.training.OptimizerState
+
+    @classmethod
+    def take(cls, model, optimizer) -> Snapshot:
+        return cls(copy_weights(model.params()), scratch_state(optimizer))
+
+
+def quantities(snapshot: Snapshot, adam: bool):
+    """``(layer, quantity, array)`` of everything lockstep compares after a step."""
+    for layer, weights in snapshot.weights.items():
+        for weight, array in weights.items():
+            yield layer, weight, array
+    if adam:
+        for name, tree in (("momentum", snapshot.state.momentums),
+                           ("velocity", snapshot.state.velocities)):  # fmt: skip
+            for layer, weights in snapshot.weights.items():
+                for weight in weights:
+                    yield layer, f"{weight} {name}", (tree or {}).get(layer, {}).get(weight)
+    yield *ITERATIONS, np.array(snapshot.state.iterations, dtype=np.int64)
+
+
+# -- budgets ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The per-step budgets of one lockstep run (``parity.tolerances``, ``LOCKSTEP_*``).
+
+    A step's update ``d = after - before`` of one weight array passes when::
+
+        max|d_scratch - d_keras| <= eps * max|before| + rtol * M
+
+    ``eps * max|before|``: each side rounds ``before + d`` once (half an ulp of the largest
+    value each; ``eps`` the dtype's machine epsilon). ``rtol * M``: the rounding of the
+    update itself, ``M`` being the step's largest update over EVERY weight array of the
+    model (for Adam's moments: over every momentum, resp. velocity). Two measured reasons
+    for this scale. Not the weights: an SGD step moves a weight by ``lr * g``, far less
+    than the weight, so a weight-relative rule would lose a wrong gradient in the last
+    digits. Not each array's own update: a gradient element is a sum of many terms and
+    its rounding is relative to the terms, not to the sum; an array whose sums cancel at
+    a step (chw-relu's 8 conv biases at well-classified images, ~1e-3 of the terms) has a
+    relative error ~1,000x eps, the model's largest update does not cancel (at batch 1 the
+    dense kernel's gradient is an outer product: one term per element).
+
+    Adam's weights: the update ``alpha * m / (sqrt(v) + eps)`` is judged after taking out
+    what the moments' differences explain to first order (``Judge._explained``); the
+    moments are judged on their own, so a wrong gradient still fails there, and a wrong
+    update rule (epsilon inside the root, a missing bias correction) fails here.
+    """
+
+    loss_atol: float
+    weight_rtol: float
+    state_rtol: float  # Adam's moments
+    eps: float
+
+    @classmethod
+    def of(cls, dtype: str, optimizer: str) -> Budgets:
+        weights = "lockstep-weights-adam" if optimizer == "adam" else "lockstep-weights"
+        return cls(
+            loss_atol=tolerances.get("lockstep-loss", dtype).atol,
+            weight_rtol=tolerances.get(weights, dtype).rtol,
+            state_rtol=tolerances.get("lockstep-adam-state", dtype).rtol,
+            eps=float(np.finfo(dtype).eps),
+        )
+
+    def rtol(self, quantity: str) -> float:
+        if quantity == ITERATIONS[1]:
+            return 0.0
+        return self.state_rtol if _kind(quantity) != "weights" else self.weight_rtol
+
+
+def _kind(quantity: str) -> str:
+    """``weights``, ``momentum``, ``velocity`` or ``iterations``: what shares a scale ``M``."""
+    if quantity == ITERATIONS[1]:
+        return "iterations"
+    return quantity.rsplit(" ", 1)[-1] if quantity.endswith(("momentum", "velocity")) else "weights"
+
+
+# -- per-step judging ---------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One quantity at one step: the share of its budget it used (``> 1``: over)."""
+
+    layer: str
+    quantity: str
+    use: float  # max|d_s - d_k| / allowance; inf if not finite
+    allowance: float  # eps * max|before| + rtol * M (0 for iterations: exact)
+    scale: float  # M, the step's largest update of this kind
+    before: np.ndarray
+    mine: np.ndarray  # scratch after the step
+    theirs: np.ndarray  # keras after the step
+    note: str = ""  # what went non-finite
+    explained: np.ndarray | None = None  # Adam: update difference the moments explain
+
+
+@dataclass
+class _Track:
+    """One quantity over the steps: its worst step and its first step over budget."""
+
+    worst: tuple | None = None  # (entry, where)
+    first_over: tuple | None = None
+
+
+@dataclass
+class Judge:
+    """Measures lockstep steps (``measure``), keeps them (``record``) and turns them into
+    verdict records (``comparisons``): per quantity its worst step."""
+
+    dtype: str
+    budgets: Budgets
+    adam: bool
+    adam_rule: tuple | None = None  # Adam's (learning_rate, beta_1, beta_2, epsilon)
+    tracks: dict = field(default_factory=dict)  # (layer, quantity) -> _Track
+    resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
+    steps: int = 0
+
+    def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot) -> list[Entry]:
+        rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
+        scales: dict = {}
+        for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
+            quantities(before, self.adam), quantities(scratch, self.adam),
+            quantities(keras, self.adam), strict=True,
+        ):  # fmt: skip
+            b = _zeros_if_none(b, s)  # Adam's moments start at zero, as in Keras
+            arrays = None
+            if quantity != ITERATIONS[1]:
+                arrays = tuple(np.asarray(a, dtype=np.float64) for a in (b, s, k))
+                if np.isfinite(arrays[2]).all():
+                    kind = _kind(quantity)
+                    step = float(np.max(np.abs(arrays[2] - arrays[0]), initial=0.0))
+                    scales[kind] = max(scales.get(kind, 0.0), step)
+            rows.append((layer, quantity, b, s, k, arrays))
+        explained = self._explained(rows, keras.state.iterations) if self.adam_rule else {}
+        return [self._entry(*row, scales.get(_kind(row[1]), 0.0), explained.get(row[:2]))
+                for row in rows]  # fmt: skip
+
+    def _explained(self, rows, t: int) -> dict:
+        """Adam: per weight, the update difference its moments' differences explain.
+
+        ``d = alpha * m / (sqrt(v) + eps)``: to first order a moment difference ``dm``,
+        ``dv`` moves the update by ``|dd/dm| |dm| + |dd/dv| |dv|``. The moments are judged
+        on their own; what is left of the update difference is Adam's update rule. This
+        matters at step 1, where ``|dd/dg| = alpha * (1 - beta_1) / eps`` (316 x) for a
+        gradient element that cancels to ~0: its summation-order rounding alone would
+        move the update by up to 1e-2 of the largest one in float32.
+        """
+        lr, beta_1, beta_2, epsilon = self.adam_rule
+        alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        moments = {(layer, quantity): arrays for layer, quantity, _, _, _, arrays in rows}
+        out = {}
+        for layer, quantity, *_ in rows:
+            if _kind(quantity) != "weights":
+                continue
+            m = moments.get((layer, f"{quantity} momentum"))
+            v = moments.get((layer, f"{quantity} velocity"))
+            if m is None or v is None:
+                continue
+            (_, m_s, m_k), (_, v_s, v_k) = m, v
+            root = np.sqrt(np.maximum(v_k, 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                by_v = np.where(root > 0, alpha * np.abs(m_k) / (2 * root * (root + epsilon) ** 2),
+                                0.0)  # fmt: skip
+            out[(layer, quantity)] = (alpha / (root + epsilon)) * np.abs(m_s - m_k) + by_v * (
+                np.abs(v_s - v_k)
+            )
+        return out
+
+    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale,
+               explained=None) -> Entry:  # fmt: skip
+        args = (layer, quantity)
+        if arrays is None:  # the iteration count: exact
+            use = 0.0 if int(mine) == int(theirs) else np.inf
+            return Entry(*args, use, 0.0, 0.0, before, mine, theirs)
+        b, s, k = arrays
+        if not (np.isfinite(s).all() and np.isfinite(k).all()):
+            note = f"{nonfinite_sides(s, k)} {layer}/{quantity}"
+            return Entry(*args, np.inf, 0.0, scale, before, mine, theirs, note)
+        allowance = self.budgets.eps * float(np.max(np.abs(b), initial=0.0))
+        allowance += self.budgets.rtol(quantity) * scale
+        diff = np.abs(s - k)  # = |d_s - d_k|: same `before`
+        if explained is not None:
+            diff = np.maximum(diff - explained, 0.0)
+        err = float(np.max(diff, initial=0.0))
+        use = err / allowance if allowance > 0 else (0.0 if err == 0 else np.inf)
+        return Entry(*args, use, allowance, scale, before, mine, theirs, "", explained)
+
+    def record(self, entries: list[Entry], where: str) -> None:
+        self.steps += 1
+        for entry in entries:
+            track = self.tracks.setdefault((entry.layer, entry.quantity), _Track())
+            if track.worst is None or entry.use > track.worst[0].use:
+                track.worst = (entry, where)
+            if track.first_over is None and entry.use > 1.0:
+                track.first_over = (entry, where)
+
+    def comparisons(self) -> list[Comparison]:
+        """One record per quantity: its worst step; the message names the first step over
+        budget (when one was) and the steps whose decisions were re-synced."""
+        return [self._record(key, track) for key, track in self.tracks.items()]
+
+    def _record(self, key, track: _Track) -> Comparison:
+        (entry, where), (layer, quantity) = track.worst, key
+        if quantity == ITERATIONS[1]:
+            c = compare(entry.mine, entry.theirs, layer=layer, quantity=quantity, atol=0.0,
+                        rtol=0.0, expected_dtype=np.int64)  # fmt: skip
+        else:  # the allowance is absolute: it scales with the step's largest update
+            c = compare(entry.mine, entry.theirs, layer=layer, quantity=f"{quantity} update",
+                        atol=0.0, rtol=0.0, expected_dtype=self.dtype)  # fmt: skip
+            if c.stage == "values":  # dtypes right: compare the updates (exact, in float64)
+                mine, theirs = (np.asarray(a, np.float64) - entry.before
+                                for a in (entry.mine, entry.theirs))  # fmt: skip
+                if entry.explained is not None:  # Keras's update, moved by what m, v explain
+                    theirs = theirs + np.clip(mine - theirs, -entry.explained, entry.explained)
+                c = compare(mine, theirs, layer=layer, quantity=f"{quantity} update",
+                            atol=entry.allowance, rtol=0.0)  # fmt: skip
+        parts = []
+        if track.first_over is not None and track.first_over[1] != where:
+            first, first_where = track.first_over
+            parts.append(f"first step over budget {first_where} ({first.use:.2g} x budget)")
+        if entry.note:
+            parts.append(f"{entry.note} went non-finite at {where}; lockstep ends there")
+        else:
+            parts.append(f"worst step {where} ({entry.use:.2g} x budget{self._rule(entry)})")
+        if self.resynced:
+            listed = ", ".join(w for w, _ in self.resynced[:3])
+            more = f" and {len(self.resynced) - 3} more" if len(self.resynced) > 3 else ""
+            parts.append(f"{len(self.resynced)} step(s) judged after re-syncing a max-pool/"
+                         f"ReLU decision rounding took differently ({listed}{more})")  # fmt: skip
+        return _with_message(c, f"lockstep, {'; '.join(parts)}: {c.message}")
+
+    def _rule(self, entry: Entry) -> str:
+        if entry.quantity == ITERATIONS[1]:
+            return ""
+        rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
+                f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
+                f" + {self.budgets.rtol(entry.quantity):.1e}*{entry.scale:.3e}, M the step's "
+                f"largest {_kind(entry.quantity)} update")  # fmt: skip
+        if entry.explained is not None:
+            rule += (f"; keras's update moved by what the m, v differences explain (up to "
+                     f"{float(np.max(entry.explained, initial=0.0)):.3e})")  # fmt: skip
+        return rule
+
+
+def _zeros_if_none(array, like) -> np.ndarray:
+    return np.zeros(np.shape(like)) if array is None else np.asarray(array, np.float64)
+
+
+def _with_message(c: Comparison, message: str) -> Comparison:
+    import dataclasses
+
+    return dataclasses.replace(c, message=message)
+
+
+def nonfinite_sides(scratch_value, keras_value) -> str:
+    """``"scratch"``, ``"keras"``, ``"scratch and keras"`` or ``""``: who is not finite."""
+    sides = [side for side, v in (("scratch", scratch_value), ("keras", keras_value))
+             if not np.isfinite(np.asarray(v, dtype=np.float64)).all()]  # fmt: skip
+    return " and ".join(sides)
+
+
+# -- decisions rounding took differently ----------------------------------------------------
+
+
+def decision_nudges(scratch_out: dict, keras_out: dict, layers, tol_rtol: float):
+    """What to add to the twin's decision-layer inputs so it decides as scratch did.
+
+    ``scratch_out``/``keras_out``: every layer's output (scratch layout) on the step's
+    batch at the weights before the step; ``layers``: ``(layer, kind)`` from
+    :func:`decision_layers`. A max-pool window is ambiguous when the sides disagree on
+    WHICH of its elements are maximal (bit-exact, each on its own input) and every such
+    candidate is within ``tol_rtol * max|input|`` (the forward budget) of the maximum on
+    both sides: rounding, not a rule, chose where the gradient goes (a float32 near-tie,
+    CPU-dependent, DESIGN.md). A ReLU input is ambiguous when the sides disagree on its
+    sign and it is that close to zero on both. The nudge copies scratch's values into
+    the twin there (a change within rounding): the twin then sees scratch's ties and
+    signs. An implementation that routes exact ties by another rule (the blog's all-ties
+    rule, the last maximum) is not helped: both sides already agree on the values.
+
+    Returns ``({layer: nudge, scratch layout of the layer's input}, description)``.
+    """
+    from parity.checks.ties import unwindow, windows
+
+    nudges, found = {}, []
+    names = list(scratch_out)
+    for layer, kind in layers:
+        previous = names[names.index(layer) - 1]  # the layer's input: the previous output
+        a = np.asarray(scratch_out[previous], np.float64)
+        b = np.asarray(keras_out[previous], np.float64)
+        tol = tol_rtol * float(np.max(np.abs(b), initial=0.0))
+        if kind == "max-pool":
+            shape = scratch_out[layer].shape
+            mask = _ambiguous_windows(windows(a, shape), windows(b, shape), tol)
+            where = unwindow(mask, a.shape, shape)
+            count = int(np.count_nonzero(mask.any(axis=1)))
+        else:
+            where = ((a > 0) != (b > 0)) & (np.abs(a) <= tol) & (np.abs(b) <= tol)
+            count = int(np.count_nonzero(where))
+        if count:
+            dtype = np.asarray(scratch_out[previous]).dtype
+            nudges[layer] = np.where(where, a - b, 0.0).astype(dtype)
+            found.append(f"{count} {layer} {'window' if kind == 'max-pool' else 'input'}(s)")
+    return nudges, ", ".join(found)
+
+
+def _ambiguous_windows(wa: np.ndarray, wb: np.ndarray, tol: float) -> np.ndarray:
+    """``(windows, k)`` mask of the candidates of every ambiguous window."""
+    ma, mb = wa == wa.max(axis=1, keepdims=True), wb == wb.max(axis=1, keepdims=True)
+    candidates = ma | mb
+
+    def close(w):
+        return ((w.max(axis=1, keepdims=True) - w <= tol) | ~candidates).all(axis=1)
+
+    ambiguous = (ma != mb).any(axis=1) & close(wa) & close(wb)
+    return candidates & ambiguous[:, None]
+
+
+def decision_layers(model) -> list[tuple[str, str]]:
+    """``(layer, kind)`` of the layers whose backward pass depends on a discrete decision
+    (max-pool: which element is the maximum; ReLU: the input's sign), by Keras name."""
+    out = []
+    for name in model.layer_names:
+        if name.startswith("max_pooling2d"):  # as parity.checks.ties.pool_layers
+            out.append((name, "max-pool"))
+        elif name.startswith("re_lu"):
+            out.append((name, "relu"))
+    return out
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class LockstepRun:
+    """Everything a lockstep run measured; ``ended`` says why it stopped early, if it did."""
+
+    losses: list = field(default_factory=list)  # Keras's loss per step
+    correct: list = field(default_factory=list)  # Keras's correct flags per step
+    weight_use: list = field(default_factory=list)  # per step: worst weight's budget use
+    state_use: list = field(default_factory=list)  # the same over Adam's moments
+    resynced: list = field(default_factory=list)  # per step: "" or the decisions re-synced
+    epoch_weights: list = field(default_factory=list)  # Keras weights after each epoch
+    scratch_epoch_weights: list = field(default_factory=list)  # scratch, same points
+    ended: str = ""  # "" or "epoch e step s (global step g): <what> went non-finite"
+    comparisons: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+MAX_FAILING_PROBES = 20  # a step over budget after this many: no more re-sync attempts
+
+
+class Lockstep:
+    """Drives the Keras side of lockstep training, one scratch step at a time.
+
+    Call :meth:`step` after every scratch step with the snapshot taken before it and
+    the one taken after it: the twin takes its step from ``before`` and both outcomes
+    are measured. A later diagnosis can call it from any snapshot of a scratch run.
+
+    A step over budget is looked at once more: if the two forward passes at ``before``
+    took a max-pool or ReLU decision differently within rounding
+    (:func:`decision_nudges`), the twin takes the step again with scratch's values at
+    those elements, and that step is judged (the messages list such steps). A real bug
+    stays over budget; after ``MAX_FAILING_PROBES`` such steps no more are looked at.
+    """
+
+    def __init__(self, stepper, model, dtype: str, optimizer: str):
+        self.stepper, self.model = stepper, model
+        self.adam = optimizer == "adam"
+        rule = None
+        if self.adam:
+            keras_adam = stepper.optimizer
+            rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
+                    float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
+        self.judge = Judge(dtype, Budgets.of(dtype, optimizer), self.adam, rule)
+        self.forward_rtol = tolerances.get("forward", dtype).rtol
+        self.decisions = decision_layers(model)
+        self.failing_probes = 0
+        self.run = LockstepRun()
+        self.last: tuple[Snapshot, Snapshot] | None = None  # (scratch, keras) after a step
+        self.epoch_steps = 0  # steps taken in the current epoch
+
+    @property
+    def active(self) -> bool:
+        return not self.run.ended
+
+    def step(self, before: Snapshot, after: Snapshot, x, labels, where: str):
+        """One Keras step from ``before`` on ``(x, labels)``, measured against ``after``."""
+        import time
+
+        t0 = time.perf_counter()
+        out = self.stepper(before.weights, before.state, x, labels)
+        keras = Snapshot(out.weights, out.state)
+        entries = self.judge.measure(before, after, keras)
+        resynced = ""
+        if any(e.use > 1.0 and not e.note for e in entries):
+            keras, entries, resynced = self._resync(before, after, x, labels, keras, entries)
+        if resynced:
+            self.judge.resynced.append((where, resynced))
+        self.judge.record(entries, where)
+        self.run.seconds += time.perf_counter() - t0
+        self.run.losses.append(out.loss)
+        self.run.correct.append(out.correct)
+        self.run.weight_use.append(_worst(entries, "weights"))
+        self.run.state_use.append(_worst(entries, "state") if self.adam else np.nan)
+        self.run.resynced.append(resynced)
+        self.last, self.epoch_steps = (after, keras), self.epoch_steps + 1
+        nonfinite = "; ".join(e.note for e in entries if e.note)
+        if not np.isfinite(out.loss):
+            nonfinite = "; ".join(filter(None, [f"keras loss {out.loss!r}", nonfinite]))
+        if nonfinite:
+            self.run.ended = f"{where}: {nonfinite} went non-finite"
+        return out
+
+    def _resync(self, before, after, x, labels, keras, entries):
+        """The step again with the twin deciding as scratch did, if rounding made them
+        decide differently; kept when it is within budget."""
+        if not self.decisions or self.failing_probes >= MAX_FAILING_PROBES:
+            return keras, entries, ""
+        self.model.set_params(before.weights)  # scratch's forward pass at `before`
+        try:
+            mine = self.model.forward(x)
+        finally:
+            self.model.set_params(after.weights)
+        theirs = self.stepper.forward(before.weights, x)
+        nudges, found = decision_nudges(mine, theirs, self.decisions, self.forward_rtol)
+        if nudges:
+            out = self.stepper(before.weights, before.state, x, labels, nudges=nudges)
+            again = Snapshot(out.weights, out.state)
+            retry = self.judge.measure(before, after, again)
+            if all(e.use <= 1.0 for e in retry):
+                return again, retry, f"re-synced {found}"
+        self.failing_probes += 1
+        return keras, entries, ""
+
+    def end_epoch(self) -> None:
+        """Keep both sides' weights after this epoch's last lockstep step (if it took any)."""
+        if self.epoch_steps:
+            scratch, keras = self.last
+            self.run.scratch_epoch_weights.append(scratch.weights)
+            self.run.epoch_weights.append(keras.weights)
+        self.epoch_steps = 0
+
+    def finish(self) -> LockstepRun:
+        self.run.comparisons = self.judge.comparisons() if self.judge.steps else []
+        return self.run
+
+
+def _worst(entries: list[Entry], kind: str) -> float:
+    """The largest budget use of ``weights`` or of the ``state`` (Adam's moments)."""
+    uses = [e.use for e in entries if _kind(e.quantity) != "iterations"
+            and (_kind(e.quantity) == "weights") == (kind == "weights")]  # fmt: skip
+    return max(uses, default=0.0)
+
+
+# -- the scratch run, with lockstep after each step ----------------------------------------
+
+
+class _Stop(Exception):
+    """Raised from the step callback to end scratch training (a non-finite value)."""
+
+
+@dataclass
+class ScratchRun:
+    """The scratch side of a training check, up to where it ended.
+
+    ``losses``/``correct``: per step, before the update; ``epoch_weights``/``tests``: after
+    each epoch, and at the step where the run ended if it ended early. ``ended`` says why
+    it ended early: a non-finite loss or weight, or an exception (kept in ``error``; the
+    weights are then those of the last completed epoch or partial epoch, possibly part way
+    through the failing step).
+    """
+
+    losses: list = field(default_factory=list)
+    correct: list = field(default_factory=list)
+    epoch_weights: list = field(default_factory=list)
+    tests: list = field(default_factory=list)
+    ended: str = ""
+    error: BaseException | None = None
+    seconds: float = 0.0  # in scratch code only (training steps)
+
+
+def where(epoch: int, step: int, global_step: int) -> str:
+    return f"epoch {epoch} step {step} (global step {global_step})"
+
+
+def train_scratch(model, optimizer, x, labels, orders, batch_size: int, *, lockstep=None,
+                  evaluate=None, progress=None) -> ScratchRun:  # fmt: skip
+    """Scratch training over ``orders`` (``scratch.train.train``, one call per epoch),
+    with the lockstep Keras step after every scratch step when ``lockstep`` is given.
+
+    Never raises for what the scratch model does: an exception ends the run and is kept
+    in ``ScratchRun.error``; a non-finite loss or weight ends it after that step.
+    ``evaluate(model)`` gives the test loss and accuracy after each epoch.
+    """
+    import time
+
+    run = ScratchRun()
+    clock = {"outside": 0.0}
+    before = [Snapshot.take(model, optimizer) if lockstep is not None else None]
+    epoch = 0
+
+    def on_step(record, _steps_in_epoch):
+        t0 = time.perf_counter()
+        run.losses.append(float(record.loss))
+        run.correct.append(int(record.n_correct))
+        g = len(run.losses)
+        here = where(epoch, record.step + 1, g)
+        bad = _scratch_nonfinite(record.loss, model.params())
+        if lockstep is not None and lockstep.active:
+            after = Snapshot.take(model, optimizer)
+            lockstep.step(before[0], after, x[record.indices], labels[record.indices], here)
+            before[0] = after
+        if progress is not None:
+            progress(g)
+        clock["outside"] += time.perf_counter() - t0
+        if bad:
+            run.ended = f"{here}: scratch {bad} went non-finite"
+            raise _Stop
+
+    from scratch.train import train
+
+    t_start = time.perf_counter()
+    for epoch, order in enumerate(orders, start=1):  # on_step reads `epoch`
+        try:
+            train(model, x, labels, optimizer, epochs=1, batch_size=batch_size,
+                  orders=[order], progress=on_step)  # fmt: skip
+        except _Stop:
+            pass
+        except Exception as error:  # the scratch model's own code raised
+            g = len(run.losses) + 1
+            step = g - sum(-(-o.size // batch_size) for o in orders[: epoch - 1])
+            run.error = error
+            run.ended = f"{where(epoch, step, g)}: scratch raised {type(error).__name__}"
+        _close_epoch(run, model, lockstep, evaluate)
+        if run.ended:
+            break
+    run.seconds = time.perf_counter() - t_start - clock["outside"]
+    return run
+
+
+def _close_epoch(run: ScratchRun, model, lockstep, evaluate) -> None:
+    run.epoch_weights.append(copy_weights(model.params()))
+    if lockstep is not None:
+        lockstep.end_epoch()
+    nan = (float("nan"), float("nan"))
+    if evaluate is None or run.ended:  # after a non-finite value or an exception: no test
+        run.tests.append(nan)
+        return
+    try:
+        run.tests.append(evaluate(model))
+    except Exception as error:  # the scratch forward pass raised on the test images
+        run.tests.append(nan)
+        run.error, run.ended = error, f"test after epoch {len(run.epoch_weights)}: scratch raised"
+
+
+def _scratch_nonfinite(loss, params) -> str:
+    """What of the scratch loss and weights is not finite (``""`` if all is)."""
+    bad = [] if np.isfinite(loss) else [f"loss {loss!r}"]
+    bad += [f"{layer}/{weight}" for layer, weights in params.items()
+            for weight, array in weights.items() if not np.isfinite(array).all()]  # fmt: skip
+    return ", ".join(bad)

@@ -335,12 +335,14 @@ def nonfinite_sides(scratch_value, keras_value) -> str:
 # -- decisions rounding took differently ----------------------------------------------------
 
 
-def decision_nudges(scratch_out: dict, keras_out: dict, layers, tol_rtol: float):
+def decision_nudges(scratch_out: dict, keras_out: dict, layers, tol_rtol: float, layout):
     """What to add to the twin's decision-layer inputs so it decides as scratch did.
 
     ``scratch_out``/``keras_out``: every layer's output (scratch layout) on the step's
     batch at the weights before the step; ``layers``: ``(layer, kind)`` from
-    :func:`decision_layers`. A max-pool window is ambiguous when the sides disagree on
+    :func:`decision_layers`; ``layout`` (``reference.layout``) takes pool inputs to NHWC,
+    where the windows are the Keras layer's pool size and strides. A max-pool window is
+    ambiguous when the sides disagree on
     WHICH of its elements are maximal (bit-exact, each on its own input) and every such
     candidate is within ``tol_rtol * max|input|`` (the forward budget) of the maximum on
     both sides: rounding, not a rule, chose where the gradient goes (a float32 near-tie,
@@ -352,19 +354,22 @@ def decision_nudges(scratch_out: dict, keras_out: dict, layers, tol_rtol: float)
 
     Returns ``({layer: nudge, scratch layout of the layer's input}, description)``.
     """
-    from parity.checks.ties import unwindow, windows
+    from parity.checks.ties import scatter, windows
 
     nudges, found = {}, []
     names = list(scratch_out)
-    for layer, kind in layers:
+    for layer, kind, pool in layers:
         previous = names[names.index(layer) - 1]  # the layer's input: the previous output
         a = np.asarray(scratch_out[previous], np.float64)
         b = np.asarray(keras_out[previous], np.float64)
         tol = tol_rtol * float(np.max(np.abs(b), initial=0.0))
         if kind == "max-pool":
-            shape = scratch_out[layer].shape
-            mask = _ambiguous_windows(windows(a, shape), windows(b, shape), tol)
-            where = unwindow(mask, a.shape, shape)
+            a_k, b_k = (layout.to_keras(layer, "input", v) for v in (a, b))
+            wa, wb = (windows(v, pool.size, pool.strides) for v in (a_k, b_k))
+            k = wa.shape[-1]
+            mask = _ambiguous_windows(wa.reshape(-1, k), wb.reshape(-1, k), tol)
+            where_k = scatter(mask.reshape(wa.shape), a_k.shape, pool.size, pool.strides)
+            where = layout.from_keras(layer, "input", where_k)
             count = int(np.count_nonzero(mask.any(axis=1)))
         else:
             where = ((a > 0) != (b > 0)) & (np.abs(a) <= tol) & (np.abs(b) <= tol)
@@ -388,15 +393,22 @@ def _ambiguous_windows(wa: np.ndarray, wb: np.ndarray, tol: float) -> np.ndarray
     return candidates & ambiguous[:, None]
 
 
-def decision_layers(model) -> list[tuple[str, str]]:
-    """``(layer, kind)`` of the layers whose backward pass depends on a discrete decision
-    (max-pool: which element is the maximum; ReLU: the input's sign), by Keras name."""
+def decision_layers(model, keras_model) -> list[tuple]:
+    """``(layer, kind, pool)`` of the layers whose backward pass depends on a discrete
+    decision (max-pool: which element is the maximum, ``pool`` its ``ties.Pool``
+    geometry; ReLU: the input's sign), found by the Keras twin's layer types."""
+    from parity.checks.ties import pools
+    from reference.layout import layout_for
+    from reference.probes import is_kinked
+
+    layout = layout_for(model)
+    by_layer = {p.layer: p for p in pools(model, keras_model)}
     out = []
-    for name in model.layer_names:
-        if name.startswith("max_pooling2d"):  # as parity.checks.ties.pool_layers
-            out.append((name, "max-pool"))
-        elif name.startswith("re_lu"):
-            out.append((name, "relu"))
+    for name in model.layer_names[1:]:
+        if name in by_layer:
+            out.append((name, "max-pool", by_layer[name]))
+        elif is_kinked(keras_model.get_layer(layout.keras_key(name, "input")[0])):
+            out.append((name, "relu", None))
     return out
 
 
@@ -446,7 +458,7 @@ class Lockstep:
                     float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
         self.judge = Judge(dtype, Budgets.of(dtype, optimizer), self.adam, rule)
         self.forward_rtol = tolerances.get("forward", dtype).rtol
-        self.decisions = decision_layers(model)
+        self.decisions = decision_layers(model, stepper.keras_model)
         self.failing_probes = 0
         self.run = LockstepRun()
         self.last: tuple[Snapshot, Snapshot] | None = None  # (scratch, keras) after a step
@@ -495,7 +507,8 @@ class Lockstep:
         finally:
             self.model.set_params(after.weights)
         theirs = self.stepper.forward(before.weights, x)
-        nudges, found = decision_nudges(mine, theirs, self.decisions, self.forward_rtol)
+        nudges, found = decision_nudges(mine, theirs, self.decisions, self.forward_rtol,
+                                        self.stepper.layout)  # fmt: skip
         if nudges:
             out = self.stepper(before.weights, before.state, x, labels, nudges=nudges)
             again = Snapshot(out.weights, out.state)

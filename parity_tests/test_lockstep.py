@@ -5,6 +5,7 @@ import pytest
 
 from parity import curves, lockstep
 from parity.catalog import UpdateBeforeInputGradient
+from parity.checks import ties
 from parity.data import load_mnist
 from reference.backend import run_in_dtype_process
 
@@ -212,9 +213,19 @@ def _pool(values):  # one window of 4: (N, H, W, C) = (1, 2, 2, 1) in, (1, 1, 1,
     return {"conv2d": x, "max_pooling2d": x.max(axis=(1, 2), keepdims=True)}
 
 
+class _NHWC:  # the layout of a model whose activations are NHWC already
+    def to_keras(self, layer, quantity, array):
+        return array
+
+    from_keras = to_keras
+
+
+POOL = ties.Pool("max_pooling2d", "max_pooling2d", "conv2d", "flatten", (2, 2), (2, 2))
+
+
 def _nudges(mine, theirs):
-    layers = [("max_pooling2d", "max-pool")]
-    nudges, _ = lockstep.decision_nudges(_pool(mine), _pool(theirs), layers, 1e-5)
+    layers = [("max_pooling2d", "max-pool", POOL)]
+    nudges, _ = lockstep.decision_nudges(_pool(mine), _pool(theirs), layers, 1e-5, _NHWC())
     return nudges.get("max_pooling2d")
 
 
@@ -235,7 +246,8 @@ def test_clear_maximum_differing_is_not_rounding():
 def test_relu_sign_within_rounding_is_re_synced():
     scratch = {"conv2d": np.float32([[1e-9, 0.5]]), "re_lu": np.float32([[1e-9, 0.5]])}
     keras = {"conv2d": np.float32([[-1e-9, 0.5]]), "re_lu": np.float32([[0.0, 0.5]])}
-    nudges, found = lockstep.decision_nudges(scratch, keras, [("re_lu", "relu")], 1e-5)
+    layers = [("re_lu", "relu", None)]
+    nudges, found = lockstep.decision_nudges(scratch, keras, layers, 1e-5, _NHWC())
     assert found == "1 re_lu input(s)"
     assert (keras["conv2d"] + nudges["re_lu"]).tolist() == scratch["conv2d"].tolist()
 

@@ -262,7 +262,7 @@ def format_table(summary) -> str:
     for row in summary.itertuples(index=False):
         kind = "abs" if row.error_kind == "max abs" else "rel"
         error = "-" if row.worst_error != row.worst_error else f"{row.worst_error:.2e} {kind}"
-        budget = f"{row.atol:.0e}, {row.rtol:.0e}"
+        budget = f"{row.atol:.1e}, {row.rtol:.1e}"
         user_class = getattr(row, "user_class", "")  # parity check: the user's class
         layer = f"{row.layer} ({user_class})" if user_class else row.layer
         lines.append((row.check, row.model, row.dtype, row.worst_state,

@@ -28,8 +28,9 @@ from scratch.models import MODEL_NAMES  # noqa: E402
 SHIPPED = ("zhou", "two-conv", "chw", "chw-relu")
 
 
-def sweep(dtype: str, models: tuple, seeds: int, epochs: int) -> list[dict]:
-    """In the dtype's process: one summary row per (seed, check, model, layer, quantity)."""
+def sweep(dtype: str, models: tuple, seeds: int, epochs: int, csv: str) -> list[dict]:
+    """In the dtype's process: one summary row per (seed, check, model, layer, quantity),
+    each seed's rows also appended to ``csv`` as it ends (a long sweep can be read early)."""
     training = runner.TrainingOptions(epochs=epochs) if epochs else None
     rows = []
     for seed in range(seeds):
@@ -40,8 +41,10 @@ def sweep(dtype: str, models: tuple, seeds: int, epochs: int) -> list[dict]:
         coverage = {}  # the lowest share of FD points judged, per model (derivations.csv)
         for r in part["rows"]["derivations"]:
             coverage[r["model"]] = min(coverage.get(r["model"], 1.0), r["evaluated_fraction"])
-        rows += [{**r, "seed": seed, "fd_coverage": coverage.get(r["model"], float("nan"))}
-                 for r in summary.to_dict("records")]  # fmt: skip
+        new = [{**r, "seed": seed, "fd_coverage": coverage.get(r["model"], float("nan"))}
+               for r in summary.to_dict("records")]  # fmt: skip
+        pd.DataFrame(new).to_csv(csv, mode="a", header=not os.path.exists(csv), index=False)
+        rows += new
         bad = int(summary["status"].map(is_failure).sum())
         print(f"[false alarms {dtype}] seed {seed}: {len(summary)} rows, {bad} not PASS, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs; 0: none")
     parser.add_argument("--models", default=",".join(SHIPPED))
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--out", default="reports/false_alarms",
+                        help="folder of <dtype>.csv, rows appended per seed")  # fmt: skip
     args = parser.parse_args()
     models = tuple(args.models.split(","))
     assert set(models) <= set(MODEL_NAMES), f"--models: choose from {MODEL_NAMES}"
@@ -61,9 +66,10 @@ def main() -> None:
 
     start = time.perf_counter()
     dtypes = args.dtypes.split(",")
+    os.makedirs(args.out, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(len(dtypes)) as pool:
-        jobs = [pool.submit(run_in_dtype_process, d, sweep, d, models, args.seeds, args.epochs)
-                for d in dtypes]  # fmt: skip
+        jobs = [pool.submit(run_in_dtype_process, d, sweep, d, models, args.seeds, args.epochs,
+                            os.path.join(args.out, f"{d}.csv")) for d in dtypes]  # fmt: skip
         frame = pd.DataFrame([row for job in jobs for row in job.result()])
     frame["false_alarm"] = frame["status"].map(is_failure)
     table = frame.groupby(["model", "dtype"], sort=False).agg(

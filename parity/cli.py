@@ -105,10 +105,15 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, printed)
         return int(exit_.code or 0)
+    if unknown:
+        print(f"parity {args.command}: {unknown_options(parser, args.command, unknown)}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     if args.command == "run":
         return run_command(args)
     if args.command == "selftest":
@@ -118,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_command(args)
     return EXIT_USAGE
+
+
+def unknown_options(parser, command: str, unknown: list[str]) -> str:
+    """``Unknown argument `--epoch`. Expected one of the options of `parity run`; did you
+    mean `--epochs`? Received --epoch 3.`` (abbreviations are refused on purpose)."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for a in sub.choices[command]._actions for o in a.option_strings]
+    first = next((u for u in unknown if u.startswith("-")), unknown[0]).split("=")[0]
+    close = difflib.get_close_matches(first, options, n=1, cutoff=0.75)
+    hint = f"; did you mean `{close[0]}`?" if close else f" ({', '.join(options)})."
+    return (f"Unknown argument `{first}`. Expected one of the options of `parity {command}`"
+            f"{hint} Received {' '.join(unknown)}.")  # fmt: skip
 
 
 def run_command(args, user_code=None) -> int:

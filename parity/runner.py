@@ -256,7 +256,9 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
 
 
 def _guarded(ctx: Context, check: str, rows_of, pair: bool = False):
-    """``rows_of(ctx)``, or one ``ERROR`` row if it raised (``pair``: ``(rows, details)``)."""
+    """``rows_of(ctx)``, or one ``ERROR`` row if it raised (``pair``: ``(rows, details)``).
+    A progress line first: with a user's loop-style code one check can take a minute."""
+    progress(f"{ctx.name} {ctx.dtype} {ctx.state}: {check}")
     try:
         return rows_of(ctx)
     except Exception as exc:

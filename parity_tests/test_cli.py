@@ -213,4 +213,4 @@ def test_help_documents_statuses_and_exit_codes(capsys):
 
 def test_abbreviated_options_are_refused(tmp_path, capsys):
     assert _run(tmp_path, "--epoch", "0") == 2
-    assert "--epoch" in capsys.readouterr().err and _folders(tmp_path) == []
+    assert "did you mean `--epochs`?" in capsys.readouterr().err and _folders(tmp_path) == []

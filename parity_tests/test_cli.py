@@ -79,7 +79,7 @@ def test_unwritable_out_exits_2(tmp_path, capsys):
 
 def test_unknown_option_is_a_usage_error(capsys):
     assert cli.main(["run", "--bogus"]) == 2
-    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert "parity run: Unknown argument `--bogus`" in capsys.readouterr().err
 
 
 def test_passing_run_exits_0_prints_table_and_writes_report(tmp_path, capsys):

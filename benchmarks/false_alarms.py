@@ -28,12 +28,12 @@ from scratch.models import MODEL_NAMES  # noqa: E402
 SHIPPED = ("zhou", "two-conv", "chw", "chw-relu")
 
 
-def sweep(dtype: str, models: tuple, seeds: int, epochs: int, csv: str) -> list[dict]:
+def sweep(dtype: str, models: tuple, seeds: range, epochs: int, csv: str) -> list[dict]:
     """In the dtype's process: one summary row per (seed, check, model, layer, quantity),
     each seed's rows also appended to ``csv`` as it ends (a long sweep can be read early)."""
     training = runner.TrainingOptions(epochs=epochs) if epochs else None
     rows = []
-    for seed in range(seeds):
+    for seed in seeds:
         t0 = time.perf_counter()
         config = runner.RunConfig(models=models, dtypes=(dtype,), seed=seed, training=training)
         part = runner.run_dtype(config, dtype, runner.load_batches(config))
@@ -54,6 +54,7 @@ def sweep(dtype: str, models: tuple, seeds: int, epochs: int, csv: str) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--start", type=int, default=0, help="first seed (to resume a sweep)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs; 0: none")
     parser.add_argument("--models", default=",".join(SHIPPED))
     parser.add_argument("--dtypes", default="float64,float32")
@@ -68,7 +69,8 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     os.makedirs(args.out, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(len(dtypes)) as pool:
-        jobs = [pool.submit(run_in_dtype_process, d, sweep, d, models, args.seeds, args.epochs,
+        seeds = range(args.start, args.seeds)
+        jobs = [pool.submit(run_in_dtype_process, d, sweep, d, models, seeds, args.epochs,
                             os.path.join(args.out, f"{d}.csv")) for d in dtypes]  # fmt: skip
         frame = pd.DataFrame([row for job in jobs for row in job.result()])
     frame["false_alarm"] = frame["status"].map(is_failure)

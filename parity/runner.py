@@ -251,7 +251,13 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         summary_rows, detail = _guarded(ctx, "ties", ties.tie_rows, pair=True)
         rows["ties"] += detail
         rows["ties_rows"] += summary_rows
-    if "derivations" in config.checks and ctx.state in derivations.STATES:
+    if (
+        "derivations" in config.checks
+        and ctx.state in derivations.STATES
+        and (
+            ctx.dtype == "float64"  # finite differences need it
+        )
+    ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
 
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,13 @@ def test_run_in_dtype_process_reraises_child_error_with_its_traceback():
     with pytest.raises(ValueError, match="Received dtype='float16'") as info:
         backend.run_in_dtype_process("float64", backend.check_dtype, "float16")
     assert "in check_dtype" in str(info.value.__cause__)
+
+
+def test_tensorflow_start_up_lines_are_held_back_and_other_lines_kept(capfd):
+    from reference.backend import start_up_lines_filtered
+
+    with start_up_lines_filtered():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n")
+        os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
+        os.write(2, b"W0000 something real went wrong\n")
+    assert capfd.readouterr().err == "W0000 something real went wrong\n"

@@ -11,10 +11,13 @@ processes (``run_in_dtype_process``).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import gc
 import multiprocessing
 import os
 import platform
+import sys
+import tempfile
 from typing import Any
 
 SUPPORTED_DTYPES = ("float32", "float64")
@@ -60,8 +63,11 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
             "reference.backend.run_in_dtype_process."
         )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
-    import keras
-    import tensorflow as tf
+    with start_up_lines_filtered():
+        import keras
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe logs now, inside the filter
 
     current = keras.config.floatx()
     if current != name:
@@ -77,6 +83,40 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     _configured.update(dtype=name, seed=seed)
+
+
+# What TensorFlow 2.21 prints on every start on a CPU-only machine, whatever
+# TF_CPP_MIN_LOG_LEVEL says (these lines come before absl::InitializeLog, and cuInit's is
+# logged as an ERROR): measured, 7 lines per process. The oneDNN state is recorded in
+# environment.json instead (``environment()``).
+START_UP_LINES = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+)
+
+
+@contextlib.contextmanager
+def start_up_lines_filtered():
+    """Hold back what is written to file descriptor 2 (TensorFlow's C++ logging writes
+    there directly) and, on exit, write back every line but :data:`START_UP_LINES`, so a
+    real warning of the start-up still reaches the user."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not any(k in line for k in START_UP_LINES)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def configured_dtype() -> str | None:

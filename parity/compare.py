@@ -128,14 +128,7 @@ def compare(
         fails here instead of passing a loose comparison).
     """
     a, b = np.asarray(actual), np.asarray(desired)
-    base = dict(
-        layer=layer,
-        quantity=quantity,
-        actual_side=actual_side,
-        desired_side=desired_side,
-        atol=float(atol),
-        rtol=float(rtol),
-    )
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
     where = f"layer `{layer}` quantity `{quantity}`"
     if a.shape != b.shape:
         return _mismatch(
@@ -155,10 +148,15 @@ def compare(
 def missing(layer: str, quantity: str, side: str, *, atol, rtol, actual_side="scratch",
             desired_side="keras") -> Comparison:  # fmt: skip
     """A failed record for a quantity that one side does not produce (never a skip)."""
-    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
-                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
     message = f"missing: layer `{layer}` quantity `{quantity}`: {side} does not produce it."
     return _mismatch(base, "missing", "", "", message)
+
+
+def _base(layer, quantity, atol, rtol, actual_side, desired_side) -> dict:
+    """The fields every record starts from: who, where, and the budget."""
+    return dict(layer=layer, quantity=quantity, actual_side=actual_side,
+                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
 
 
 def _dtype_error(a, b, expected_dtype, actual_side, desired_side) -> str:
@@ -178,8 +176,7 @@ def _dtype_error(a, b, expected_dtype, actual_side, desired_side) -> str:
 def not_provided(layer: str, quantity: str, reason: str, *, atol=0.0, rtol=0.0,
                  actual_side="scratch", desired_side="keras") -> Comparison:  # fmt: skip
     """A ``NOT_PROVIDED`` record: the implementation does not produce it by design."""
-    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
-                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
     message = f"not provided: layer `{layer}` quantity `{quantity}`: {reason}"
     return _mismatch(base, "not provided", "", "", message, status=NOT_PROVIDED)
 
@@ -187,8 +184,7 @@ def not_provided(layer: str, quantity: str, reason: str, *, atol=0.0, rtol=0.0,
 def error(layer: str, quantity: str, exc: BaseException, *, atol=0.0, rtol=0.0,
           actual_side="scratch", desired_side="keras") -> Comparison:  # fmt: skip
     """An ``ERROR`` record: computing ``quantity`` raised ``exc`` (type, message, where)."""
-    base = dict(layer=layer, quantity=quantity, actual_side=actual_side,
-                desired_side=desired_side, atol=float(atol), rtol=float(rtol))  # fmt: skip
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
     message = f"error: layer `{layer}` quantity `{quantity}`: {describe_exception(exc)}"
     return _mismatch(base, "error", "", "", message, status=ERROR)
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from scratch.protocol import HarnessModel, Tree, check_dtype
 from scratch.user_code import UserCode, load
-from scratch.zhou import IMAGE_SHAPE, NUM_CLASSES, NUM_FILTERS
-from scratch.zhou_model import LAYER_NAMES
+from scratch.zhou import NUM_CLASSES, NUM_FILTERS
+from scratch.zhou_model import LAYER_NAMES, check_images
 
 POOLED = (13, 13, NUM_FILTERS)
 FLAT = 13 * 13 * NUM_FILTERS  # 1352
@@ -103,12 +103,7 @@ class UserBlogModel(HarnessModel):
 
     def preprocess(self, images) -> np.ndarray:
         """``(N, 28, 28)`` uint8 -> ``image / 255 - 0.5`` in ``dtype`` (the blog's cnn.py)."""
-        images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(
-                "Invalid value for argument `images`. Expected shape (N, 28, 28). "
-                f"Received images.shape={images.shape}."
-            )
+        images = check_images(images)
         return (images / 255 - 0.5).astype(self.dtype)
 
     def params(self) -> Tree:

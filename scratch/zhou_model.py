@@ -18,6 +18,17 @@ from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
 LAYER_NAMES = ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
 
 
+def check_images(images) -> np.ndarray:
+    """``images`` as an array if its shape is ``(N, 28, 28)``; else ValueError."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(
+            "Invalid value for argument `images`. Expected shape (N, 28, 28). "
+            f"Received images.shape={images.shape}."
+        )
+    return images
+
+
 class ZhouModel(HarnessModel):
     """``ZhouCNN`` behind ``scratch.protocol.HarnessModel``.
 
@@ -41,12 +52,7 @@ class ZhouModel(HarnessModel):
 
     def preprocess(self, images) -> np.ndarray:
         """``(N, 28, 28)`` uint8 -> ``image / 255 - 0.5`` in ``dtype``, as in the blog's cnn.py."""
-        images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(
-                "Invalid value for argument `images`. Expected shape (N, 28, 28). "
-                f"Received images.shape={images.shape}."
-            )
+        images = check_images(images)
         if images.dtype == np.uint8:
             return self.net.scale_table.take(images)  # the same bits as image / 255 - 0.5
         return (images / 255 - 0.5).astype(self.dtype)

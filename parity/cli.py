@@ -205,20 +205,20 @@ DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras'
 
 
 def training_from_args(args) -> runner.TrainingOptions | None:
+    """The training schedule, every option validated even when ``--epochs 0`` skips it."""
     epochs = _integer("--epochs", args.epochs, 0, 10_000)
-    if epochs == 0:
-        return None
     optimizer = _choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
     if len(optimizer) != 1:
         raise UsageError(f"Invalid value for argument `--optimizer`. Expected one of sgd, "
                          f"adam. Received --optimizer={args.optimizer!r}.")  # fmt: skip
     lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else _positive("--lr", args.lr)
-    return runner.TrainingOptions(
+    options = runner.TrainingOptions(
         optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
         batch_size=_integer("--batch-size", args.batch_size, 1, 60_000),
         train_size=_integer("--train-size", args.train_size, 1, 60_000),
         test_size=_integer("--test-size", args.test_size, 1, 10_000),
     )  # fmt: skip
+    return options if epochs else None
 
 
 def check_pools(config: runner.RunConfig, mnist) -> None:

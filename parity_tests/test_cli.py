@@ -38,6 +38,9 @@ def _folders(tmp_path):
         (["--batch-size", "0"], "--batch-size", "'0'"),
         (["--train-size", "4001"], "--train-size", "4001"),
         (["--test-size", "1001"], "--test-size", "1001"),
+        (["--epochs", "0", "--optimizer", "bogus"], "--optimizer", "'bogus'"),
+        (["--epochs", "0", "--lr", "-1"], "--lr", "'-1'"),
+        (["--epochs", "0", "--batch-size", "0"], "--batch-size", "'0'"),
     ],
     ids=[
         "unknown-model",
@@ -54,6 +57,9 @@ def _folders(tmp_path):
         "zero-batch-size",
         "train-size-over-pool",
         "test-size-over-pool",
+        "unused-optimizer",
+        "unused-lr",
+        "unused-batch-size",
     ],  # fmt: skip
 )
 def test_bad_option_exits_2_naming_argument_rule_and_value(tmp_path, capsys, args, option,

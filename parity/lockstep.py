@@ -398,18 +398,14 @@ def decision_layers(model, keras_model) -> list[tuple]:
     decision (max-pool: which element is the maximum, ``pool`` its ``ties.Pool``
     geometry; ReLU: the input's sign), found by the Keras twin's layer types."""
     from parity.checks.ties import pools
-    from reference.layout import layout_for
-    from reference.probes import is_kinked
+    from reference.probes import kinked_layers
 
-    layout = layout_for(model)
     by_layer = {p.layer: p for p in pools(model, keras_model)}
-    out = []
-    for name in model.layer_names[1:]:
-        if name in by_layer:
-            out.append((name, "max-pool", by_layer[name]))
-        elif is_kinked(keras_model.get_layer(layout.keras_key(name, "input")[0])):
-            out.append((name, "relu", None))
-    return out
+    later = [
+        layer for layer, _ in kinked_layers(keras_model, model) if layer != model.layer_names[0]
+    ]  # fmt: skip (decisions on the batch: none)
+    return [(layer, "max-pool", by_layer[layer]) if layer in by_layer else (layer, "relu", None)
+            for layer in later]  # fmt: skip
 
 
 # -- the run ------------------------------------------------------------------------------

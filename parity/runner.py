@@ -22,7 +22,7 @@ import pandas as pd
 from parity import curves
 from parity.checks import common, derivations, forward, gradients, ties
 from parity.checks.common import Context, progress
-from parity.compare import EXIT_FAIL, EXIT_PASS, FAIL, PASS, error, exit_code, worst_status
+from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
 
 CHECKS = ("forward", "gradients", "derivations", "ties")
 TABLES = ("forward", "gradients", "derivations", "ties")
@@ -103,11 +103,6 @@ class Results:
     @property
     def summary(self) -> pd.DataFrame:
         return self.tables["summary"]
-
-    @property
-    def status(self) -> str:
-        """The worst status of the summary (``FAIL`` when nothing was checked)."""
-        return worst_status(self.summary["status"]) if len(self.summary) else FAIL
 
     @property
     def passed(self) -> bool:

@@ -170,17 +170,24 @@ def gradients(keras_model, model, x, labels, anchor_outputs=None) -> tuple[np.fl
     return loss.numpy(), _scratch_tree(keras_grads, layout, model)
 
 
+def kinked_layers(keras_model, model, layout=None) -> list[tuple[str, str]]:
+    """``(scratch layer, Keras layer)`` of every layer whose Keras counterpart
+    :func:`is_kinked`, in forward order."""
+    layout = layout or layout_module.layout_for(model)
+    pairs = [(layer, layout.keras_key(layer, "input")[0]) for layer in model.layer_names]
+    return [(layer, k) for layer, k in pairs if is_kinked(keras_model.get_layer(k))]
+
+
 def _anchors(keras_model, layout, model, x, anchor_outputs) -> dict:
     """``{Keras kinked layer: its input on the scratch side, Keras layout}``."""
     if anchor_outputs is None:
         return {}
     names = list(model.layer_names)
     anchors = {}
-    for i, layer in enumerate(names):
-        k_layer, _ = layout.keras_key(layer, "input")
-        if is_kinked(keras_model.get_layer(k_layer)):
-            scratch_input = x if i == 0 else anchor_outputs[names[i - 1]]
-            anchors[k_layer] = layout.to_keras(layer, "input", scratch_input)
+    for layer, k_layer in kinked_layers(keras_model, model, layout):
+        i = names.index(layer)
+        scratch_input = x if i == 0 else anchor_outputs[names[i - 1]]
+        anchors[k_layer] = layout.to_keras(layer, "input", scratch_input)
     return anchors
 
 

@@ -76,8 +76,9 @@ def derivation_rows(ctx: Context) -> list[dict]:
     jittered = real + rng.uniform(-JITTER, JITTER, real.shape).astype(real.dtype)
     ours = {"real": model.gradients(real, labels)[1], "jit": model.gradients(jittered, labels)[1]}
     theirs = {
-        "real": probes.gradients(ctx.twin, model, real, labels)[1],
-        "jit": probes.gradients(ctx.twin, model, jittered, labels)[1],
+        # kinks anchored on the scratch side, as in the gradients check (probes.gradients)
+        "real": probes.gradients(ctx.twin, model, real, labels, model.forward(real))[1],
+        "jit": probes.gradients(ctx.twin, model, jittered, labels, model.forward(jittered))[1],
     }
     rows = []
     absent = model.not_provided()  # found while the scratch gradients were taken

@@ -401,9 +401,8 @@ def decision_layers(model, keras_model) -> list[tuple]:
     from reference.probes import kinked_layers
 
     by_layer = {p.layer: p for p in pools(model, keras_model)}
-    later = [
-        layer for layer, _ in kinked_layers(keras_model, model) if layer != model.layer_names[0]
-    ]  # fmt: skip (decisions on the batch: none)
+    first = model.layer_names[0]  # takes the batch itself: no decision to re-sync
+    later = [layer for layer, _ in kinked_layers(keras_model, model) if layer != first]
     return [(layer, "max-pool", by_layer[layer]) if layer in by_layer else (layer, "relu", None)
             for layer in later]  # fmt: skip
 

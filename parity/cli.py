@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = dict(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                   allow_abbrev=False)  # fmt: skip
     parser = argparse.ArgumentParser(prog="parity", **common)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the parity checks and write a report", **common)
     add_run_arguments(run)
@@ -40,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help=CHECK_HELP, **{**common, "description": check_doc()})
     add_check_arguments(check)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnn-parity")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _model_names() -> tuple[str, ...]:
+    from scratch.models import MODEL_NAMES  # numpy only: --help stays fast
+
+    return MODEL_NAMES
 
 
 def check_doc() -> str:
@@ -55,7 +72,7 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         run.add_argument(
             "--models",
             default=",".join(runner.DEFAULT_MODELS),
-            help="comma-separated model names (default: %(default)s)",
+            help=f"comma-separated, from {', '.join(_model_names())} (default: %(default)s)",
         )
     run.add_argument(
         "--dtypes",

@@ -18,6 +18,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is ever imported
 
+pytest_plugins = ["pytester"]  # test_pytest_plugin.py drives the `parity` fixture in a subprocess
+
 PROCESS_DTYPE = "float64"
 
 

@@ -220,3 +220,17 @@ def test_help_documents_statuses_and_exit_codes(capsys):
 def test_abbreviated_options_are_refused(tmp_path, capsys):
     assert _run(tmp_path, "--epoch", "0") == 2
     assert "did you mean `--epochs`?" in capsys.readouterr().err and _folders(tmp_path) == []
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"parity {version('cnn-parity')}"
+
+
+def test_run_help_lists_the_model_names(capsys):
+    from scratch.models import MODEL_NAMES
+
+    assert cli.main(["run", "--help"]) == 0
+    assert ", ".join(MODEL_NAMES) in " ".join(capsys.readouterr().out.split())

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from parity import curves
-from parity.checks import common, derivations, forward, gradients, ties
+from parity.checks import common, derivations, forward, gradients, isolation, ties
 from parity.checks.common import Context, progress
 from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
 
-CHECKS = ("forward", "gradients", "derivations", "ties")
-TABLES = ("forward", "gradients", "derivations", "ties")
+CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
+TABLES = ("forward", "gradients", "isolation", "derivations", "ties")
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -242,6 +242,8 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         rows["forward"] += _guarded(ctx, "forward", forward.forward_rows)
     if "gradients" in config.checks:
         rows["gradients"] += _guarded(ctx, "gradients", gradients.gradient_rows)
+    if "isolation" in config.checks:
+        rows["isolation"] += _guarded(ctx, "isolation", isolation.isolation_rows)
     if "ties" in config.checks:
         summary_rows, detail = _guarded(ctx, "ties", ties.tie_rows, pair=True)
         rows["ties"] += detail
@@ -272,7 +274,8 @@ def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, 
     from scratch.models import build
 
     model = build(name, seed=0, dtype=dtype)
-    modules = dict(forward=forward, gradients=gradients, derivations=derivations, ties=ties)
+    modules = dict(forward=forward, gradients=gradients, isolation=isolation,
+                   derivations=derivations, ties=ties)  # fmt: skip
     keys = []
     for check in checks:
         if check == "derivations" and dtype != "float64":
@@ -288,7 +291,7 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
-    checked = ("errors", "forward", "gradients", "derivations", "ties_rows")
+    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties_rows")
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]

@@ -8,7 +8,8 @@ import pytest
 from parity import cli, reports, runner
 from parity.plant import ColumnBias, Raise, ScaleGradient
 
-REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "derivations.csv", "ties.csv",
+REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "isolation.csv", "derivations.csv",
+                "ties.csv",
                 "environment.json"}  # fmt: skip
 
 

@@ -216,3 +216,77 @@ def _lookup(arrays: dict, k_layer: str, layer: str, model):
             f"Model `{model.name}`: scratch layer `{layer}` maps to Keras layer `{k_layer}`, "
             f"which the twin lacks; twin layers: {list(arrays)}."
         ) from None
+
+
+def isolated(keras_model, model, layer: str, x, upstream=None, labels=None):
+    """One scratch layer judged alone: its Keras counterpart fed the scratch side's own input.
+
+    Parameters
+    ----------
+    keras_model : the twin.
+    model : the scratch ``HarnessModel`` (its layout and weight names).
+    layer : str
+        A scratch layer name; its Keras counterpart is the run of twin layers from the one
+        holding its ``input`` to the one holding its ``output`` (the channels-first
+        ``dense`` is Keras's ``flatten`` then ``dense``).
+    x : ndarray
+        The layer's input on the scratch side, scratch layout ``(N, ...)``.
+    upstream : ndarray or None
+        d loss / d (layer output) on the scratch side: the next scratch layer's input
+        gradient, scratch layout of that layer's input. ``None`` for the last layer, whose
+        upstream is Keras's loss on ``labels``.
+    labels : ndarray (N,) of int, or None
+        The last layer's labels. With neither ``upstream`` nor ``labels`` only the
+        forward output is computed (``grads`` is empty).
+
+    Returns
+    -------
+    ``(output, grads)``: Keras's output of the layer in scratch layout, and ``{"input":
+    dx, weight: dw}`` (scratch names and layouts), the layer's own VJP at ``x`` for
+    ``upstream``. Because both sides see bit-identical inputs, a difference is made by
+    this layer, not inherited from upstream rounding (max-pool routing is judged exactly).
+    """
+    import tensorflow as tf
+
+    layout = layout_module.layout_for(model)
+    names = list(model.layer_names)
+    span = _span(keras_model, layout, layer)
+    x_k = tf.constant(layout.to_keras(layer, "input", x))
+    weights = {w: layout.keras_key(layer, w) for w in model.params().get(layer, {})}
+    variables = {w: keras_model.get_layer(k).weights for w, (k, _) in weights.items()}
+    sources = [x_k] + [
+        next(v for v in variables[w] if v.name == kw) for w, (_, kw) in weights.items()
+    ]
+    with tf.GradientTape() as tape:
+        tape.watch(x_k)
+        y = x_k
+        for keras_layer in span:
+            y = keras_layer(y)
+        if upstream is None and labels is not None:  # the last layer: Keras's loss
+            target = one_hot(labels, int(y.shape[-1]), y.dtype.as_numpy_dtype)
+            loss = loss_function()(tf.constant(target), y)
+    if upstream is None and labels is None:  # forward only: no upstream gradient given
+        return layout.from_keras(layer, "output", y.numpy()), {}
+    if upstream is None:
+        grads = tape.gradient(loss, sources)
+    else:
+        following = names[names.index(layer) + 1]
+        dy = layout.to_keras(following, "input", upstream).astype(y.dtype.as_numpy_dtype)
+        grads = tape.gradient(y, sources, output_gradients=tf.constant(dy))
+    out = {"input": layout.from_keras(layer, "input", grads[0].numpy())}
+    for w, grad in zip(weights, grads[1:], strict=True):
+        out[w] = layout.from_keras(layer, w, grad.numpy())
+    return layout.from_keras(layer, "output", y.numpy()), out
+
+
+def _span(keras_model, layout, layer: str) -> list:
+    """The twin layers from ``layer``'s input's Keras layer to its output's, in order."""
+    first, last = layout.keras_key(layer, "input")[0], layout.keras_key(layer, "output")[0]
+    names = [lyr.name for lyr in keras_model.layers]
+    for name in (first, last):
+        if name not in names:
+            raise NoKerasCounterpart(
+                f"Scratch layer `{layer}` maps to Keras layer `{name}`, which the twin "
+                f"lacks; twin layers: {names}."
+            )
+    return keras_model.layers[names.index(first) : names.index(last) + 1]

@@ -1,0 +1,146 @@
+"""The layers hand-written CNNs also use (issue 15), each against its Keras layer in
+float64: forward, input gradient, weight gradients, and batch norm's moving statistics.
+Keras is fed the same input and upstream gradient (one ``tf.GradientTape``)."""
+
+import numpy as np
+import pytest
+
+from parity import tolerances
+from parity.compare import compare
+from scratch.activations import LeakyReLU, Sigmoid, Tanh
+from scratch.dropout import Dropout
+from scratch.normalization import BatchNormalization
+from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D
+
+pytestmark = pytest.mark.keras
+
+FORWARD = tolerances.get("forward", "float64")
+GRADIENTS = tolerances.get("gradients", "float64")
+
+
+def _check(ours, theirs, tol, layer, quantity):
+    record = compare(ours, theirs, layer=layer, quantity=quantity, atol=tol.atol, rtol=tol.rtol,
+                     expected_dtype="float64")  # fmt: skip
+    assert record.passed, record.message
+
+
+def _keras(keras_layer, x, dout, weights=(), training=None):
+    """Keras's output, input gradient and weight gradients for upstream ``dout``."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = keras_layer(x) if training is None else keras_layer(x, training=training)
+    sources = [x] + [v for v in keras_layer.trainable_weights]
+    grads = tape.gradient(y, sources, output_gradients=tf.constant(dout))
+    weights = {v.name: g.numpy() for v, g in zip(sources[1:], grads[1:], strict=True)}
+    return y.numpy(), grads[0].numpy(), weights
+
+
+def _compare_layer(ours, keras_layer, shape, seed=0, training=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape)
+    if not ours.built:
+        ours.build(shape[1:], rng, "float64")
+    if not keras_layer.built:
+        keras_layer.build(shape)
+    for name, value in ours.params.items():  # O(1) weights, not the flat initial ones
+        value[...] = rng.normal(size=value.shape) + (1.0 if name == "gamma" else 0.0)
+        next(v for v in keras_layer.weights if v.name == name).assign(value)
+    y = ours.forward(x)
+    dout = rng.normal(size=y.shape)
+    dx = ours.backward(dout)
+    y_k, dx_k, grads_k = _keras(keras_layer, x, dout, training=training)
+    label = type(ours).__name__
+    _check(y, y_k, FORWARD, label, "output")
+    _check(dx, dx_k, GRADIENTS, label, "input")
+    assert set(ours.grads) == set(grads_k)
+    for name, grad in ours.grads.items():
+        _check(grad, grads_k[name], GRADIENTS, label, name)
+
+
+def _keras_layers():
+    import keras
+
+    return keras.layers
+
+
+@pytest.mark.parametrize("pool,strides,shape", [
+    (2, None, (3, 6, 6, 2)), (2, None, (2, 7, 5, 3)), (3, 2, (2, 9, 8, 2)),
+    ((2, 3), 1, (2, 5, 7, 1)),
+], ids=["p2", "p2_odd_crops", "p3_s2_overlap", "p2x3_s1"])  # fmt: skip
+def test_average_pooling_matches_keras(pool, strides, shape):
+    L = _keras_layers()
+    _compare_layer(AveragePooling2D(pool, strides), L.AveragePooling2D(pool, strides), shape)
+
+
+def test_global_average_pooling_matches_keras():
+    L = _keras_layers()
+    _compare_layer(GlobalAveragePooling2D(), L.GlobalAveragePooling2D(), (3, 5, 4, 6))
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "tanh"])
+def test_sigmoid_and_tanh_match_keras(kind):
+    L = _keras_layers()
+    ours = Sigmoid() if kind == "sigmoid" else Tanh()
+    x_large = (4, 3, 3, 2)  # N(0, 1) inputs, plus saturating ones below
+    _compare_layer(ours, L.Activation(kind), x_large)
+    _compare_layer(type(ours)(), L.Activation(kind), (2, 50), seed=3)
+
+
+@pytest.mark.parametrize("slope", [0.3, 0.1, 0.25], ids=["default", "s0.1", "s0.25"])
+def test_leaky_relu_matches_keras_float32_rounded_slope_and_zero(slope):
+    L = _keras_layers()
+    _compare_layer(LeakyReLU(slope), L.LeakyReLU(negative_slope=slope), (3, 4, 4, 2))
+    ours, theirs = LeakyReLU(slope), L.LeakyReLU(negative_slope=slope)  # exact zeros and -1
+    x = np.array([[-1.0, 0.0, 2.0, -3.0]])
+    ours.build((4,), None, "float64")
+    y, dx = ours.forward(x), ours.backward(np.ones_like(x))
+    y_k, dx_k, _ = _keras(theirs, x, np.ones_like(x))
+    assert np.array_equal(y, y_k) and np.array_equal(dx, dx_k)
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 4, 3), (8, 5)], ids=["nhwc", "dense"])
+def test_batch_norm_training_mode_matches_keras_and_updates_moving_statistics(shape):
+    L = _keras_layers()
+    ours, theirs = BatchNormalization(), L.BatchNormalization()
+    ours.training = True
+    _compare_layer(ours, theirs, shape, training=True)
+    for name in ("moving_mean", "moving_variance"):
+        keras_value = next(v for v in theirs.weights if v.name == name).numpy()
+        _check(ours.state[name], keras_value, FORWARD, "BatchNormalization", name)
+
+
+def test_batch_norm_inference_mode_uses_moving_statistics_like_keras():
+    L = _keras_layers()
+    ours, theirs = BatchNormalization(momentum=0.9, epsilon=1e-5), L.BatchNormalization(
+        momentum=0.9, epsilon=1e-5)  # fmt: skip
+    ours.build((5,), None, "float64")
+    theirs.build((4, 5))
+    rng = np.random.default_rng(7)
+    for name in ("moving_mean", "moving_variance"):
+        ours.state[name][...] = rng.uniform(0.5, 2.0, 5)
+        next(v for v in theirs.weights if v.name == name).assign(ours.state[name])
+    before = {k: v.copy() for k, v in ours.state.items()}
+    _compare_layer(ours, theirs, (4, 5), seed=2, training=False)
+    assert all(np.array_equal(before[k], ours.state[k]) for k in before)
+
+
+def test_dropout_with_the_same_mask_matches_keras_scaling():
+    import tensorflow as tf
+
+    rate, shape = 0.4, (4, 3, 3, 2)
+    ours = Dropout(rate, seed=1)
+    ours.build(shape[1:], None, "float64")
+    ours.training = True
+    x = np.random.default_rng(0).normal(size=shape)
+    y = ours.forward(x)
+    dx = ours.backward(np.ones(shape))
+    # TensorFlow's own inverted dropout, its mask made ours: x * (1 / (1 - rate)) kept.
+    kept = tf.where(tf.constant(ours.mask), tf.constant(x) * (1 / (1 - rate)), 0.0)
+    assert np.array_equal(y, kept.numpy())
+    assert np.array_equal(dx, np.where(ours.mask, 1 / (1 - rate), 0.0))
+    assert 0.45 < ours.mask.mean() < 0.75  # kept with probability 1 - rate = 0.6
+    ours.training = False
+    assert np.array_equal(ours.forward(x), x)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from parity.compare import compare
-from scratch.optim import SGD, Adam, keras_beta_power
+from scratch.optim import SGD, Adam, AdamW, RMSprop, keras_beta_power, keras_cast
 
 EXACT = 0.0  # the same arithmetic on both sides
 FORMULA_RTOL = 1e-13  # Adam vs the formula re-associated, 100 steps; measured 7.5e-17
@@ -203,3 +203,59 @@ def test_adam_matches_keras_adam(dtype, rtol):  # one spawned TensorFlow process
     theirs = run_in_dtype_process(dtype, keras_adam_weights, dtype, start, grads)
     for (layer, name), w in theirs.items():
         check(params[layer][name], w, rtol, layer, name, "keras")
+
+
+# ---------------------------------------------------------------- SGD momentum, RMSprop, AdamW
+
+OPTIMIZERS = {  # id -> (Keras class name, keyword arguments); ours takes the same ones
+    "sgd_momentum": ("SGD", dict(learning_rate=0.01, momentum=0.9)),
+    "sgd_nesterov": ("SGD", dict(learning_rate=0.01, momentum=0.9, nesterov=True)),
+    "rmsprop": ("RMSprop", dict(learning_rate=0.001)),
+    "rmsprop_momentum": ("RMSprop", dict(learning_rate=0.001, rho=0.8, momentum=0.5)),
+    "adamw": ("AdamW", dict(learning_rate=0.001, weight_decay=0.004)),
+}
+OURS = {"SGD": SGD, "RMSprop": RMSprop, "AdamW": AdamW}
+
+
+def keras_optimizer_runs(dtype, start, grads):
+    """Runs in a process configured for ``dtype``: every OPTIMIZERS entry, in Keras."""
+    import keras
+
+    out = {}
+    for name, (cls, kwargs) in OPTIMIZERS.items():
+        variables = {(layer, w): keras.Variable(a, dtype=dtype)
+                     for layer, weights in start.items() for w, a in weights.items()}  # fmt: skip
+        optimizer = getattr(keras.optimizers, cls)(**kwargs)
+        keys = list(variables)
+        for g in grads:
+            optimizer.apply([g[layer][w] for layer, w in keys], [variables[k] for k in keys])
+        out[name] = {key: np.asarray(v.numpy()) for key, v in variables.items()}
+    return out
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def keras_runs(request):  # one spawned TensorFlow process per dtype, ~6 s
+    from reference.backend import run_in_dtype_process
+
+    params, grads = problem(request.param)
+    return request.param, params, grads, run_in_dtype_process(
+        request.param, keras_optimizer_runs, request.param, params, grads)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_matches_keras_bit_for_bit(keras_runs, name):
+    dtype, start, grads, theirs = keras_runs
+    params = copy(start)
+    cls, kwargs = OPTIMIZERS[name]
+    optimizer = OURS[cls](**kwargs)
+    for g in grads:
+        optimizer.update(params, g)
+    # AdamW's Adam step carries Adam's one-ulp TF pow steps in float64 (measured 3.7e-18)
+    rtol = KERAS_FLOAT64_RTOL if (name, dtype) == ("adamw", "float64") else EXACT
+    for (layer, weight), w in theirs[name].items():
+        check(params[layer][weight], w, rtol, layer, weight, "keras")
+
+
+def test_keras_cast_rounds_python_floats_through_float32():
+    assert keras_cast(0.9, "float64") == 0.8999999761581421
+    assert keras_cast(0.004, "float32") == np.float32(0.004)

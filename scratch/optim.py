@@ -75,29 +75,120 @@ def keras_beta_power(beta: float, step: int) -> float:
         return float(Decimal(float(np.float32(beta))) ** step)
 
 
-class SGD:
-    """Plain stochastic gradient descent: ``w -= lr * g``.
+def keras_cast(value: float, dtype) -> np.floating:
+    """``ops.cast(value, dtype)`` of a Python float as Keras 3 on TensorFlow computes it:
+    ``tf.cast`` converts the float to a float32 tensor first, so the constant is
+    ``float32(value)`` even in float64 (measured, TF 2.21: SGD's momentum 0.9 ->
+    0.8999999761581421; AdamW's weight decay likewise). Constants Keras combines with a
+    tensor directly (``ops.multiply(rho, v)``, ``1 - rho``) keep their float64 value."""
+    return np.dtype(dtype).type(np.float32(value))
+
+
+class _Slots:
+    """Per-weight optimizer state (``{slot: {(layer, weight): array}}``), created as zeros
+    in the weight's dtype on first use; a later shape or dtype change is a ValueError."""
+
+    def __init__(self):
+        self.iterations = 0
+        self.slots: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+
+    def slot(self, name: str, key: tuple[str, str], array: np.ndarray) -> np.ndarray:
+        store = self.slots.setdefault(name, {})
+        if key not in store:
+            store[key] = np.zeros_like(array)
+        value = store[key]
+        if value.shape != array.shape or value.dtype != array.dtype:
+            raise ValueError(
+                f"Invalid value for argument `params`. Expected layer `{key[0]}` weight "
+                f"`{key[1]}` with the shape {value.shape} and dtype {value.dtype} this optimizer "
+                f"was built with. Received shape {array.shape} and dtype {array.dtype}."
+            )
+        return value
+
+    def update(self, params: Tree, grads: Tree) -> None:
+        """One step on every weight of ``params``, in place (all validated first)."""
+        pairs = list(weight_pairs(params, grads))
+        for layer, weight, array, gradient in pairs:
+            self._update_step((layer, weight), array, gradient)
+        self.iterations += 1
+
+    def _update_step(self, key, w, g) -> None:
+        raise NotImplementedError
+
+
+class SGD(_Slots):
+    """Stochastic gradient descent as Keras 3's ``SGD`` (keras/src/optimizers/sgd.py).
+
+    Plain (``momentum = 0``): ``w -= lr * g``. With momentum ``mu`` (cast as
+    :func:`keras_cast`: float32-rounded in every dtype) and velocity ``m`` (zeros)::
+
+        m = m * mu - g * lr
+        w = w + m                       (nesterov=False)
+        w = w + (m * mu - g * lr)       (nesterov=True)
 
     Parameters
     ----------
     learning_rate : float, default 0.01 (Keras's default)
-        Cast to each weight's dtype: the same product Keras's ``SGD`` computes
-        (``variable - gradient * learning_rate`` with momentum 0).
+        Cast to each weight's dtype (Keras's learning-rate variable follows floatx).
+    momentum : float in [0, 1), default 0.0
+    nesterov : bool, default False
     """
 
-    def __init__(self, learning_rate: float = 0.01):
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov=False):
+        super().__init__()
         self.learning_rate = _positive_float("learning_rate", learning_rate)
-        self.iterations = 0
+        self.momentum = _beta("momentum", momentum)
+        if not isinstance(nesterov, bool):
+            raise invalid_argument("nesterov", "a bool", nesterov)
+        self.nesterov = nesterov
 
-    def update(self, params: Tree, grads: Tree) -> None:
-        """Update every weight of ``params`` in place from ``grads``."""
-        for _, _, array, gradient in list(weight_pairs(params, grads)):
-            lr = array.dtype.type(self.learning_rate)
-            np.subtract(array, lr * gradient, out=array)
-        self.iterations += 1
+    def _update_step(self, key, w, g) -> None:
+        lr = w.dtype.type(self.learning_rate)
+        if self.momentum == 0:
+            np.subtract(w, lr * g, out=w)
+            return
+        mu = keras_cast(self.momentum, w.dtype)
+        m = self.slot("momentum", key, w)
+        m[...] = m * mu - g * lr
+        w += (m * mu - g * lr) if self.nesterov else m
 
 
-class Adam:
+class RMSprop(_Slots):
+    """RMSprop as Keras 3's ``RMSprop`` (keras/src/optimizers/rmsprop.py), not centered.
+
+    With ``rho``, ``epsilon`` and ``momentum`` combined with tensors as Python floats
+    (float64-exact in float64)::
+
+        v = rho * v + (1 - rho) * g**2
+        increment = (lr * g) / sqrt(v + epsilon)      # epsilon INSIDE the square root
+        w = w - increment                             (momentum = 0)
+        b = momentum * b + increment; w = w - b       (momentum > 0)
+
+    cs231n's form divides by ``sqrt(v) + epsilon`` instead (a different optimizer at small
+    ``v``). Parameters: ``learning_rate=0.001``, ``rho=0.9``, ``momentum=0.0``,
+    ``epsilon=1e-7`` (Keras's defaults).
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7):
+        super().__init__()
+        self.learning_rate = _positive_float("learning_rate", learning_rate)
+        self.rho = _beta("rho", rho)
+        self.momentum = _beta("momentum", momentum)
+        self.epsilon = _positive_float("epsilon", epsilon)
+
+    def _update_step(self, key, w, g) -> None:
+        cast = w.dtype.type
+        v = self.slot("velocity", key, w)
+        v[...] = cast(self.rho) * v + cast(1 - self.rho) * np.square(g)
+        increment = (cast(self.learning_rate) * g) / np.sqrt(v + cast(self.epsilon))
+        if self.momentum > 0:
+            b = self.slot("momentum", key, w)
+            b[...] = cast(self.momentum) * b + increment
+            increment = b
+        w -= increment
+
+
+class Adam(_Slots):
     """Adam exactly as Keras 3 computes it (``keras/src/optimizers/adam.py``).
 
     ``Adam.update_step`` in keras/src/optimizers/adam.py (Keras 3.15), amsgrad off,
@@ -133,36 +224,24 @@ class Adam:
     """
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__()
         self.learning_rate = _positive_float("learning_rate", learning_rate)
         self.beta_1 = _beta("beta_1", beta_1)
         self.beta_2 = _beta("beta_2", beta_2)
         self.epsilon = _positive_float("epsilon", epsilon)
-        self.iterations = 0
-        self.momentums: dict[tuple[str, str], np.ndarray] = {}
-        self.velocities: dict[tuple[str, str], np.ndarray] = {}
 
-    def update(self, params: Tree, grads: Tree) -> None:
-        """One Adam step on every weight of ``params``, in place."""
-        pairs = list(weight_pairs(params, grads))  # validate everything before updating
-        for layer, weight, array, gradient in pairs:
-            m, v = self._state((layer, weight), array)
-            self._update_step(array, gradient, m, v)
-        self.iterations += 1
+    @property
+    def momentums(self) -> dict[tuple[str, str], np.ndarray]:
+        """First moments ``m`` per ``(layer, weight)``."""
+        return self.slots.setdefault("momentum", {})
 
-    def _state(self, key, array):
-        if key not in self.momentums:
-            self.momentums[key] = np.zeros_like(array)
-            self.velocities[key] = np.zeros_like(array)
-        m, v = self.momentums[key], self.velocities[key]
-        if m.shape != array.shape or m.dtype != array.dtype:
-            raise ValueError(
-                f"Invalid value for argument `params`. Expected layer `{key[0]}` weight "
-                f"`{key[1]}` with the shape {m.shape} and dtype {m.dtype} this optimizer "
-                f"was built with. Received shape {array.shape} and dtype {array.dtype}."
-            )
-        return m, v
+    @property
+    def velocities(self) -> dict[tuple[str, str], np.ndarray]:
+        """Second moments ``v`` per ``(layer, weight)``."""
+        return self.slots.setdefault("velocity", {})
 
-    def _update_step(self, w, g, m, v) -> None:
+    def _update_step(self, key, w, g) -> None:
+        m, v = self.slot("momentum", key, w), self.slot("velocity", key, w)
         cast = w.dtype.type
         lr = cast(self.learning_rate)
         beta_1_power = cast(keras_beta_power(self.beta_1, self.iterations + 1))
@@ -175,3 +254,22 @@ class Adam:
     def _denominator(self, v, epsilon):
         """Keras's "epsilon hat": added outside the square root of the raw ``v``."""
         return np.sqrt(v) + epsilon
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as Keras 3's ``AdamW`` on TensorFlow: before
+    Adam's step, ``w = w - (w * wd) * lr`` with ``wd`` cast as :func:`keras_cast`
+    (float32-rounded in every dtype) and ``lr`` in the weight's dtype
+    (keras/src/backend/tensorflow/optimizer.py, ``_apply_weight_decay``).
+
+    Parameters: those of :class:`Adam`, and ``weight_decay=0.004`` (Keras's default).
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7):  # fmt: skip
+        super().__init__(learning_rate, beta_1, beta_2, epsilon)
+        self.weight_decay = _positive_float("weight_decay", weight_decay)
+
+    def _update_step(self, key, w, g) -> None:
+        w -= w * keras_cast(self.weight_decay, w.dtype) * w.dtype.type(self.learning_rate)
+        super()._update_step(key, w, g)

@@ -144,3 +144,54 @@ def test_dropout_with_the_same_mask_matches_keras_scaling():
     assert 0.45 < ours.mask.mean() < 0.75  # kept with probability 1 - rate = 0.6
     ours.training = False
     assert np.array_equal(ours.forward(x), x)
+
+
+def _loss_scores(seed=0, n=16, k=10):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n, k))
+    scores[0] = -np.abs(scores[0])  # every score negative: Keras's masked-zero floor
+    scores[0, 3] = -0.01
+    return scores, rng.integers(0, k, size=n)
+
+
+def _keras_loss(function, scores, labels):
+    import tensorflow as tf
+
+    s = tf.constant(scores)
+    target = tf.constant(np.eye(scores.shape[1])[labels])
+    with tf.GradientTape() as tape:
+        tape.watch(s)
+        loss = function(target, s)
+    return loss.numpy(), tape.gradient(loss, s).numpy()
+
+
+def test_categorical_hinge_matches_keras_loss_and_gradient():
+    import keras
+
+    from scratch.losses import categorical_hinge
+
+    scores, labels = _loss_scores()
+    loss, grad = categorical_hinge(scores, labels)
+    loss_k, grad_k = _keras_loss(keras.losses.CategoricalHinge(), scores, labels)
+    _check(np.float64(loss), loss_k, FORWARD, "categorical_hinge", "loss")
+    _check(grad, grad_k, GRADIENTS, "categorical_hinge", "scores")
+
+
+def test_cs231n_svm_loss_matches_its_formula_in_keras_ops_and_differs_from_categorical_hinge():
+    import keras
+    from keras import ops
+
+    from scratch.losses import multiclass_svm
+
+    def svm(target, s):  # cs231n's SVM loss in keras.ops, differentiated by TensorFlow
+        correct = ops.sum(target * s, axis=-1, keepdims=True)
+        margins = ops.maximum(s - correct + 1.0, 0.0) * (1.0 - target)
+        return ops.mean(ops.sum(margins, axis=-1))
+
+    scores, labels = _loss_scores(seed=1)
+    loss, grad = multiclass_svm(scores, labels)
+    loss_k, grad_k = _keras_loss(svm, scores, labels)
+    _check(np.float64(loss), loss_k, FORWARD, "multiclass_svm", "loss")
+    _check(grad, grad_k, GRADIENTS, "multiclass_svm", "scores")
+    hinge, _ = _keras_loss(keras.losses.CategoricalHinge(), scores, labels)
+    assert abs(hinge - loss) > 0.1  # not the same loss: max over wrong classes vs their sum

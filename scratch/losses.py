@@ -9,6 +9,19 @@ Two forms, each returning ``(loss, gradient)``:
   loss = mean_i(logsumexp(z_i) - z[i, y_i]), computed with the row maximum
   subtracted; d loss / d z = (softmax(z) - onehot) / N.
 
+Two multiclass hinge losses on scores ``(N, K)``, also ``(loss, gradient)``:
+
+* ``categorical_hinge(scores, labels)``: Keras's ``CategoricalHinge`` exactly:
+  ``max(neg - pos + 1, 0)`` with ``pos = s[y]`` and ``neg = max_j((1 - onehot_j) s_j)``,
+  so ``neg`` is never below 0 (the masked true class contributes a 0), mean over the
+  batch. TensorFlow's gradient rules are mirrored: ``maximum(a, 0)`` passes the gradient
+  to ``a`` where ``a >= 0``; ``reduce_max`` splits it equally among tied maxima.
+* ``multiclass_svm(scores, labels, delta=1)``: cs231n's SVM loss (Weston-Watkins):
+  ``sum_{j != y} max(0, s_j - s_y + delta)``, mean over the batch; the gradient counts
+  margins ``> 0``. No Keras loss computes it (``CategoricalHinge`` takes the max over
+  the wrong classes, not the sum), so the harness compares it with the same formula
+  written in ``keras.ops`` and differentiated by TensorFlow.
+
 The loss is a Python float; gradients have the input's shape and dtype.
 """
 
@@ -75,6 +88,36 @@ def categorical_crossentropy_from_logits(logits, labels) -> tuple[float, np.ndar
     dlogits[rows, labels] -= 1
     dlogits /= n
     return float(loss), dlogits
+
+
+def categorical_hinge(scores, labels) -> tuple[float, np.ndarray]:
+    """Keras's ``CategoricalHinge`` (see the module docstring) and its gradient."""
+    scores = _check_scores("scores", scores)
+    n, k = scores.shape
+    labels = check_labels(labels, n, k)
+    rows = np.arange(n)
+    onehot = np.zeros_like(scores)
+    onehot[rows, labels] = 1
+    masked = (1 - onehot) * scores
+    neg = masked.max(axis=1)
+    margin = neg - scores[rows, labels] + 1
+    ties = masked == neg[:, None]
+    active = (margin >= 0)[:, None] / n  # TF's maximum: the gradient to a where a >= 0
+    dscores = active * ((1 - onehot) * ties / ties.sum(axis=1, keepdims=True) - onehot)
+    return float(np.maximum(margin, 0).mean()), dscores.astype(scores.dtype, copy=False)
+
+
+def multiclass_svm(scores, labels, delta: float = 1.0) -> tuple[float, np.ndarray]:
+    """cs231n's multiclass SVM loss (see the module docstring) and its gradient."""
+    scores = _check_scores("scores", scores)
+    n, k = scores.shape
+    labels = check_labels(labels, n, k)
+    rows = np.arange(n)
+    margins = np.maximum(0, scores - scores[rows, labels][:, None] + scores.dtype.type(delta))
+    margins[rows, labels] = 0
+    positive = (margins > 0).astype(scores.dtype)
+    positive[rows, labels] = -positive.sum(axis=1)
+    return float(margins.sum() / n), positive / scores.dtype.type(n)
 
 
 def count_correct(probs: np.ndarray, labels: np.ndarray) -> int:

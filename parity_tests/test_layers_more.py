@@ -195,3 +195,50 @@ def test_cs231n_svm_loss_matches_its_formula_in_keras_ops_and_differs_from_categ
     _check(grad, grad_k, GRADIENTS, "multiclass_svm", "scores")
     hinge, _ = _keras_loss(keras.losses.CategoricalHinge(), scores, labels)
     assert abs(hinge - loss) > 0.1  # not the same loss: max over wrong classes vs their sum
+
+
+@pytest.mark.parametrize("spatial", [False, True], ids=["BatchNorm", "SpatialBatchNorm"])
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_cs231n_batch_norm_matches_keras_with_its_momentum_and_eps(spatial, mode):
+    from scratch.chw_norm import BatchNorm, SpatialBatchNorm
+
+    rng = np.random.default_rng(5)
+    shape = (6, 3, 4, 5) if spatial else (8, 5)
+    channels = shape[1]
+    ours = (SpatialBatchNorm if spatial else BatchNorm)(channels)
+    theirs = _keras_layers().BatchNormalization(axis=1, momentum=0.9, epsilon=1e-5)
+    theirs.build(shape)
+    values = dict(gamma=rng.normal(size=channels) + 1, beta=rng.normal(size=channels),
+                  moving_mean=rng.normal(size=channels),
+                  moving_variance=rng.uniform(0.5, 2, channels))  # fmt: skip
+    ours.gamma, ours.beta = values["gamma"].copy(), values["beta"].copy()
+    ours.running_mean, ours.running_var = values["moving_mean"], values["moving_variance"]
+    for name, value in values.items():
+        next(v for v in theirs.weights if v.name == name).assign(value)
+    x, dout = rng.normal(size=shape), rng.normal(size=shape)
+    y = ours.forward(x, mode)
+    dx, dgamma, dbeta = ours.backward(dout)
+    y_k, dx_k, grads_k = _keras(theirs, x, dout, training=mode == "train")
+    _check(y, y_k, FORWARD, type(ours).__name__, "output")
+    _check(dx, dx_k, GRADIENTS, type(ours).__name__, "input")
+    _check(dgamma, grads_k["gamma"], GRADIENTS, type(ours).__name__, "gamma")
+    _check(dbeta, grads_k["beta"], GRADIENTS, type(ours).__name__, "beta")
+    running = {"moving_mean": ours.running_mean, "moving_variance": ours.running_var}
+    for name, value in running.items():
+        _check(value, next(v for v in theirs.weights if v.name == name).numpy(), FORWARD,
+               type(ours).__name__, name)  # fmt: skip
+
+
+def test_cs231n_dropout_keeps_with_probability_p_and_reuses_its_mask():
+    from scratch.chw_norm import Dropout as KeepDropout
+
+    layer = KeepDropout(0.6, seed=2)
+    x = np.random.default_rng(0).normal(size=(4, 3, 5, 5))
+    y = layer.forward(x, "train")
+    assert 0.5 < layer.mask.mean() < 0.7
+    assert np.array_equal(y, np.where(layer.mask, x * (1 / 0.6), 0))
+    assert np.array_equal(layer.backward(np.ones_like(x)), np.where(layer.mask, 1 / 0.6, 0))
+    nhwc = Dropout(1 - 0.6)  # the NHWC layer with Keras's rate and the same mask agrees
+    nhwc.build(x.shape[1:], None, "float64")
+    nhwc.training, nhwc.mask = True, layer.mask
+    assert np.array_equal(nhwc.forward(x), y)

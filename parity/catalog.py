@@ -52,12 +52,14 @@ def restore_globals() -> None:
 
 @dataclass(frozen=True)
 class TieToLastMax:
-    """``zhou``: max-pool backward routes each window's gradient to its LAST maximum."""
+    """``zhou``: ``MaxPool2.backprop``, the method users write and train with, routes each
+    window's gradient to its LAST maximum (``backward``, the blog class's gradient-only
+    twin, stays right: only a harness that reads ``backprop`` sees the bug)."""
 
     def __call__(self, model) -> None:
         pool = model.net.pool
 
-        def backward(d_L_d_out):
+        def backprop(d_L_d_out, learn_rate=None):
             h, w, c = pool.last_input_shape
             d = np.asarray(d_L_d_out, dtype=pool.last_output.dtype)
             is_max = pool.last_windows == pool.last_output  # (4, windows)
@@ -67,7 +69,7 @@ class TieToLastMax:
             out[corner + step.take(last)] = d.reshape(-1)
             return out.reshape(h, w, c)
 
-        pool.backward = backward
+        pool.backprop = backprop
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ class SoftmaxJacobianMissingSquare:
 
 @dataclass(frozen=True)
 class UpdateBeforeInputGradient:
-    """``zhou`` (training only): Softmax.backprop steps the weights, THEN computes
-    d_L_d_input from the updated weights (the blog computes it from the old ones)."""
+    """``zhou``: Softmax.backprop steps the weights, THEN computes d_L_d_input from the
+    updated weights (the blog computes it from the old ones)."""
 
     def __call__(self, model) -> None:
         layer = model.net.softmax
@@ -463,7 +465,7 @@ class AdamEpsilonInsideSqrt:
 # -- the catalog ----------------------------------------------------------------------------
 
 
-# A short training run for a training-only bug: the run schedule of ``parity run``
+# A short training run for a bug seen in training: the run schedule of ``parity run``
 # (``runner.TrainingOptions``), cut down to one epoch over a few images, tape path only.
 Training = runner.TrainingOptions
 
@@ -475,7 +477,9 @@ class Entry:
     description: str
     hook: object
     claims: tuple[str, ...]
-    training: Training | None = None  # training-only: the static checks cannot see it
+    # A short training run: the catch when the static checks pass (training-only bugs,
+    # e.g. Adam's epsilon), and part of the correct code's sweep for this model.
+    training: Training | None = None
     base_hooks: tuple = ()  # the correct variant the bug is planted on (pad > 0 path)
 
 
@@ -489,7 +493,7 @@ ENTRIES: tuple[Entry, ...] = (
           "window (MNIST's flat background ties most windows); TF routes to the first.",
           BlogAllTiesMaxPool(), ("gradient:max_pooling2d/input", "gradient:conv2d/kernel")),
     Entry("tie-to-last-max", "zhou",
-          "Max-pool backward routes a tied window to its LAST maximum instead of the first "
+          "MaxPool2.backprop routes a tied window to its LAST maximum instead of the first "
           "(row-major). Invisible in the conv filter gradient over flat background (equal "
           "patches), visible in the pooled layer's input gradient.",
           TieToLastMax(), ("gradient:max_pooling2d/input",)),
@@ -545,9 +549,11 @@ ENTRIES: tuple[Entry, ...] = (
           "which the twin mirrors; the twin has no pad > 0).",
           PadAllAxes(), ("forward:conv2d",), base_hooks=(PadThenCrop(),)),
     Entry("update-before-input-grad", "zhou",
-          "Training only: Softmax.backprop updates its weights and THEN computes the input "
-          "gradient from them (gradients() is right; the SGD step is not).",
-          UpdateBeforeInputGradient(), ("training",), training=SGD_RUN),
+          "Softmax.backprop updates its weights and THEN computes the input gradient from "
+          "them: wrong whenever learn_rate != 0, in training and in the gradients read "
+          "from backprop (backward is right).",
+          UpdateBeforeInputGradient(), ("gradient:flatten/input", "training"),
+          training=SGD_RUN),
     Entry("adam-epsilon-inside-sqrt", "chw",
           "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
           "m_hat / (sqrt(v_hat) + eps).",

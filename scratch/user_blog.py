@@ -6,16 +6,14 @@ gradient ``-1 / p[label]`` at the label. Layer names, layouts and the Keras twin
 of model ``zhou`` (``layout_family = "blog"``); the report names the user's classes
 beside them (:data:`USER_CLASSES`).
 
-Gradients come from the user's OWN ``backprop(d_L_d_out, learn_rate)``, read exactly
-(:func:`read_backprop`): the blog's ``backprop`` takes the input gradient with the weights
-it holds, then steps ``weights -= learn_rate * gradient``. So a first call with
-``learn_rate = 0`` gives the input gradient at the current weights; a second call on
-weights set to zero with ``learn_rate = -1`` leaves ``0 - (-1) * g = g`` in the weights,
-the weight gradient bit for bit. The weights are restored bit-exactly after both. A
-``backprop`` that returns None (the blog's first layer) makes that layer's ``input``
-gradient NOT_PROVIDED (:meth:`UserBlogModel.not_provided`), and so is the gradient of
-the logits (``softmax`` ``input``): the blog's ``Softmax`` is dense and softmax in one
-class, its backprop returns the gradient of its input only.
+Gradients come from the user's OWN ``backprop(d_L_d_out, learn_rate)``, read exactly by the
+same code that reads model ``zhou``'s (:func:`scratch.blog_api.read_backprop`: the input
+gradient from a call on the real weights, the weight gradient from a call on zeroed weights
+with ``learn_rate = -1``; the weights restored bit for bit). A ``backprop`` that returns
+None (the blog's first layer) makes that layer's ``input`` gradient NOT_PROVIDED
+(:meth:`UserBlogModel.not_provided`), and so is the gradient of the logits (``softmax``
+``input``): the blog's ``Softmax`` is dense and softmax in one class, its backprop returns
+the gradient of its input only.
 
 Nothing is cast: arrays are reported in the dtype the user's code returned (the blog's
 ``np.zeros`` buffers are float64 even for float32 inputs: a dtype FAIL, which is honest).
@@ -23,28 +21,19 @@ Nothing is cast: arrays are reported in the dtype the user's code returned (the 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from scratch import blog_api
+from scratch.blog_api import FLAT, LAYER_NAMES, NUM_CLASSES, NUM_FILTERS, WEIGHTS
 from scratch.protocol import HarnessModel, Tree, check_dtype
 from scratch.user_code import UserCode, load
-from scratch.zhou import NUM_CLASSES, NUM_FILTERS
-from scratch.zhou_model import LAYER_NAMES, check_images
+from scratch.zhou_model import check_images
 
 POOLED = (13, 13, NUM_FILTERS)
-FLAT = 13 * 13 * NUM_FILTERS  # 1352
 USER_CLASSES = {
     "conv2d": "Conv3x3", "max_pooling2d": "MaxPool2", "flatten": "Softmax",
     "dense": "Softmax", "softmax": "Softmax",
 }  # fmt: skip
-# (layer, attribute, shape): the blog API's weights, each checked on construction.
-WEIGHTS = (
-    ("conv2d", "filters", (NUM_FILTERS, 3, 3)),
-    ("dense", "weights", (FLAT, NUM_CLASSES)),
-    ("dense", "biases", (NUM_CLASSES,)),
-)
-KERAS_WEIGHT = {"filters": "kernel", "weights": "kernel", "biases": "bias"}
 LOGITS_GRADIENT = (
     "the blog's Softmax is dense and softmax in one class: its backprop returns no gradient "
     "of the logits (that gradient equals the biases' gradient, compared as dense/bias)."
@@ -132,65 +121,20 @@ class UserBlogModel(HarnessModel):
             outputs["softmax"].append(probs)
         return {name: np.stack(arrays) for name, arrays in outputs.items()}
 
-    def _loss_gradient(self, probs, label: int) -> np.ndarray:
-        gradient = np.zeros(NUM_CLASSES, dtype=self.dtype)
-        gradient[label] = -1 / probs[label]  # the blog: d(-ln p_label) / d p_label
-        return gradient
-
-    def _gradients_one(self, image, label: int) -> tuple[float, dict]:
-        _, _, probs = self._forward_one(image)
-        probs = np.array(probs, copy=True)
-        loss = -math.log(probs[label])
-        d_pooled, (d_w, d_b) = read_backprop(self.softmax, ("weights", "biases"),
-                                             self._loss_gradient(probs, label))  # fmt: skip
-        d_conv = _returned(self.pool.backprop(_returned(d_pooled, self.softmax)), self.pool)
-        d_image, (d_filters,) = read_backprop(self.conv, ("filters",), d_conv)
-        return loss, dict(
-            filters=d_filters, weights=d_w, biases=d_b, image=d_image, conv=d_conv,
-            pooled=d_pooled, probs=probs,
-        )  # fmt: skip
-
     def gradients_and_probabilities(self, x, labels, need_input_grad: bool = True):
-        """``(mean loss, grads, probabilities (N, 10))``; nothing is updated.
-
-        Batch means, as model ``zhou``: weight gradients summed over the images and divided
-        by N; each layer's ``input`` gradient per image divided by N.
-        """
-        x, labels = np.asarray(x), np.asarray(labels)
-        per_image = [
-            self._gradients_one(image, int(label)) for image, label in zip(x, labels, strict=True)
-        ]
-        losses = [loss for loss, _ in per_image]
-        grads = [g for _, g in per_image]
-        probs = np.stack([g["probs"] for g in grads])
-        n = len(x)
-        tree: Tree = {name: {} for name in LAYER_NAMES}
-        for layer, attribute, _ in WEIGHTS:
-            total = _sum(g[attribute] for g in grads)
-            tree[layer][KERAS_WEIGHT[attribute]] = total / total.dtype.type(n)
-        inputs = {"max_pooling2d": "conv", "flatten": "pooled"}
-        for layer, key in inputs.items():
-            stacked = np.stack([g[key] for g in grads])
-            tree[layer]["input"] = stacked / stacked.dtype.type(n)
-        tree["dense"]["input"] = tree["flatten"]["input"].reshape(n, -1)
-        self._conv_input(tree, [g["image"] for g in grads], n, need_input_grad)
-        return float(np.mean(losses)), tree, probs
-
-    def _conv_input(self, tree: Tree, returned: list, n: int, need: bool) -> None:
-        missing = [r is None for r in returned]
-        if all(missing):
+        """``(mean loss, grads, probabilities (N, 10))`` read from the user's ``backprop``
+        (:func:`scratch.blog_api.backprop_gradients`); nothing is updated."""
+        read = blog_api.backprop_gradients(self.conv, self.pool, self.softmax, np.asarray(x),
+                                           np.asarray(labels), self.dtype,
+                                           need_input_grad=need_input_grad)  # fmt: skip
+        if read.image_gradient:
+            self._not_provided.pop(("conv2d", "input"), None)
+        else:
             self._not_provided[("conv2d", "input")] = (
                 "Conv3x3.backprop returned None (the blog's first layer computes no gradient "
                 "of its image)."
             )
-            return
-        if any(missing):
-            raise ValueError("Conv3x3.backprop returned None for some images and an array for "
-                             "others.")  # fmt: skip
-        self._not_provided.pop(("conv2d", "input"), None)
-        if need:
-            stacked = np.stack(returned)
-            tree["conv2d"]["input"] = stacked / stacked.dtype.type(n)
+        return read.loss, read.grads, read.probabilities
 
     def gradients(self, x, labels) -> tuple[np.floating, Tree]:
         loss, grads, _ = self.gradients_and_probabilities(x, labels)
@@ -207,58 +151,13 @@ class UserBlogModel(HarnessModel):
         x, labels = np.asarray(x), np.asarray(labels)
         lr = self.dtype.type(learning_rate)
         if len(x) == 1:
-            label = int(labels[0])
-            _, _, probs = self._forward_one(x[0])
-            loss, correct = -math.log(probs[label]), int(np.argmax(probs) == label)
-            gradient = self.softmax.backprop(self._loss_gradient(probs, label), lr)
-            gradient = self.pool.backprop(gradient)
-            self.conv.backprop(gradient, lr)
-            return loss, correct
+            return blog_api.backprop_step(self.conv, self.pool, self.softmax, x[0], int(labels[0]),
+                                          lr, self.dtype)  # fmt: skip
         loss, grads, probs = self.gradients_and_probabilities(x, labels, need_input_grad=False)
         for layer, weights in self.params().items():
             for weight, array in weights.items():
                 np.subtract(array, lr * grads[layer][weight], out=array)
         return loss, int(np.count_nonzero(probs.argmax(axis=1) == labels))
-
-
-def read_backprop(layer, attributes: tuple[str, ...], d_L_d_out) -> tuple:
-    """``(input gradient, [gradient of each weight attribute])`` from the user's
-    ``layer.backprop(d_L_d_out, learn_rate)``, the weights restored bit-exactly.
-
-    1. ``learn_rate = 0`` on the real weights: the input gradient at the current weights
-       (the blog computes it before its update).
-    2. Weights set to zero, ``learn_rate = -1``: the update ``w -= -1 * g`` leaves exactly
-       ``g`` in ``w`` (an update written ``w += lr * g`` leaves ``-g``: gradient ascent
-       shows as a negated gradient). The update's own arithmetic, so ``g`` is in the
-       dtype the weights keep after a step.
-    A ``backprop`` that rebinds its weights (``self.w = self.w - ...``) is handled too.
-    """
-    live = {a: getattr(layer, a) for a in attributes}
-    saved = {a: array.copy() for a, array in live.items()}
-    try:
-        d_input = layer.backprop(d_L_d_out, 0)
-        if d_input is not None:
-            d_input = np.array(d_input, copy=True)
-        for attribute, array in live.items():
-            array[...] = 0
-            setattr(layer, attribute, array)
-        layer.backprop(d_L_d_out, -1)
-        grads = [np.array(getattr(layer, a), copy=True) for a in attributes]
-    finally:
-        for attribute, array in live.items():
-            array[...] = saved[attribute]
-            setattr(layer, attribute, array)
-    return d_input, grads
-
-
-def _returned(gradient, layer) -> np.ndarray:
-    """A layer's returned input gradient (a copy); None is an error past the first layer."""
-    if gradient is None:
-        raise ValueError(
-            f"{type(layer).__name__}.backprop returned None; the blog API "
-            "returns the gradient of its input (only the first layer may not)."
-        )
-    return np.array(gradient, copy=True)
 
 
 def _cached(layer, attribute: str):
@@ -269,14 +168,6 @@ def _cached(layer, attribute: str):
             f"the logits there (the harness compares them as the `dense` output)."
         )
     return value
-
-
-def _sum(arrays) -> np.ndarray:
-    arrays = iter(arrays)
-    total = np.array(next(arrays), copy=True)
-    for array in arrays:
-        total += array
-    return total
 
 
 def build_user_blog(code: UserCode, seed: int = 0, dtype="float64") -> UserBlogModel:

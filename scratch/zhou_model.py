@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch.blog_api import LAYER_NAMES, backprop_gradients
 from scratch.protocol import HarnessModel, Tree
 from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
-
-LAYER_NAMES = ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
 
 
 def check_images(images) -> np.ndarray:
@@ -91,38 +90,17 @@ class ZhouModel(HarnessModel):
         return {name: np.stack(arrays) for name, arrays in outputs.items()}
 
     def gradients_and_probabilities(self, x, labels, need_input_grad: bool = True):
-        """``(mean loss, grads, probabilities (N, 10))``; nothing is updated."""
+        """``(mean loss, grads, probabilities (N, 10))`` read from the blog classes' own
+        ``backprop`` (:func:`scratch.blog_api.backprop_gradients`, the code that reads a
+        user's classes too); nothing is updated. ``softmax`` ``input`` is the logits'
+        gradient ``Softmax.backprop`` leaves in ``d_L_d_t``."""
         x = self._check_x(x)
         labels = self._check_labels(labels, len(x))
-        n = len(x)
-        losses, probs = [], []
-        inputs = {name: [] for name in LAYER_NAMES}
-        kernel_sum = bias_sum = filters_sum = None
-        for image, label in zip(x, labels, strict=True):
-            loss, g = self.net.gradients_scaled(image, label)
-            losses.append(loss)
-            probs.append(self.net.softmax.last_output)
-            if filters_sum is None:
-                filters_sum, kernel_sum, bias_sum = (
-                    g["filters"].copy(), g["weights"].copy(), g["biases"].copy(),
-                )  # fmt: skip
-            else:
-                filters_sum += g["filters"]
-                kernel_sum += g["weights"]
-                bias_sum += g["biases"]
-            inputs["conv2d"].append(g["input"])
-            inputs["max_pooling2d"].append(g["conv_output"])
-            inputs["flatten"].append(g["pool_output"])
-            inputs["dense"].append(g["pool_output"].reshape(-1))
-            inputs["softmax"].append(g["totals"])
-        scale = self.dtype.type(n)
-        grads: Tree = {name: {"input": np.stack(inputs[name]) / scale} for name in LAYER_NAMES}
-        grads["conv2d"]["kernel"] = filters_sum / scale
-        grads["dense"]["kernel"] = kernel_sum / scale
-        grads["dense"]["bias"] = bias_sum / scale
-        if not need_input_grad:
-            del grads["conv2d"]["input"]
-        return float(np.mean(losses)), grads, np.stack(probs)
+        net = self.net
+        read = backprop_gradients(net.conv, net.pool, net.softmax, x, labels, self.dtype,
+                                  logits_gradient="d_L_d_t",
+                                  need_input_grad=need_input_grad)  # fmt: skip
+        return read.loss, read.grads, read.probabilities
 
     def gradients(self, x, labels) -> tuple[np.floating, Tree]:
         loss, grads, _ = self.gradients_and_probabilities(x, labels)

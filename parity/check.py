@@ -44,9 +44,10 @@ CHECK_HELP = "run the parity checks on your own blog-style numpy CNN (PATH)"
 DEFAULT_DTYPES = "float64"
 
 
-def add_check_arguments(check: argparse.ArgumentParser) -> None:
-    """``PATH``, ``--api``, then every option of ``parity run`` but ``--models``."""
-    from parity.cli import add_run_arguments
+def add_check_arguments(check: argparse.ArgumentParser, add_run_arguments) -> None:
+    """``PATH``, ``--api``, then every option of ``parity run`` but ``--models``
+    (``add_run_arguments(parser, models=False)``, given by ``parity.cli``, which imports
+    this module: no import back)."""
     from scratch.user_code import APIS, AUTO
 
     check.add_argument(
@@ -61,10 +62,10 @@ def add_check_arguments(check: argparse.ArgumentParser) -> None:
     check.set_defaults(dtypes=DEFAULT_DTYPES)
 
 
-def check_command(args) -> int:
+def check_command(args, run_command) -> int:
     """Locate and import the user's code (exit 2 on failure, before any report folder
-    exists), then run exactly what ``parity run`` runs, on it."""
-    from parity.cli import run_command
+    exists), then run exactly what ``parity run`` runs, on it: ``run_command(args,
+    user_code=...)``, given by ``parity.cli``."""
     from scratch.user_code import UserCodeError, load, locate
 
     try:

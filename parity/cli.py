@@ -15,13 +15,10 @@ import sys
 
 from parity import curves, runner
 from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
+from parity.options import UsageError, choices, integer, positive
 from parity.selftest import add_selftest_arguments, selftest_command
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
-
-
-class UsageError(ValueError):
-    """Bad usage or input: exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from parity.check import CHECK_HELP, add_check_arguments
 
     check = sub.add_parser("check", help=CHECK_HELP, **{**common, "description": check_doc()})
-    add_check_arguments(check)
+    add_check_arguments(check, add_run_arguments)
     return parser
 
 
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from parity.check import check_command
 
-        return check_command(args)
+        return check_command(args, run_command)
     return EXIT_USAGE
 
 
@@ -207,12 +204,12 @@ def config_from_args(args, user_code=None) -> runner.RunConfig:
     from scratch.models import MODEL_NAMES
 
     if user_code is None:
-        models = _choices("--models", args.models, MODEL_NAMES)
+        models = choices("--models", args.models, MODEL_NAMES)
     else:
         models = (user_code.name,)
-    dtypes = _choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES)
-    seed = _integer("--seed", args.seed, 0, 2**32 - 1)
-    images = _integer("--images", args.images, 1, None)  # bounded by the data: check_pools
+    dtypes = choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES)
+    seed = integer("--seed", args.seed, 0, 2**32 - 1)
+    images = integer("--images", args.images, 1, None)  # bounded by the data: check_pools
     return runner.RunConfig(models=models, dtypes=dtypes, seed=seed, images=images,
                             data=args.data, training=training_from_args(args),
                             user_code=() if user_code is None else (user_code,))  # fmt: skip
@@ -223,17 +220,17 @@ DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras'
 
 def training_from_args(args) -> runner.TrainingOptions | None:
     """The training schedule, every option validated even when ``--epochs 0`` skips it."""
-    epochs = _integer("--epochs", args.epochs, 0, 10_000)
-    optimizer = _choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
+    epochs = integer("--epochs", args.epochs, 0, 10_000)
+    optimizer = choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
     if len(optimizer) != 1:
         raise UsageError(f"Invalid value for argument `--optimizer`. Expected one of sgd, "
                          f"adam. Received --optimizer={args.optimizer!r}.")  # fmt: skip
-    lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else _positive("--lr", args.lr)
+    lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else positive("--lr", args.lr)
     options = runner.TrainingOptions(
         optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
-        batch_size=_integer("--batch-size", args.batch_size, 1, 60_000),
-        train_size=_integer("--train-size", args.train_size, 1, 60_000),
-        test_size=_integer("--test-size", args.test_size, 1, 10_000),
+        batch_size=integer("--batch-size", args.batch_size, 1, 60_000),
+        train_size=integer("--train-size", args.train_size, 1, 60_000),
+        test_size=integer("--test-size", args.test_size, 1, 10_000),
     )  # fmt: skip
     return options if epochs else None
 
@@ -251,42 +248,6 @@ def check_pools(config: runner.RunConfig, mnist) -> None:
                 f"Invalid value for argument `{option}`. Expected at most {len(pool)} (the "
                 f"{split} split size of {mnist.source}). Received {option}={size}."
             )  # fmt: skip
-
-
-def _positive(option: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value < float("inf")):
-        raise UsageError(f"Invalid value for argument `{option}`. Expected a finite, strictly "
-                         f"positive number. Received {option}={text!r}.")  # fmt: skip
-    return value
-
-
-def _choices(option: str, text: str, allowed) -> tuple[str, ...]:
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    bad = [item for item in items if item not in allowed]
-    if not items or bad or len(set(items)) != len(items):
-        raise UsageError(
-            f"Invalid value for argument `{option}`. Expected a comma-separated list of "
-            f"distinct names from {', '.join(allowed)}. Received {option}={text!r}."
-        )
-    return tuple(items)
-
-
-def _integer(option: str, text: str, low: int, high: int | None) -> int:
-    """An integer in ``[low, high]`` (``high=None``: no upper bound here)."""
-    try:
-        value = int(str(text))
-    except ValueError:
-        value = None
-    if value is None or value < low or (high is not None and value > high):
-        rule = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise UsageError(
-            f"Invalid value for argument `{option}`. Expected {rule}. Received {option}={text!r}."
-        )
-    return value
 
 
 def format_table(summary) -> str:

@@ -6,9 +6,9 @@ on a freshly built, hooked scratch model, state by state as ``parity run`` does
 the trained and random states), stopping at the first state where a check fails. A
 catch counts only at the level of values: a comparison row with status ``FAIL`` at
 stage ``values``; an exception, a shape, dtype or missing-key failure is "not caught".
-Training-only bugs also get a short training run (``parity.curves.run_training``, one
-epoch over a few dozen images, the tape path only); their static checks skip
-derivations (``gradients()`` is untouched by them).
+Entries with a training run (``Entry.training``) get a short one (``parity.curves.
+run_training``, one epoch over a few dozen images, the tape path only) when their static
+checks pass; their static checks skip derivations (Keras's gradients already judge them).
 
 The false-alarm sweep runs the correct implementation (every registered model, plus the
 catalog's correct variants such as chw through the pad=1 path) over ``seeds`` seeds in
@@ -34,6 +34,7 @@ import pandas as pd
 from parity import catalog, runner
 from parity.checks import common
 from parity.compare import ERROR, FAIL, is_failure
+from parity.options import UsageError, choices, integer
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 # The false-alarm sweep runs what users run: the default checks of ``parity run`` (32
@@ -158,10 +159,10 @@ def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
                  all_checks: bool = False, data: str | None = None) -> dict:  # fmt: skip
     """Run the checks on ``entry``'s faulty model; one catalog row (never raises).
 
-    Default: stop at the first weight state where a check fails; training-only entries
-    skip derivations, then train. ``all_checks``: every check at every state, and a
-    short training run for every entry (``checks_failed`` then says which checks catch
-    it on their own).
+    Default: stop at the first weight state where a check fails; entries with a training
+    run skip derivations, then train if nothing failed. ``all_checks``: every check at
+    every state, and a short training run for every entry (``checks_failed`` then says
+    which checks catch it on their own).
     """
     t0 = time.perf_counter()
     row = dict(kind="bug", bug=entry.name, model=entry.model, dtype=dtype,
@@ -392,14 +393,12 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> Options:
-    from parity.cli import _choices, _integer
-
     bugs = (tuple(catalog.BY_NAME) if str(args.bugs).strip() == "all"
-            else _choices("--bugs", args.bugs, tuple(catalog.BY_NAME)))  # fmt: skip
-    seeds = _integer("--seeds", args.seeds, 0, 1000)
+            else choices("--bugs", args.bugs, tuple(catalog.BY_NAME)))  # fmt: skip
+    seeds = integer("--seeds", args.seeds, 0, 1000)
     return Options(
-        bugs=bugs, dtypes=_choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
-        seeds=seeds, images=_integer("--images", args.images, 1, 1000),
+        bugs=bugs, dtypes=choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
+        seeds=seeds, images=integer("--images", args.images, 1, 1000),
         derivation_seeds=_at_most(seeds, "--derivation-seeds", args.derivation_seeds,
                                   DEFAULT_DERIVATION_SEEDS),
         training_seeds=_at_most(seeds, "--training-seeds", args.training_seeds,
@@ -410,14 +409,11 @@ def options_from_args(args) -> Options:
 
 def _at_most(seeds: int, option: str, text, default: int) -> int:
     """A count of the sweep's seeds: given, it must be <= --seeds; defaulted, it is clamped."""
-    from parity.cli import _integer
-
-    return min(default, seeds) if text is None else _integer(option, text, 0, seeds)
+    return min(default, seeds) if text is None else integer(option, text, 0, seeds)
 
 
 def selftest_command(args) -> int:
     """``parity selftest``: 0 every bug caught and no false alarm, 1 otherwise, 2 bad usage."""
-    from parity.cli import UsageError as CliUsageError
     from parity.data import DataError
     from parity.reports import ReportError, check_writable, write_report
 
@@ -428,7 +424,7 @@ def selftest_command(args) -> int:
         options = options_from_args(args)
         check_writable(args.out)
         runner.load_batches(runner.RunConfig(images=options.images, data=options.data))
-    except (CliUsageError, DataError, ReportError) as error:
+    except (UsageError, DataError, ReportError) as error:
         print(f"parity selftest: {error}", file=sys.stderr)
         return EXIT_USAGE
     result = run_selftest(options)

@@ -1,6 +1,8 @@
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = """
 import importlib, pkgutil, sys
@@ -30,3 +32,86 @@ def test_probe_detects_tensorflow_when_it_is_imported():
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert "keras" in result.stdout
+
+
+# -- import directions: parity -> reference -> scratch, and no cycle ------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("scratch", "reference", "parity")  # each may import only itself and those before it
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """``{module: modules of LAYERS it imports}``, function-level imports included (an
+    import inside a function is a dependency all the same), read with ``ast``."""
+    graph = {}
+    for package in LAYERS:
+        for file in sorted((root / package).rglob("*.py")):
+            name = ".".join(file.relative_to(root).with_suffix("").parts)
+            name = name.removesuffix(".__init__")
+            graph[name] = _imported(ast.parse(file.read_text(), filename=str(file)))
+    known = set(graph)
+    return {m: {t for t in targets if t in known and t != m} for m, targets in graph.items()}
+
+
+def _imported(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)  # `from parity import runner` imports parity.runner too
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n.split(".")[0] in LAYERS}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    rank = {package: i for i, package in enumerate(LAYERS)}
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if rank[t.split(".")[0]] > rank[m.split(".")[0]])  # fmt: skip
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every set of modules that import each other, directly or not (strongly connected
+    components of more than one module), by reachability."""
+    reach = {m: _reachable(graph, m) for m in graph}
+    groups = {tuple(sorted(m2 for m2 in reach[m] if m in reach[m2])) for m in graph}
+    return sorted(list(g) for g in groups if len(g) > 1)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_imports_go_parity_to_reference_to_scratch_only():
+    assert upward_imports(import_graph(ROOT)) == []
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert cycles(import_graph(ROOT)) == []
+
+
+def _fake_tree(tmp_path, files: dict[str, str]) -> Path:
+    for package in LAYERS:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_the_import_checks_find_an_upward_import_and_a_cycle(tmp_path):
+    # The two checks above must be able to fail: what they would have found before this
+    # round (reference/testing.py loading MNIST through parity; cli <-> selftest).
+    root = _fake_tree(tmp_path, {
+        "reference/testing.py": "def load():\n    from parity.data import load_mnist\n",
+        "parity/data.py": "", "parity/cli.py": "from parity.selftest import main\n",
+        "parity/selftest.py": "def f():\n    from parity.cli import integer\n",
+    })  # fmt: skip
+    graph = import_graph(root)
+    assert upward_imports(graph) == ["reference.testing -> parity.data"]
+    assert cycles(graph) == [["parity.cli", "parity.selftest"]]

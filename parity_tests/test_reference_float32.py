@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from parity.compare import compare
+from parity.data import load_mnist
 from reference.backend import run_in_dtype_process
 from reference.testing import MODEL_NAMES, float32_measurements
 
@@ -16,7 +17,9 @@ FLOAT32_VS_FLOAT64_MIN = 1e-8  # float32 logits vs float64, measured 2.8e-7..6.4
 
 @pytest.fixture(scope="module")
 def measured():
-    return run_in_dtype_process("float32", float32_measurements, MODEL_NAMES)
+    data = load_mnist()
+    images, labels = data.train_images[:200], data.train_labels[:200]
+    return run_in_dtype_process("float32", float32_measurements, MODEL_NAMES, images, labels)
 
 
 @pytest.fixture(params=MODEL_NAMES)

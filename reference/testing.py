@@ -105,7 +105,7 @@ def probe_pairs(twin_model, model, x, labels) -> dict:
 # -- work for a spawned float32 process ------------------------------------------------
 
 
-def float32_measurements(names, n_images: int = 32, steps: int = 200) -> dict:
+def float32_measurements(names, images, labels, n_images: int = 32, steps: int = 200) -> dict:
     """Arrays the float32 tests compare, produced in one float32 process.
 
     Per available model: dtypes of twin weights, outputs, loss and learning rate;
@@ -113,10 +113,17 @@ def float32_measurements(names, n_images: int = 32, steps: int = 200) -> dict:
     float64 logits with the same weights, to show how far float32 is from float64);
     ``train_<path>``: scratch and twin per-step losses and final weights after ``steps``
     SGD steps. Also the messages of errors a float32 process must raise.
-    """
-    from parity.data import load_mnist
 
-    data = load_mnist()
+    ``images`` (M, 28, 28) uint8 and ``labels`` (M,): real MNIST training images, given by
+    the caller (``reference`` never imports ``parity``, which loads the data), M at least
+    ``max(n_images, steps)``.
+    """
+    if len(images) < max(n_images, steps) or len(labels) != len(images):
+        raise ValueError(
+            f"Invalid value for argument `images`. Expected at least {max(n_images, steps)} "
+            f"images with one label each. Received {len(images)} images, {len(labels)} labels."
+        )
+    data = (np.asarray(images), np.asarray(labels))
     out = {"floatx": _floatx(), "models": {}, "errors": _float32_errors()}
     for name in names:
         try:
@@ -139,7 +146,7 @@ def _float32_model(name, data, n_images, steps) -> dict:
 
     model = build_model(name, dtype="float32")
     twin_model = twin_module.twin(model, "float32")
-    x, labels = model.preprocess(data.train_images[:n_images]), data.train_labels[:n_images]
+    x, labels = model.preprocess(data[0][:n_images]), data[1][:n_images]
     result = {"weight_dtypes": sorted({str(v.dtype) for v in twin_model.weights})}
     result["init"] = probe_pairs(twin_model, model, x, labels)
     # Smaller than the float64 tests' O(1) weights: there the blog's probabilities
@@ -168,7 +175,7 @@ def _float32_training(name, path, data, steps) -> dict:
 
     order = [np.arange(steps)]
     model = build_model(name, dtype="float32")
-    x, labels = model.preprocess(data.train_images[:steps]), data.train_labels[:steps]
+    x, labels = model.preprocess(data[0][:steps]), data[1][:steps]
     run = training.train(path, twin_module.twin(model, "float32"), model, x, labels, order)
     losses, _ = scratch_train(model, x, labels, order)
     return {

@@ -20,8 +20,9 @@ The network is the blog's: Conv3x3(8) -> MaxPool2() -> Softmax(13 * 13 * 8, 10),
 image at a time, inputs image / 255 - 0.5, loss -ln p[label], the initial gradient
 -1 / p[label] at the label. It is compared with the Keras twin of model `zhou`, same
 weights (the blog's initialisation, seeded). Gradients are read from your own backprop,
-exactly: learn_rate = 0 gives the input gradient; weights set to zero and learn_rate = -1
-leave exactly the gradient in the weights; the weights are then restored bit for bit.
+exactly: learn_rate = -1 on the real weights gives the input gradient (taken before the
+update, as in the blog); weights set to zero and learn_rate = -1 leave exactly the
+gradient in the weights; the weights are then restored bit for bit.
 A backprop that returns None (the blog's first layer) makes that input gradient
 NOT_PROVIDED; so is softmax/input, the gradient of the logits (the blog's Softmax
 returns none; it equals the biases' gradient, compared as dense/bias). Training

@@ -201,7 +201,7 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     from reference.twin import copy_into_keras, twin
     from scratch.models import build
 
-    rows = {table: [] for table in (*TABLES, "ties_rows", "errors")}
+    rows = {table: [] for table in (*TABLES, "errors")}
     ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed)
     try:
         ctx.model = build(name, seed=config.seed, dtype=dtype)
@@ -245,9 +245,7 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
     if "isolation" in config.checks:
         rows["isolation"] += _guarded(ctx, "isolation", isolation.isolation_rows)
     if "ties" in config.checks:
-        summary_rows, detail = _guarded(ctx, "ties", ties.tie_rows, pair=True)
-        rows["ties"] += detail
-        rows["ties_rows"] += summary_rows
+        rows["ties"] += _guarded(ctx, "ties", ties.tie_rows)
     if (
         "derivations" in config.checks
         and ctx.state in derivations.STATES
@@ -258,15 +256,14 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
 
 
-def _guarded(ctx: Context, check: str, rows_of, pair: bool = False):
-    """``rows_of(ctx)``, or one ``ERROR`` row if it raised (``pair``: ``(rows, details)``).
+def _guarded(ctx: Context, check: str, rows_of):
+    """``rows_of(ctx)``, or one ``ERROR`` row if it raised.
     A progress line first: with a user's loop-style code one check can take a minute."""
     progress(f"{ctx.name} {ctx.dtype} {ctx.state}: {check}")
     try:
         return rows_of(ctx)
     except Exception as exc:
-        rows = [ctx.row(check, error("-", "-", exc))]
-        return (rows, []) if pair else rows
+        return [ctx.row(check, error("-", "-", exc))]
 
 
 def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, str]]:
@@ -291,7 +288,7 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
-    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties_rows")
+    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties")
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]

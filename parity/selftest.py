@@ -220,14 +220,12 @@ def _verdict(rows: list[dict]) -> dict:
 
 
 def _error(row: dict) -> float:
-    if row["check"] == "ties" or (row["check"] == "training" and row["layer"] == "loss"):
+    if row["check"] == "training" and row["layer"] == "loss":
         return float(row["max_abs_error"])
     return float(row["rel_error"])
 
 
 def _error_kind(row: dict) -> str:
-    if row["check"] == "ties":
-        return "mismatched windows"
     if row["check"] == "training" and row["layer"] == "loss":
         return "max abs (per-step loss)"
     return "norm-wise rel"
@@ -256,7 +254,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     keras_model = twin(model, dtype)
     out, run = [], []
     for state in config.states:
-        tables: dict = {t: [] for t in (*runner.TABLES, "ties_rows", "errors")}
+        tables: dict = {t: [] for t in (*runner.TABLES, "errors")}
         try:
             runner._set_weights(ctx, state, config, batches)
             copy_into_keras(keras_model, model)
@@ -267,7 +265,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
                 raise
             raised.append(f"state {state}: {type(error).__name__}: {error}")
             continue
-        for table in ("errors", "forward", "gradients", "ties_rows", "derivations"):
+        for table in ("errors", "forward", "gradients", "ties", "derivations"):
             for r in tables.get(table, []):
                 out.append({**r, "_position": len(out)})
         run += [c for c in ORDER if any(r["check"] == c for r in out)]

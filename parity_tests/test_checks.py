@@ -57,6 +57,15 @@ def test_ties_are_counted_on_real_images(results):
     assert (table["tied_scratch"] > 1000).all() and (table["routing_mismatches"] == 0).all()
 
 
+def test_ties_rows_are_ordinary_comparisons_with_the_counts_beside_them(results):
+    table, gradients = results.tables["ties"], results.tables["gradients"]
+    assert list(table.columns[: len(gradients.columns)]) == list(gradients.columns)
+    assert set(table["quantity"]) == {"routing"} and (table["stage"] == "values").all()
+    summary = results.summary[results.summary["check"] == "ties"]
+    assert (summary["error_kind"] == "norm-wise rel").all()
+    assert set(summary["worst_error"]) <= set(table["rel_error"])
+
+
 @pytest.mark.keras
 def test_planted_conv_kernel_gradient_fails_and_names_layer_and_quantity():
     config = runner.RunConfig(models=("zhou",), dtypes=("float64",), checks=("gradients",),

@@ -122,6 +122,15 @@ def test_the_first_value_failure_is_the_catch():
     )
 
 
+def test_a_ties_catch_reports_its_relative_error_like_any_comparison():
+    verdict = selftest._verdict([_row("ties", "values", False)])
+    assert (verdict["check"], verdict["error"], verdict["error_kind"]) == (
+        "ties",
+        0.5,
+        "norm-wise rel",
+    )
+
+
 @dataclass(frozen=True)
 class Raises:
     def __call__(self, model) -> None:

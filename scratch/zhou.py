@@ -7,11 +7,14 @@ Three layers with the blog's API, one image at a time, activations HWC:
 
 Each layer has ``forward(input)`` and ``backprop(d_L_d_out, learn_rate)``: the
 blog's plain SGD step on its own weights, returning the loss gradient of its
-input. ``backward(d_L_d_out)`` is the same computation without the update: it
-stores the weight gradients (``d_L_d_filters``, ``d_L_d_w``, ``d_L_d_b``) and
-returns the input gradient, so a harness can read gradients before a step.
-``backprop`` is ``backward`` then the update, so the input gradient comes from
-the old weights, as in the blog.
+input. The harness reads every gradient from ``backprop``, the method users write
+(``scratch.blog_api``, the same code that reads a user's classes).
+``backward(d_L_d_out)`` is its gradient part without the update: it stores the
+weight gradients (``d_L_d_filters``, ``d_L_d_w``, ``d_L_d_b``) and returns the
+input gradient. ``backprop`` is ``backward`` then the update, so the input
+gradient comes from the old weights, as in the blog; ``parity_tests/
+test_blog_api.py`` shows ``backward`` and the gradients read from ``backprop``
+equal bit for bit.
 
 Written from the blog's formulas and independent of ``scratch.layers`` on
 purpose: the two implementations check each other. Vectorized (no Python loop

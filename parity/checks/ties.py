@@ -120,30 +120,30 @@ def near_maxima(x: np.ndarray, size, strides, gap: float) -> np.ndarray:
     return scatter(near & (near.sum(axis=-1, keepdims=True) > 1), x.shape, size, strides)
 
 
-def tie_rows(ctx: Context) -> tuple[list[dict], list[dict]]:
-    """``(comparison rows, ties.csv rows)`` for every pooling layer."""
+def tie_rows(ctx: Context) -> list[dict]:
+    """One row per pooling layer (ties.csv): the isolated routing comparison, an ordinary
+    ``parity.compare`` record like every other check's, then the window counts in their
+    own columns (:func:`counts`), which explain it and are never judged."""
     from reference.layout import layout_for
 
     layout = layout_for(ctx.model)
     _, grads = ctx.grads("scratch")
     tol = tolerances.get("gradients", ctx.dtype)
-    rows, details = [], []
+    rows = []
     for pool in pools(ctx.model, ctx.twin):
         x_s, x_k = (_pool_input(ctx, layout, pool, side) for side in ("scratch", "keras"))
         ours = grads.get(pool.layer, {}).get("input")
         upstream = grads.get(pool.following, {}).get("input")
-        limits = dict(atol=tol.atol, rtol=tol.rtol)
         if ours is None or upstream is None:
-            record = missing(pool.layer, QUANTITY, "scratch", **limits)
-            details.append(_detail(ctx, pool, x_s, x_k, None, None, record))
+            record = missing(pool.layer, QUANTITY, "scratch", atol=tol.atol, rtol=tol.rtol)
+            ours_k = theirs_k = None
         else:
             dy = layout.to_keras(pool.following, "input", upstream)
             ours_k = layout.to_keras(pool.layer, "input", ours)
             keras_layer = ctx.twin.get_layer(pool.keras_layer)
             record, theirs_k = routing(pool.layer, keras_layer, x_s, dy, ours_k, ctx.dtype)
-            details.append(_detail(ctx, pool, x_s, x_k, ours_k, theirs_k, record))
-        rows.append(ctx.row(CHECK, record))
-    return rows, details
+        rows.append(ctx.row(CHECK, record, **counts(pool, x_s, x_k, ours_k, theirs_k)))
+    return rows
 
 
 def routing(layer: str, keras_layer, x, dy, ours, dtype):
@@ -169,7 +169,10 @@ def _pool_input(ctx: Context, layout, pool: Pool, side: str) -> np.ndarray:
     return layout.to_keras(pool.layer, "input", x)
 
 
-def _detail(ctx, pool: Pool, x_s, x_k, ours, theirs, record) -> dict:
+def counts(pool: Pool, x_s, x_k, ours, theirs) -> dict:
+    """The ties.csv columns of one pooling layer: its geometry and window counts (both
+    sides' pool inputs ``x_s``, ``x_k`` and input gradients ``ours``, ``theirs``, NHWC;
+    the gradients None when the scratch side has none)."""
     win_s, win_k = windows(x_s, pool.size, pool.strides), windows(x_k, pool.size, pool.strides)
     if ours is None:
         mismatched = np.zeros(win_s.shape[:4], dtype=bool)
@@ -180,12 +183,10 @@ def _detail(ctx, pool: Pool, x_s, x_k, ours, theirs, record) -> dict:
     gap = 2 * float(np.abs(x_s.astype(np.float64) - x_k).max(initial=0.0))
     first = int(np.flatnonzero(mismatched)[0]) if mismatched.any() else -1
     return dict(
-        model=ctx.name, dtype=ctx.dtype, state=ctx.state, layer=pool.layer,
         pool_size=f"{pool.size[0]}x{pool.size[1]}", strides=f"{pool.strides[0]}x{pool.strides[1]}",
         windows=int(mismatched.size),
         tied_scratch=int(tied(win_s).sum()), tied_keras=int(tied(win_k).sum()),
         ambiguous=int((ambiguous(win_s, gap) | ambiguous(win_k, gap)).sum()),
         rounding_flipped=int(flipped.sum()),
         routing_mismatches=int(mismatched.sum()), first_mismatch_window=first,
-        max_abs_error=record.max_abs_error, status=record.status,
     )  # fmt: skip

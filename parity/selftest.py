@@ -44,7 +44,7 @@ DEFAULT_SEEDS = 20
 DEFAULT_IMAGES = runner.DEFAULT_IMAGES
 DEFAULT_DERIVATION_SEEDS = DEFAULT_SEEDS
 DEFAULT_TRAINING_SEEDS = 3
-ORDER = ("forward", "gradients", "ties", "derivations", "training")
+ORDER = ("forward", "gradients", "isolation", "ties", "derivations", "training")
 
 CATALOG_COLUMNS = [
     "kind", "bug", "model", "dtype", "description", "caught", "check", "state", "layer",
@@ -168,7 +168,7 @@ def evaluate_bug(entry: catalog.Entry, dtype: str, batches, seed: int = 0,
     row = dict(kind="bug", bug=entry.name, model=entry.model, dtype=dtype,
                description=entry.description, seeds=1)  # fmt: skip
     skip = entry.training and not all_checks
-    checks = ("forward", "gradients", "ties") + (() if skip else ("derivations",))
+    checks = ("forward", "gradients", "isolation", "ties") + (() if skip else ("derivations",))
     raised = [] if all_checks else None  # all_checks: a raising state is noted, not fatal
     try:
         rows, run = static_rows(entry.model, dtype, batches, seed, catalog.hooks_of(entry),
@@ -265,7 +265,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
                 raise
             raised.append(f"state {state}: {type(error).__name__}: {error}")
             continue
-        for table in ("errors", "forward", "gradients", "ties", "derivations"):
+        for table in ("errors", "forward", "gradients", "isolation", "ties", "derivations"):
             for r in tables.get(table, []):
                 out.append({**r, "_position": len(out)})
         run += [c for c in ORDER if any(r["check"] == c for r in out)]
@@ -297,7 +297,7 @@ def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
     total, failing, errors = 0, [], []
     runs = _training_specs(model_name)
     for seed in range(options.seeds):
-        checks = ["forward", "gradients", "ties"]
+        checks = ["forward", "gradients", "isolation", "ties"]
         if seed < options.derivation_seeds and dtype == "float64":
             checks.append("derivations")
         try:

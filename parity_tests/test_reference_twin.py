@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,8 @@ from reference.testing import (
     pool_input_nhwc,
     tie_fraction,
 )
+from spec import ExpandDims, Permute, SpecError
+from spec.networks import CHW_RELU, NETWORKS
 
 pytestmark = pytest.mark.keras
 
@@ -156,11 +160,17 @@ def test_fused_softmax_twin_gives_identical_outputs_and_gradients(name, images):
     )
 
 
-def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(images, monkeypatch):
-    model = build_model("chw-relu")
+def _planted(network, key, transforms):
+    """``network`` with the layout datum of ``key`` replaced (a planted layout bug)."""
+    layouts = {**network.layouts, key: transforms}
+    return dataclasses.replace(network, name=f"{network.name}-planted", layouts=layouts)
+
+
+def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(images):
+    from scratch.chw_model import ChwModel
+
+    model = ChwModel(_planted(CHW_RELU, ("dense", "kernel"), ()))  # rows as they are
     x = model.preprocess(images[0])
-    reshape = lambda kernel, chw, where: kernel.copy()  # noqa: E731 - the planted bug
-    monkeypatch.setattr(layout_module, "chw_rows_to_hwc", reshape)
     keras_model = twin_module.twin(model)
     init = probes.forward(keras_model, model, x)
     assert np.max(np.abs(init["softmax"] - model.forward(x)["softmax"])) < FLAT_INIT_ABS
@@ -174,6 +184,30 @@ def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(imag
         atol=0.0,
         rtol=FORWARD_RTOL,
     )
+    assert not record.passed and record.rel_error > RESHAPE_BUG_MIN_REL, record.message
+
+
+@pytest.mark.parametrize(
+    "name, key, transforms, layer",
+    [
+        ("chw-relu", ("conv2d", "kernel"), (Permute((3, 2, 1, 0)),), "conv2d"),  # kh <-> kw
+        ("zhou", ("conv2d", "kernel"), (Permute((2, 1, 0)), ExpandDims(2)), "conv2d"),
+        ("chw-relu", ("conv2d", "input"), (Permute((0, 3, 2, 1)),), "conv2d"),  # H <-> W
+    ],
+    ids=["chw-filters-kh-kw-swapped", "zhou-filters-kh-kw-swapped", "chw-input-h-w-swapped"],
+)
+def test_planted_layout_datum_fails_the_forward_check(images, name, key, transforms, layer):
+    from scratch.chw_model import ChwModel
+    from scratch.zhou_model import ZhouModel
+
+    network = _planted(NETWORKS[name], key, transforms)
+    model = ChwModel(network) if name == "chw-relu" else ZhouModel()
+    model.spec = network  # the adapter's own arrays; only the layout datum differs
+    model.set_params(o1_params(model))
+    x = model.preprocess(images[0])
+    keras_model = twin_module.twin(model)
+    record = compare(model.forward(x)[layer], probes.forward(keras_model, model, x)[layer],
+                     layer=layer, quantity="output", atol=0.0, rtol=FORWARD_RTOL)  # fmt: skip
     assert not record.passed and record.rel_error > RESHAPE_BUG_MIN_REL, record.message
 
 
@@ -220,9 +254,9 @@ def test_twin_rejects_scratch_layer_without_keras_counterpart():
     ]
     model = Sequential(stack, (28, 28, 1), name="odd")
     with pytest.raises(
-        layout_module.NoKerasCounterpart,
-        match=r"Model `odd`: scratch layer "
-        r"`mystery` \(Mystery\) has no Keras counterpart",
+        SpecError,
+        match=r"Model `odd`: scratch layer `mystery` \(Mystery\) has no kind in the "
+        r"network description",
     ):
         twin_module.twin(model)
 
@@ -232,8 +266,8 @@ def test_twin_rejects_mismatched_weight_shape():
     model.layer("dense").params["kernel"] = np.zeros((784, 11))
     with pytest.raises(
         layout_module.LayoutError,
-        match=r"Twin of `two-conv`: Keras layer `dense` "
-        r"weight `kernel`: expected shape \(784, 10\), received \(784, 11\)",
+        match=r"two-conv: scratch layer `dense` kernel: expected shape \(784, 10\), "
+        r"received \(784, 11\)",
     ):
         twin_module.twin(model)
 

@@ -14,8 +14,9 @@ import numpy as np
 
 from scratch.protocol import HarnessModel, Tree
 from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
+from spec.networks import ZHOU
 
-LAYER_NAMES = ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
+LAYER_NAMES = ZHOU.native_names  # ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
 
 
 def check_images(images) -> np.ndarray:
@@ -39,7 +40,10 @@ class ZhouModel(HarnessModel):
     layer's ``input`` gradient of the batch-mean loss (per image, divided by N):
     ``conv2d`` ``(N, 28, 28)``, ``max_pooling2d`` ``(N, 26, 26, 8)``, ``flatten``
     ``(N, 13, 13, 8)``, ``dense`` ``(N, 1352)``, ``softmax`` ``(N, 10)`` (of the logits).
+    Network description: ``spec.networks.ZHOU``.
     """
+
+    spec = ZHOU
 
     def __init__(self, seed=0, dtype="float64"):
         self.name = "zhou"

@@ -311,3 +311,47 @@ def test_probes_reject_labels_out_of_range():
         probes.gradients(
             twin_module.twin(model), model, np.zeros((2, 1, 28, 28)), np.array([0, 10])
         )
+
+
+# Hand-written from each description: (Keras class, name, the config entries that matter).
+TWIN_LAYERS = {
+    "zhou": [
+        ("Conv2D", "conv2d", dict(filters=8, kernel_size=(3, 3), strides=(1, 1),
+                                  padding="valid", use_bias=False)),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2),
+                                               padding="valid")),
+        ("Flatten", "flatten", {}),
+        ("Dense", "dense", dict(units=10, use_bias=True)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+    "chw-relu": [
+        ("Conv2D", "conv2d", dict(filters=8, kernel_size=(3, 3), padding="valid",
+                                  use_bias=True, data_format="channels_last")),
+        ("ReLU", "re_lu", {}),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2))),
+        ("Flatten", "flatten", {}),  # folded into the Linear on the scratch side
+        ("Dense", "dense", dict(units=10)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+    "two-conv": [
+        ("Conv2D", "conv2d", dict(filters=8, strides=(1, 1), padding="same", use_bias=True)),
+        ("ReLU", "re_lu", {}),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2))),
+        ("Conv2D", "conv2d_1", dict(filters=16, kernel_size=(3, 3), strides=(2, 2),
+                                    padding="same")),
+        ("ReLU", "re_lu_1", {}),
+        ("Flatten", "flatten", {}),
+        ("Dense", "dense", dict(units=10)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TWIN_LAYERS)
+def test_twin_from_description_has_the_expected_keras_layers(name):
+    keras_model = twin_module.twin(build_model(name))
+    got = [(type(layer).__name__, layer.name, layer.get_config()) for layer in keras_model.layers]
+    assert [(kind, n) for kind, n, _ in got] == [(k, n) for k, n, _ in TWIN_LAYERS[name]]
+    for (_, layer, config), (_, _, expected) in zip(got, TWIN_LAYERS[name], strict=True):
+        assert {k: config[k] for k in expected} == expected, layer
+    assert tuple(keras_model.input_shape[1:]) == (28, 28, 1)

@@ -19,7 +19,7 @@ import numpy as np
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax, softmax_loss
 from scratch.protocol import HarnessModel, Tree, check_dtype
 from spec import Network
-from spec.networks import CHW, CHW_RELU
+from spec.networks import CHW, CHW_ODD, CHW_RELU
 
 WEIGHTS = {"Conv2D": ("filters", "bias"), "Dense": ("weights", "bias")}  # kind -> attributes
 
@@ -245,3 +245,9 @@ def build_chw_relu(seed=0, dtype="float64") -> ChwModel:
 def build_chw(seed=0, dtype="float64") -> ChwModel:
     """``chw``: Conv(1, 8, 3) -> MaxPool2x2 -> Linear(1352, 10) -> softmax."""
     return ChwModel(CHW, seed=seed, dtype=dtype)
+
+
+def build_chw_odd(seed=0, dtype="float64") -> ChwModel:
+    """``spec.networks.CHW_ODD``: Conv(1, 6, 4, pad=1, stride=2) -> Conv(6, 10, 2) ->
+    MaxPool2x2 on 13x13 -> Linear(360, 10) -> softmax."""
+    return ChwModel(CHW_ODD, seed=seed, dtype=dtype)

@@ -19,6 +19,8 @@ _BUILDERS: dict[str, str] = {
     "two-conv": "scratch.models:build_two_conv",
     "chw": "scratch.chw_model:build_chw",
     "chw-relu": "scratch.chw_model:build_chw_relu",
+    "nhwc-odd": "scratch.models:build_nhwc_odd",  # a description only (spec.networks)
+    "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
 }
 
 _INTERNAL: dict[str, str] = {
@@ -80,3 +82,11 @@ def build_zhou_seq(seed: int, dtype) -> HarnessModel:
     from spec.networks import ZHOU_SEQ
 
     return Sequential.from_network(ZHOU_SEQ, seed=seed, dtype=dtype)
+
+
+def build_nhwc_odd(seed: int, dtype) -> HarnessModel:
+    """``spec.networks.NHWC_ODD`` from the general NHWC layers."""
+    from scratch.sequential import Sequential
+    from spec.networks import NHWC_ODD
+
+    return Sequential.from_network(NHWC_ODD, seed=seed, dtype=dtype)

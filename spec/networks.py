@@ -90,4 +90,40 @@ def _chw_layers(relu: bool):
 CHW = channels_first("chw", _chw_layers(relu=False))
 CHW_RELU = channels_first("chw-relu", _chw_layers(relu=True))
 
-NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ)}
+# Settings no network above exercises (issue 12): asymmetric "same" padding at stride 2,
+# C > 1 and F > 1 in one conv, pools that crop an odd row and column, overlapping pool
+# windows (3, strides 2), and for the channels-first family explicit padding with stride.
+NHWC_ODD = Network(
+    "nhwc-odd", MNIST,
+    stack(
+        ("Conv2D", dict(filters=6, kernel_size=3, strides=2, padding="same")),  # 14x14x6
+        ("ReLU", {}),
+        ("Conv2D", dict(filters=10, kernel_size=2)),  # 13x13x10
+        ("MaxPooling2D", dict(pool_size=2)),  # 6x6x10: the odd row and column cropped
+        ("Conv2D", dict(filters=12, kernel_size=3, padding="same")),  # 6x6x12
+        ("MaxPooling2D", dict(pool_size=3, strides=2)),  # 2x2x12, overlapping windows
+        ("Flatten", {}),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+    BLOG_SCALING,
+)  # fmt: skip
+
+# The issue's Conv(1, 6, 3, pad=1, stride=2) has 28 + 2 - 3 = 27 rows to stride over: Keras
+# floors to 14 and never reads the last padded row, scratch.chw.Conv rejects a stride that
+# does not tile its padded input (by design, ValueError naming H, pad and filter_size).
+# Kernel 4 tiles (26 / 2) and gives the same 14x14.
+CHW_ODD = channels_first(
+    "chw-odd",
+    stack(
+        ("ZeroPadding2D", dict(padding=1, folded=True)),  # Conv(pad=1): 30x30
+        ("Conv2D", dict(filters=6, kernel_size=4, strides=2)),  # 14x14x6
+        ("Conv2D", dict(filters=10, kernel_size=2)),  # 13x13x10
+        ("MaxPooling2D", dict(pool_size=2)),  # 6x6x10: the odd row and column cropped
+        ("Flatten", dict(folded=True)),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+)
+
+NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD)}

@@ -72,7 +72,7 @@ class Network:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         self._check_structure()
-        self.shapes()
+        object.__setattr__(self, "_shapes", self._infer_shapes())  # frozen: computed once
         for (layer, quantity), transforms in self.layouts.items():
             if (layer, quantity) not in self.keys():
                 raise SpecError(
@@ -118,7 +118,11 @@ class Network:
     # -- shapes ------------------------------------------------------------------------
 
     def shapes(self) -> dict[str, tuple[tuple, tuple]]:
-        """``{layer: (input shape, output shape)}`` per example, Keras layout, layer by layer."""
+        """``{layer: (input shape, output shape)}`` per example, Keras layout, inferred layer
+        by layer when the description was made (SpecError there if a rule fails)."""
+        return dict(self._shapes)
+
+    def _infer_shapes(self) -> dict[str, tuple[tuple, tuple]]:
         out, shape = {}, self.input_shape
         for layer in self.layers:
             new = layer.output_shape(shape)

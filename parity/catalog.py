@@ -21,7 +21,6 @@ that changes nothing fails a test.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -294,11 +293,9 @@ class _PaddedValidConv:
     """``conv2d`` computed as ``Conv(pad=1)`` and cropped to the valid region.
 
     Same values as pad=0 for any input (padded output ``(i+1, j+1)`` is valid output
-    ``(i, j)``), so the twin (pad=0 only) still mirrors it, yet the pad > 0 code path runs.
-    ``pad``/``stride`` are the layer's effective ones (what ``reference.layout`` reads).
+    ``(i, j)``), so the twin of the model's network description (pad 0) still mirrors it,
+    yet the pad > 0 code path runs.
     """
-
-    pad, stride = 0, 1
 
     def __init__(self, inner):
         self.inner = inner
@@ -394,14 +391,6 @@ def _install_layout_dispatch() -> None:
     _patch(layout_module, "layout_for", layout_for)
 
 
-def _with_rule(layout, key, to_keras, from_keras):
-    from reference.layout import Layout
-
-    rules = dict(layout.rules)
-    rules[key] = dataclasses.replace(rules[key], to_keras=to_keras, from_keras=from_keras)
-    return Layout(layout.family, layout.model_name, rules, layout.layer_names)
-
-
 @dataclass(frozen=True)
 class FiltersReshapeNotTranspose:
     """``zhou``: blog filters (F, 3, 3) moved to Keras (3, 3, 1, F) by reshape."""
@@ -411,15 +400,12 @@ class FiltersReshapeNotTranspose:
         model.selftest_layout_bug = self
 
     def corrupt(self, layout):
-        def to_keras(a, where):
-            a = np.asarray(a)
-            return np.array(a.reshape(3, 3, 1, a.shape[0]))  # the bug: reshape, no transpose
+        from spec import Reshape
 
-        def from_keras(k, where):
-            k = np.asarray(k)
-            return np.array(k.reshape(k.shape[-1], 3, 3))
-
-        return _with_rule(layout, ("conv2d", "kernel"), to_keras, from_keras)
+        rule = layout.rule("conv2d", "kernel")  # the bug: reshape, no transpose
+        return layout.with_transforms(
+            "conv2d", "kernel", (Reshape(rule.scratch_shape, rule.keras_shape),)
+        )
 
 
 @dataclass(frozen=True)
@@ -431,10 +417,8 @@ class ChwRowsNotPermuted:
         model.selftest_layout_bug = self
 
     def corrupt(self, layout):
-        def same(a, where):
-            return np.array(a)  # the bug: a reshape to (1352, 10) is no change at all
-
-        return _with_rule(layout, ("dense", "kernel"), same, same)
+        # the bug: a reshape to (1352, 10) is no change at all, the identity
+        return layout.with_transforms("dense", "kernel", ())
 
 
 # -- optimizer (training only) --------------------------------------------------------------

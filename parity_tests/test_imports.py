@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 import importlib, pkgutil, sys
 import scratch
@@ -12,11 +14,18 @@ for info in pkgutil.walk_packages(scratch.__path__, "scratch."):
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"tensorflow", "keras"})
 print(",".join(heavy))
 """
+# The network description sits below everything: numpy only, and none of the packages
+# that import it (parity -> reference -> scratch -> spec).
+ABOVE_SPEC = ("tensorflow", "keras", "scratch", "reference", "parity")
 
 
-def test_importing_every_scratch_module_imports_neither_tensorflow_nor_keras():
+@pytest.mark.parametrize("package", ["scratch", "spec"])
+def test_importing_every_module_imports_neither_tensorflow_nor_keras(package):
+    probe = PROBE.replace("scratch", package)
+    if package == "spec":
+        probe = probe.replace('{"tensorflow", "keras"}', repr(set(ABOVE_SPEC)))
     result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
 

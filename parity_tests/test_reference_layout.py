@@ -7,6 +7,7 @@ import pytest
 from parity.compare import compare
 from reference import layout as L
 from reference.testing import MODEL_NAMES, ModelNotAvailable, build_model
+from spec.networks import CHW_RELU, NETWORKS
 
 CHW = (8, 13, 13)  # pooled C, H, W of the channels-first family
 SAME_SUM_RTOL = 1e-14  # same products summed in another order; measured ~1e-16
@@ -79,14 +80,7 @@ def test_permuted_rows_give_the_same_dense_output_and_a_reshape_does_not():
 
 
 def _layouts():
-    layouts = {
-        "zhou-table": L.blog_layout(
-            "zhou",
-            ("conv2d", "max_pooling2d", "flatten", "dense", "softmax"),
-            (8, 3, 3),
-            (1352, 10),
-        )
-    }
+    layouts = {f"{name}-spec": L.Layout(network) for name, network in NETWORKS.items()}
     for name in MODEL_NAMES:
         try:
             layouts[name] = L.layout_for(build_model(name))
@@ -127,12 +121,7 @@ def test_model_weights_round_trip_bit_exactly(name):
 
 
 def test_wrong_shape_names_layer_expected_and_received():
-    layout = L.chw_layout(
-        "chw-relu",
-        ("conv2d", "re_lu", "max_pooling2d", "dense", "softmax"),
-        (8, 1, 3, 3),
-        (1352, 10),
-    )
+    layout = L.Layout(CHW_RELU)
     with pytest.raises(
         L.LayoutError,
         match=r"chw-relu: scratch layer `conv2d` kernel: expected "
@@ -165,7 +154,7 @@ def test_pure_conversion_rejects_wrong_shape_with_where():
 
 
 def test_unknown_scratch_key_has_no_keras_counterpart():
-    layout = LAYOUTS["zhou-table"]
+    layout = LAYOUTS["zhou-spec"]
     with pytest.raises(
         L.NoKerasCounterpart,
         match=r"scratch layer `dropout` quantity `output` "

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,8 @@ from reference.testing import (
     pool_input_nhwc,
     tie_fraction,
 )
+from spec import ExpandDims, Permute, SpecError
+from spec.networks import CHW_RELU, NETWORKS
 
 pytestmark = pytest.mark.keras
 
@@ -156,11 +160,17 @@ def test_fused_softmax_twin_gives_identical_outputs_and_gradients(name, images):
     )
 
 
-def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(images, monkeypatch):
-    model = build_model("chw-relu")
+def _planted(network, key, transforms):
+    """``network`` with the layout datum of ``key`` replaced (a planted layout bug)."""
+    layouts = {**network.layouts, key: transforms}
+    return dataclasses.replace(network, name=f"{network.name}-planted", layouts=layouts)
+
+
+def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(images):
+    from scratch.chw_model import ChwModel
+
+    model = ChwModel(_planted(CHW_RELU, ("dense", "kernel"), ()))  # rows as they are
     x = model.preprocess(images[0])
-    reshape = lambda kernel, chw, where: kernel.copy()  # noqa: E731 - the planted bug
-    monkeypatch.setattr(layout_module, "chw_rows_to_hwc", reshape)
     keras_model = twin_module.twin(model)
     init = probes.forward(keras_model, model, x)
     assert np.max(np.abs(init["softmax"] - model.forward(x)["softmax"])) < FLAT_INIT_ABS
@@ -174,6 +184,30 @@ def test_reshape_instead_of_permutation_is_caught_by_relative_forward_check(imag
         atol=0.0,
         rtol=FORWARD_RTOL,
     )
+    assert not record.passed and record.rel_error > RESHAPE_BUG_MIN_REL, record.message
+
+
+@pytest.mark.parametrize(
+    "name, key, transforms, layer",
+    [
+        ("chw-relu", ("conv2d", "kernel"), (Permute((3, 2, 1, 0)),), "conv2d"),  # kh <-> kw
+        ("zhou", ("conv2d", "kernel"), (Permute((2, 1, 0)), ExpandDims(2)), "conv2d"),
+        ("chw-relu", ("conv2d", "input"), (Permute((0, 3, 2, 1)),), "conv2d"),  # H <-> W
+    ],
+    ids=["chw-filters-kh-kw-swapped", "zhou-filters-kh-kw-swapped", "chw-input-h-w-swapped"],
+)
+def test_planted_layout_datum_fails_the_forward_check(images, name, key, transforms, layer):
+    from scratch.chw_model import ChwModel
+    from scratch.zhou_model import ZhouModel
+
+    network = _planted(NETWORKS[name], key, transforms)
+    model = ChwModel(network) if name == "chw-relu" else ZhouModel()
+    model.spec = network  # the adapter's own arrays; only the layout datum differs
+    model.set_params(o1_params(model))
+    x = model.preprocess(images[0])
+    keras_model = twin_module.twin(model)
+    record = compare(model.forward(x)[layer], probes.forward(keras_model, model, x)[layer],
+                     layer=layer, quantity="output", atol=0.0, rtol=FORWARD_RTOL)  # fmt: skip
     assert not record.passed and record.rel_error > RESHAPE_BUG_MIN_REL, record.message
 
 
@@ -220,9 +254,9 @@ def test_twin_rejects_scratch_layer_without_keras_counterpart():
     ]
     model = Sequential(stack, (28, 28, 1), name="odd")
     with pytest.raises(
-        layout_module.NoKerasCounterpart,
-        match=r"Model `odd`: scratch layer "
-        r"`mystery` \(Mystery\) has no Keras counterpart",
+        SpecError,
+        match=r"Model `odd`: scratch layer `mystery` \(Mystery\) has no kind in the "
+        r"network description",
     ):
         twin_module.twin(model)
 
@@ -232,8 +266,8 @@ def test_twin_rejects_mismatched_weight_shape():
     model.layer("dense").params["kernel"] = np.zeros((784, 11))
     with pytest.raises(
         layout_module.LayoutError,
-        match=r"Twin of `two-conv`: Keras layer `dense` "
-        r"weight `kernel`: expected shape \(784, 10\), received \(784, 11\)",
+        match=r"two-conv: scratch layer `dense` kernel: expected shape \(784, 10\), "
+        r"received \(784, 11\)",
     ):
         twin_module.twin(model)
 
@@ -277,3 +311,47 @@ def test_probes_reject_labels_out_of_range():
         probes.gradients(
             twin_module.twin(model), model, np.zeros((2, 1, 28, 28)), np.array([0, 10])
         )
+
+
+# Hand-written from each description: (Keras class, name, the config entries that matter).
+TWIN_LAYERS = {
+    "zhou": [
+        ("Conv2D", "conv2d", dict(filters=8, kernel_size=(3, 3), strides=(1, 1),
+                                  padding="valid", use_bias=False)),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2),
+                                               padding="valid")),
+        ("Flatten", "flatten", {}),
+        ("Dense", "dense", dict(units=10, use_bias=True)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+    "chw-relu": [
+        ("Conv2D", "conv2d", dict(filters=8, kernel_size=(3, 3), padding="valid",
+                                  use_bias=True, data_format="channels_last")),
+        ("ReLU", "re_lu", {}),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2))),
+        ("Flatten", "flatten", {}),  # folded into the Linear on the scratch side
+        ("Dense", "dense", dict(units=10)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+    "two-conv": [
+        ("Conv2D", "conv2d", dict(filters=8, strides=(1, 1), padding="same", use_bias=True)),
+        ("ReLU", "re_lu", {}),
+        ("MaxPooling2D", "max_pooling2d", dict(pool_size=(2, 2), strides=(2, 2))),
+        ("Conv2D", "conv2d_1", dict(filters=16, kernel_size=(3, 3), strides=(2, 2),
+                                    padding="same")),
+        ("ReLU", "re_lu_1", {}),
+        ("Flatten", "flatten", {}),
+        ("Dense", "dense", dict(units=10)),
+        ("Activation", "softmax", dict(activation="softmax")),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TWIN_LAYERS)
+def test_twin_from_description_has_the_expected_keras_layers(name):
+    keras_model = twin_module.twin(build_model(name))
+    got = [(type(layer).__name__, layer.name, layer.get_config()) for layer in keras_model.layers]
+    assert [(kind, n) for kind, n, _ in got] == [(k, n) for k, n, _ in TWIN_LAYERS[name]]
+    for (_, layer, config), (_, _, expected) in zip(got, TWIN_LAYERS[name], strict=True):
+        assert {k: config[k] for k in expected} == expected, layer
+    assert tuple(keras_model.input_shape[1:]) == (28, 28, 1)

@@ -6,6 +6,7 @@ import pytest
 
 from parity import catalog, runner, selftest
 from parity.data import load_mnist
+from scratch.models import MODEL_NAMES
 
 ENTRY_IDS = [e.name for e in catalog.ENTRIES]
 
@@ -24,8 +25,6 @@ def batch0():
 
 
 def test_catalog_has_at_least_twelve_distinct_entries_on_registered_models():
-    from scratch.models import MODEL_NAMES
-
     assert len(catalog.ENTRIES) >= 12 and len(catalog.BY_NAME) == len(catalog.ENTRIES)
     assert all(e.model in MODEL_NAMES and e.description and e.claims for e in catalog.ENTRIES)
 
@@ -203,7 +202,8 @@ def test_selftest_catches_everything_with_zero_false_alarms_on_every_model_and_d
     options = selftest.Options(seeds=2, derivation_seeds=1, training_seeds=1, images=8)
     result = selftest.run_selftest(options)
     correct = result.catalog[result.catalog["kind"] == "correct"]
-    assert len(correct) == 2 * 5 and (correct["seeds"] == 2).all()
+    targets = len(MODEL_NAMES) + len(catalog.CORRECT_VARIANTS)  # every model, both dtypes
+    assert len(correct) == 2 * targets and (correct["seeds"] == 2).all()
     assert result.passed, result.catalog[["bug", "dtype", "caught", "false_alarms",
                                           "message"]].to_string()  # fmt: skip
 

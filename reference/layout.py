@@ -1,44 +1,36 @@
-"""Every layout conversion between a scratch model family and its Keras twin.
+"""Every layout conversion between an implementation and its Keras twin.
 
-numpy only (importable without TensorFlow). Two levels:
+numpy only (importable without TensorFlow). The layouts themselves are data in the
+network description (``spec``): each key ``(layer, quantity)`` has a tuple of
+``spec.transforms`` records, native -> Keras. This module applies them:
 
-- pure conversion functions, one per layout change, with the shapes on the ``def`` line
-  and a shape assertion naming where the array came from, what was expected and what
-  was received;
-- one :class:`Layout` per model family (``layout_for(model)``): a table from each
-  scratch key ``(layer, quantity)`` to the Keras key that holds the same numbers and
-  the two conversions between them. Quantities: ``output`` (forward), ``input``
-  (gradient of the loss w.r.t. the layer's input, laid out like that input), and the
-  weight names ``kernel``/``bias`` (weights and their gradients share a layout).
+- named pure conversions (the blog's filters, channels-first filters, rows and
+  activations), each the spec's own records with the shapes on the ``def`` line and a
+  shape assertion naming where the array came from, what was expected, what was received;
+- :class:`Layout` (``layout_for(model)``): for every key of the model's network
+  description, the Keras key that holds the same numbers, both shapes (checked on every
+  conversion) and the transforms. Quantities: ``output`` (forward), ``input`` (gradient of
+  the loss w.r.t. the layer's input, laid out like that input), and the weight names
+  ``kernel``/``bias`` (weights and their gradients share a layout).
 
-Every conversion is a transpose, an added/removed unit axis or a row permutation, so
+Every transform moves elements (a transpose, a unit axis, a flip, a row regrouping), so
 round trips are bit-exact. Results are fresh contiguous arrays, never views of the input.
-
-Families:
-
-- ``blog`` (model ``zhou``): filters ``(F, 3, 3)`` <-> Keras ``(3, 3, 1, F)``; images
-  ``(N, 28, 28)`` <-> ``(N, 28, 28, 1)``. The blog's activations are HWC per image,
-  batch-stacked NHWC, and its ``Softmax`` flattens HWC like Keras: no other change.
-- ``nhwc`` (scratch Sequential: ``two-conv``, ``zhou-seq``): Keras layouts already.
-- ``chw`` (``chw``, ``chw-relu``): filters ``(F, C, kh, kw)`` <-> ``(kh, kw, C, F)``;
-  activations NCHW <-> NHWC; the Linear rows in C,H,W flatten order <-> Keras's H,W,C
-  order (a permutation, not a reshape); the scratch ``dense`` input ``(N, C, H, W)`` is
-  Keras's ``flatten`` input (the twin has a Flatten layer the scratch side has not).
+A folded layer (``spec.Layer.folded``: the channels-first Linear's Flatten) has no key of
+its own: the next layer's ``input`` is the folded layer's Keras input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from spec import networks as N
+from spec import transforms as T
+from spec.network import Network
+
 Tree = dict[str, dict[str, np.ndarray]]
 Shape = tuple  # an array shape; ``None`` stands for the batch axis N
-Convert = Callable[[np.ndarray, str], np.ndarray]
-
-IMAGE_SIDE = 28  # MNIST
-WEIGHT_NAMES = ("kernel", "bias")
 
 
 class LayoutError(ValueError):
@@ -70,133 +62,132 @@ def check_shape(array: np.ndarray, expected: Shape, where: str) -> np.ndarray:
     return array
 
 
-def _fresh(array: np.ndarray) -> np.ndarray:
-    return np.array(array, order="C", copy=True)
-
-
-# -- pure conversions ---------------------------------------------------------------
+# -- named pure conversions (the spec's records) ----------------------------------------
 
 
 def blog_filters_to_keras(filters, where: str) -> np.ndarray:  # (F, 3, 3) -> (3, 3, 1, F)
-    filters = check_shape(filters, (None, 3, 3), where)
-    return _fresh(filters.transpose(1, 2, 0)[:, :, None, :])
+    return T.to_keras(N.BLOG_FILTERS, check_shape(filters, (None, 3, 3), where))
 
 
 def keras_to_blog_filters(kernel, where: str) -> np.ndarray:  # (3, 3, 1, F) -> (F, 3, 3)
-    kernel = check_shape(kernel, (3, 3, 1, None), where)
-    return _fresh(kernel[:, :, 0, :].transpose(2, 0, 1))
+    return T.from_keras(N.BLOG_FILTERS, check_shape(kernel, (3, 3, 1, None), where))
 
 
 def chw_filters_to_keras(filters, where: str) -> np.ndarray:  # (F, C, kh, kw) -> (kh, kw, C, F)
-    filters = check_shape(filters, (None, None, None, None), where)
-    return _fresh(filters.transpose(2, 3, 1, 0))
+    return T.to_keras(N.CHW_FILTERS, check_shape(filters, (None,) * 4, where))
 
 
 def keras_to_chw_filters(kernel, where: str) -> np.ndarray:  # (kh, kw, C, F) -> (F, C, kh, kw)
-    kernel = check_shape(kernel, (None, None, None, None), where)
-    return _fresh(kernel.transpose(3, 2, 0, 1))
+    return T.from_keras(N.CHW_FILTERS, check_shape(kernel, (None,) * 4, where))
+
+
+def _bound(records: tuple, chw: Shape) -> tuple:
+    c, h, w = chw
+    return tuple(r.bind((h, w, c)) for r in records)
 
 
 def chw_rows_to_hwc(kernel, chw: Shape, where: str) -> np.ndarray:  # (C*H*W, U) -> (H*W*C, U)
     c, h, w = chw
     kernel = check_shape(kernel, (c * h * w, None), where)
-    units = kernel.shape[1]
-    # row c*H*W + h*W + w  ->  row h*W*C + w*C + c
-    return _fresh(kernel.reshape(c, h, w, units).transpose(1, 2, 0, 3).reshape(h * w * c, units))
+    return T.to_keras(_bound(N.CHW_ROWS, chw), kernel)  # row c*H*W + h*W + w -> h*W*C + w*C + c
 
 
 def hwc_rows_to_chw(kernel, chw: Shape, where: str) -> np.ndarray:  # (H*W*C, U) -> (C*H*W, U)
     c, h, w = chw
-    kernel = check_shape(kernel, (h * w * c, None), where)
-    units = kernel.shape[1]
-    return _fresh(kernel.reshape(h, w, c, units).transpose(2, 0, 1, 3).reshape(c * h * w, units))
+    return T.from_keras(_bound(N.CHW_ROWS, chw), check_shape(kernel, (h * w * c, None), where))
 
 
 def chw_vectors_to_hwc(v, chw: Shape, where: str) -> np.ndarray:  # (N, C*H*W) -> (N, H*W*C)
     c, h, w = chw
-    v = check_shape(v, (None, c * h * w), where)
-    return _fresh(v.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(-1, h * w * c))
+    return T.to_keras(_bound(N.CHW_VECTORS, chw), check_shape(v, (None, c * h * w), where))
 
 
 def hwc_vectors_to_chw(v, chw: Shape, where: str) -> np.ndarray:  # (N, H*W*C) -> (N, C*H*W)
     c, h, w = chw
-    v = check_shape(v, (None, h * w * c), where)
-    return _fresh(v.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(-1, c * h * w))
+    return T.from_keras(_bound(N.CHW_VECTORS, chw), check_shape(v, (None, h * w * c), where))
 
 
 def nchw_to_nhwc(a, where: str) -> np.ndarray:  # (N, C, H, W) -> (N, H, W, C)
-    a = check_shape(a, (None, None, None, None), where)
-    return _fresh(a.transpose(0, 2, 3, 1))
+    return T.to_keras(N.NCHW, check_shape(a, (None,) * 4, where))
 
 
 def nhwc_to_nchw(a, where: str) -> np.ndarray:  # (N, H, W, C) -> (N, C, H, W)
-    a = check_shape(a, (None, None, None, None), where)
-    return _fresh(a.transpose(0, 3, 1, 2))
+    return T.from_keras(N.NCHW, check_shape(a, (None,) * 4, where))
 
 
 def images_to_nhwc(a, where: str) -> np.ndarray:  # (N, H, W) -> (N, H, W, 1)
-    a = check_shape(a, (None, None, None), where)
-    return _fresh(a[..., None])
+    return T.to_keras(N.BLOG_IMAGES, check_shape(a, (None,) * 3, where))
 
 
 def nhwc_to_images(a, where: str) -> np.ndarray:  # (N, H, W, 1) -> (N, H, W)
-    a = check_shape(a, (None, None, None, 1), where)
-    return _fresh(a[..., 0])
+    return T.from_keras(N.BLOG_IMAGES, check_shape(a, (None, None, None, 1), where))
 
 
-def identity(a, where: str) -> np.ndarray:  # same layout on both sides
-    return _fresh(np.asarray(a))
-
-
-# -- per-family tables --------------------------------------------------------------
+# -- the layout of one network --------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How one scratch key maps to a Keras key.
-
-    ``scratch_shape``/``keras_shape`` are checked on every conversion (``None`` = the
-    batch axis; a shape of ``None`` as a whole = not checked, for identity layouts).
-    """
+    """How one scratch key maps to a Keras key: the Keras key, both shapes (``None`` =
+    the batch axis; checked on every conversion) and the transforms native -> Keras."""
 
     keras_layer: str
     keras_quantity: str
-    scratch_shape: Shape | None
-    keras_shape: Shape | None
-    to_keras: Convert
-    from_keras: Convert
+    scratch_shape: Shape
+    keras_shape: Shape
+    transforms: tuple
+
+    def to_keras(self, array, where: str) -> np.ndarray:
+        return T.to_keras(self.transforms, check_shape(array, self.scratch_shape, where))
+
+    def from_keras(self, array, where: str) -> np.ndarray:
+        return T.from_keras(self.transforms, check_shape(array, self.keras_shape, where))
+
+
+def rules_of(network: Network) -> dict[tuple[str, str], Rule]:
+    """``{(layer, quantity): Rule}`` for every key of ``network`` (``Network.keys``)."""
+    return {
+        key: Rule(*network.keras_key(*key), network.native_shape(*key),
+                  network.keras_shape(*key), network.layout(*key))
+        for key in network.keys()
+    }  # fmt: skip
 
 
 class Layout:
-    """The conversions of one model family, both ways, keyed by scratch names.
+    """The conversions of one network, both ways, keyed by the implementation's names.
 
     Parameters
     ----------
-    family : str
-        ``blog``, ``nhwc`` or ``chw``.
-    model_name : str
-        For messages.
-    rules : dict
-        ``{(layer, quantity): Rule}`` for every scratch key.
-    layer_names : tuple of str
-        Scratch layer names in forward order (the first one's ``input`` is the batch).
+    network : spec.Network
+        The description the rules are derived from.
+    model_name : str, optional
+        For messages (default: the network's name).
+    rules : dict, optional
+        ``{(layer, quantity): Rule}``; default :func:`rules_of` ``(network)``. The
+        self-test passes corrupted rules (a planted layout bug).
     """
 
-    def __init__(self, family: str, model_name: str, rules: dict, layer_names: tuple):
-        self.family = family
-        self.model_name = model_name
-        self.rules = dict(rules)
-        self.layer_names = tuple(layer_names)
+    def __init__(self, network: Network, model_name: str | None = None, rules=None):
+        self.network = network
+        self.model_name = model_name or network.name
+        self.rules = dict(rules_of(network) if rules is None else rules)
+        self.layer_names = network.native_names
 
     def __repr__(self) -> str:
-        return f"Layout(family={self.family!r}, model={self.model_name!r})"
+        return f"Layout(network={self.network.name!r}, model={self.model_name!r})"
+
+    def with_transforms(self, layer: str, quantity: str, transforms: tuple) -> Layout:
+        """A copy whose key ``(layer, quantity)`` converts through ``transforms``."""
+        rules = dict(self.rules)
+        rules[(layer, quantity)] = replace(self.rule(layer, quantity), transforms=transforms)
+        return Layout(self.network, self.model_name, rules)
 
     def rule(self, layer: str, quantity: str) -> Rule:
         try:
             return self.rules[(layer, quantity)]
         except KeyError:
             raise NoKerasCounterpart(
-                f"Model `{self.model_name}` (layout family `{self.family}`): scratch layer "
+                f"Model `{self.model_name}` (network `{self.network.name}`): scratch layer "
                 f"`{layer}` quantity `{quantity}` has no Keras counterpart. Known keys: "
                 f"{sorted(self.rules)}."
             ) from None
@@ -207,11 +198,8 @@ class Layout:
 
     def to_keras(self, layer: str, quantity: str, array) -> np.ndarray:
         """Scratch array of ``(layer, quantity)`` -> the Keras array of its Keras key."""
-        rule = self.rule(layer, quantity)
         where = f"{self.model_name}: scratch layer `{layer}` {quantity}"
-        if rule.scratch_shape is not None:
-            check_shape(array, rule.scratch_shape, where)
-        return rule.to_keras(array, where)
+        return self.rule(layer, quantity).to_keras(array, where)
 
     def from_keras(self, layer: str, quantity: str, array) -> np.ndarray:
         """Keras array of the Keras key of ``(layer, quantity)`` -> scratch layout."""
@@ -220,8 +208,6 @@ class Layout:
             f"{self.model_name}: Keras layer `{rule.keras_layer}` {rule.keras_quantity} "
             f"(for scratch layer `{layer}` {quantity})"
         )
-        if rule.keras_shape is not None:
-            check_shape(array, rule.keras_shape, where)
         return rule.from_keras(array, where)
 
     def input_to_keras(self, x) -> np.ndarray:
@@ -259,149 +245,14 @@ def _keys(tree: Tree) -> list[str]:
     return [f"{layer}/{q}" for layer, qs in tree.items() for q in qs]
 
 
-def _same(layer: str, quantity: str, shape: Shape | None = None) -> Rule:
-    return Rule(layer, quantity, shape, shape, identity, identity)
-
-
-def _chw_rule(layer: str, quantity: str, chw: Shape) -> Rule:
-    c, h, w = chw
-    return Rule(layer, quantity, (None, c, h, w), (None, h, w, c), nchw_to_nhwc, nhwc_to_nchw)
-
-
-def blog_layout(
-    model_name: str, layer_names: tuple, filters_shape: Shape, dense_shape: Shape
-) -> Layout:
-    """Model ``zhou``: conv2d (no bias) -> max_pooling2d -> flatten -> dense -> softmax."""
-    f, kh, kw = filters_shape
-    side = (IMAGE_SIDE - kh + 1) // 2  # 13
-    flat, units = side * side * f, dense_shape[1]  # 1352, 10
-    rules = {
-        ("conv2d", "input"): Rule(
-            "conv2d",
-            "input",
-            (None, IMAGE_SIDE, IMAGE_SIDE),
-            (None, IMAGE_SIDE, IMAGE_SIDE, 1),
-            images_to_nhwc,
-            nhwc_to_images,
-        ),
-        ("conv2d", "kernel"): Rule(
-            "conv2d",
-            "kernel",
-            (f, kh, kw),
-            (kh, kw, 1, f),
-            blog_filters_to_keras,
-            keras_to_blog_filters,
-        ),
-        ("conv2d", "output"): _same("conv2d", "output", (None, 2 * side, 2 * side, f)),
-        ("max_pooling2d", "input"): _same("max_pooling2d", "input", (None, 2 * side, 2 * side, f)),
-        ("max_pooling2d", "output"): _same("max_pooling2d", "output", (None, side, side, f)),
-        ("flatten", "input"): _same("flatten", "input", (None, side, side, f)),
-        ("flatten", "output"): _same("flatten", "output", (None, flat)),  # HWC order both
-        ("dense", "input"): _same("dense", "input", (None, flat)),
-        ("dense", "kernel"): _same("dense", "kernel", (flat, units)),
-        ("dense", "bias"): _same("dense", "bias", (units,)),
-        ("dense", "output"): _same("dense", "output", (None, units)),
-        ("softmax", "input"): _same("softmax", "input", (None, units)),
-        ("softmax", "output"): _same("softmax", "output", (None, units)),
-    }
-    return Layout("blog", model_name, rules, layer_names)
-
-
-def chw_layout(
-    model_name: str,
-    layer_names: tuple,
-    filters_shape: Shape,
-    dense_shape: Shape,
-    pad: int = 0,
-    stride: int = 1,
-) -> Layout:
-    """Models ``chw``/``chw-relu``: conv2d -> [re_lu] -> max_pooling2d -> dense -> softmax."""
-    f, c, kh, kw = filters_shape
-    ho = (IMAGE_SIDE + 2 * pad - kh) // stride + 1  # 26
-    wo = (IMAGE_SIDE + 2 * pad - kw) // stride + 1
-    pooled = (f, ho // 2, wo // 2)  # (8, 13, 13), C,H,W
-    flat, units = f * (ho // 2) * (wo // 2), dense_shape[1]
-    rules = {
-        ("conv2d", "input"): _chw_rule("conv2d", "input", (c, IMAGE_SIDE, IMAGE_SIDE)),
-        ("conv2d", "kernel"): Rule(
-            "conv2d",
-            "kernel",
-            (f, c, kh, kw),
-            (kh, kw, c, f),
-            chw_filters_to_keras,
-            keras_to_chw_filters,
-        ),
-        ("conv2d", "bias"): _same("conv2d", "bias", (f,)),
-        ("conv2d", "output"): _chw_rule("conv2d", "output", (f, ho, wo)),
-        ("max_pooling2d", "input"): _chw_rule("max_pooling2d", "input", (f, ho, wo)),
-        ("max_pooling2d", "output"): _chw_rule("max_pooling2d", "output", pooled),
-        # The Linear flattens inside; its input is Keras's Flatten input.
-        ("dense", "input"): _chw_rule("flatten", "input", pooled),
-        ("dense", "kernel"): Rule(
-            "dense",
-            "kernel",
-            (flat, units),
-            (flat, units),
-            lambda k, where: chw_rows_to_hwc(k, pooled, where),
-            lambda k, where: hwc_rows_to_chw(k, pooled, where),
-        ),
-        ("dense", "bias"): _same("dense", "bias", (units,)),
-        ("dense", "output"): _same("dense", "output", (None, units)),
-        ("softmax", "input"): _same("softmax", "input", (None, units)),
-        ("softmax", "output"): _same("softmax", "output", (None, units)),
-    }
-    if "re_lu" in layer_names:
-        rules[("re_lu", "input")] = _chw_rule("re_lu", "input", (f, ho, wo))
-        rules[("re_lu", "output")] = _chw_rule("re_lu", "output", (f, ho, wo))
-    return Layout("chw", model_name, rules, layer_names)
-
-
-def nhwc_layout(model_name: str, layer_names: tuple, params: Tree) -> Layout:
-    """A scratch Sequential: Keras layouts and names already; every rule is the identity."""
-    rules = {}
-    for layer in layer_names:
-        for quantity in ("input", "output", *params.get(layer, {})):
-            shape = None
-            if quantity in WEIGHT_NAMES:
-                shape = tuple(np.shape(params[layer][quantity]))
-            rules[(layer, quantity)] = _same(layer, quantity, shape)
-    return Layout("nhwc", model_name, rules, layer_names)
-
-
-BLOG_MODELS = ("zhou",)
-CHW_MODELS = ("chw", "chw-relu")
-
-
 def layout_for(model) -> Layout:
-    """The :class:`Layout` of a scratch ``HarnessModel`` (dispatch on ``model.name``, or on
-    the family the model declares in ``layout_family``: a user's blog code is ``blog``)."""
-    params = model.params()
-    names = tuple(model.layer_names)
-    if model.name in BLOG_MODELS or getattr(model, "layout_family", None) == "blog":
-        return blog_layout(
-            model.name,
-            names,
-            _weight_shape(params, "conv2d", "kernel", model.name),
-            _weight_shape(params, "dense", "kernel", model.name),
-        )
-    if model.name in CHW_MODELS:
-        conv = getattr(getattr(model, "net", None), "conv", None)
-        return chw_layout(
-            model.name,
-            names,
-            _weight_shape(params, "conv2d", "kernel", model.name),
-            _weight_shape(params, "dense", "kernel", model.name),
-            pad=getattr(conv, "pad", 0),
-            stride=getattr(conv, "stride", 1),
-        )
-    return nhwc_layout(model.name, names, params)
-
-
-def _weight_shape(params: Tree, layer: str, weight: str, model_name: str) -> Shape:
-    try:
-        return tuple(np.shape(params[layer][weight]))
-    except KeyError:
+    """The :class:`Layout` of a scratch ``HarnessModel``, from its network description
+    ``model.spec``; the model's layer names must be the description's (folded layers
+    left out), else NoKerasCounterpart naming both."""
+    network = model.spec
+    if tuple(model.layer_names) != network.native_names:
         raise NoKerasCounterpart(
-            f"Model `{model_name}`: expected scratch weight `{layer}` `{weight}`, "
-            f"params has {_keys(params)}."
-        ) from None
+            f"Model `{model.name}`: layer names {list(model.layer_names)} differ from its "
+            f"network description `{network.name}`: {list(network.native_names)}."
+        )
+    return Layout(network, model.name)

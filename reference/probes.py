@@ -46,7 +46,7 @@ def loss_function():
 def run_layers(keras_model, x_keras, anchors: dict | None = None) -> tuple[dict, dict]:
     """Call the twin layer by layer: ``({layer: input tensor}, {layer: output tensor})``.
 
-    ``anchors`` maps a kinked layer's name (:func:`is_kinked`) to an input array in Keras
+    ``anchors`` maps a kinked layer's name (:func:`kinked_layers`) to an input array in Keras
     layout: that layer's backward pass is then taken at the anchor (see :func:`gradients`);
     its forward output is still Keras's own.
     """
@@ -58,19 +58,6 @@ def run_layers(keras_model, x_keras, anchors: dict | None = None) -> tuple[dict,
         h = _anchored(layer, h, anchors[layer.name]) if layer.name in anchors else layer(h)
         outputs[layer.name] = h
     return inputs, outputs
-
-
-def is_kinked(layer) -> bool:
-    """Does the layer's backward pass jump with its input: max pooling (which element of a
-    window is the maximum) or ReLU (which side of 0)?  Weightless, piecewise linear."""
-    import keras
-
-    if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.ReLU)):
-        return True
-    activation = getattr(layer, "activation", None)
-    return isinstance(layer, keras.layers.Activation) and (
-        getattr(activation, "__name__", "") == "relu"
-    )
 
 
 def layer_vjp(layer, x, dy) -> np.ndarray:
@@ -171,11 +158,11 @@ def gradients(keras_model, model, x, labels, anchor_outputs=None) -> tuple[np.fl
 
 
 def kinked_layers(keras_model, model, layout=None) -> list[tuple[str, str]]:
-    """``(scratch layer, Keras layer)`` of every layer whose Keras counterpart
-    :func:`is_kinked`, in forward order."""
+    """``(scratch layer, Keras layer)`` of every layer whose backward pass jumps with its
+    input (max pooling: which element is the maximum; ReLU: which side of 0), in forward
+    order: the kinds the network description calls kinked (``spec.Network.kinked``)."""
     layout = layout or layout_module.layout_for(model)
-    pairs = [(layer, layout.keras_key(layer, "input")[0]) for layer in model.layer_names]
-    return [(layer, k) for layer, k in pairs if is_kinked(keras_model.get_layer(k))]
+    return [(layer, layout.keras_key(layer, "input")[0]) for layer in model.spec.kinked()]
 
 
 def _anchors(keras_model, layout, model, x, anchor_outputs) -> dict:

@@ -69,11 +69,12 @@ def tie_fraction(pool_input_nhwc: np.ndarray, pool: int = 2) -> float:
 
 
 def pool_input_nhwc(model, x) -> np.ndarray:
-    """The scratch ``max_pooling2d`` input of batch ``x``, in Keras layout (NHWC)."""
+    """The input of the scratch model's first max pool for batch ``x``, in Keras layout
+    (NHWC)."""
     from reference.layout import layout_for
 
     names = list(model.layer_names)
-    previous = names[names.index("max_pooling2d") - 1]
+    previous = names[names.index(model.spec.pools()[0]) - 1]
     activation = model.forward(x)[previous]
     return layout_for(model).to_keras(previous, "output", activation)
 

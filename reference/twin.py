@@ -1,9 +1,11 @@
 """The Keras twin of a scratch model: same architecture, same names, same weights.
 
-``twin(model)`` builds a ``keras.Sequential`` whose layer names are the scratch layer
-names (plus layers the scratch side folds into another one, such as the ``flatten``
-of the channels-first family) and copies the scratch weights in through
-``reference.layout``. ``load_into_scratch`` is the way back.
+``twin(model)`` builds a ``keras.Sequential`` from the model's network description
+(``model.spec``) through one table, :data:`KERAS_LAYERS` (layer kind -> Keras layer),
+shared by every family: the layer names are the description's (including layers the
+implementation folds into another one, such as the ``flatten`` of the channels-first
+family), and the scratch weights are copied in through ``reference.layout``.
+``load_into_scratch`` is the way back.
 
 The softmax is a separate ``Activation("softmax", name="softmax")`` so that the logits
 (the ``dense`` output) can be probed; ``fused_softmax=True`` builds the form users
@@ -30,7 +32,7 @@ def twin(model, dtype: str = "float64", *, fused_softmax: bool = False):
     Parameters
     ----------
     model : scratch.protocol.HarnessModel
-        ``zhou``, ``chw``, ``chw-relu`` or a scratch Sequential (``two-conv``, ...).
+        Any model with a network description ``model.spec`` (``spec.Network``).
     dtype : float32 or float64
         Must equal the model's dtype and this process's Keras floatx (see
         ``reference.backend.configure``).
@@ -48,7 +50,7 @@ def twin(model, dtype: str = "float64", *, fused_softmax: bool = False):
     _check_model_dtype(model, name)
     _check_floatx(name)
     layout = layout_module.layout_for(model)
-    input_shape, layers = _layers_for(model, layout)
+    input_shape, layers = tuple(model.spec.input_shape), keras_layers(model.spec)
     if fused_softmax:
         layers = _fuse_softmax(layers, model.name)
     keras_model = keras.Sequential(
@@ -182,81 +184,58 @@ def _check_weight_dtypes(keras_model, name: str) -> None:
 # -- architectures --------------------------------------------------------------------
 
 
-def _layers_for(model, layout: Layout) -> tuple[tuple, list]:
-    """``(input shape without batch, [named Keras layers])`` for ``model``'s family."""
-    if layout.family == "blog":
-        return _blog_layers(model)
-    if layout.family == "chw":
-        return _chw_layers(model)
-    from reference import sequential_twin
+def _conv2d(keras, layer):
+    return keras.layers.Conv2D(
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        use_bias=layer.use_bias,
+        data_format="channels_last",
+        name=layer.name,
+    )
 
-    return sequential_twin.layers_for(model)
+
+def _max_pooling2d(keras, layer):
+    return keras.layers.MaxPooling2D(
+        pool_size=layer.pool_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        data_format="channels_last",
+        name=layer.name,
+    )
 
 
-def _blog_layers(model) -> tuple[tuple, list]:
-    """Conv2D(F, 3, use_bias=False) -> MaxPooling2D(2) -> Flatten -> Dense(10) -> softmax."""
+# spec kind -> Keras layer, for every family. The softmax is an ``Activation``: Keras 3's
+# softmax activation keeps the link to its logits, so the compiled loss is computed from
+# them, unclipped (DESIGN.md).
+KERAS_LAYERS = {
+    "Conv2D": _conv2d,
+    "MaxPooling2D": _max_pooling2d,
+    "ZeroPadding2D": lambda keras, layer: keras.layers.ZeroPadding2D(
+        layer.padding, data_format="channels_last", name=layer.name
+    ),
+    "Flatten": lambda keras, layer: keras.layers.Flatten(name=layer.name),
+    "Dense": lambda keras, layer: keras.layers.Dense(
+        layer.units, use_bias=layer.use_bias, name=layer.name
+    ),
+    "ReLU": lambda keras, layer: keras.layers.ReLU(name=layer.name),
+    "Softmax": lambda keras, layer: keras.layers.Activation("softmax", name=layer.name),
+}
+
+
+def keras_layers(network) -> list:
+    """The Keras layers of the network description ``network`` (``spec.Network``), in
+    order and named like it; NoKerasCounterpart for a kind :data:`KERAS_LAYERS` lacks."""
     import keras
 
-    _check_layer_names(model, ("conv2d", "max_pooling2d", "flatten", "dense", "softmax"))
-    params = model.params()
-    _check_weight_keys(model, params, {"conv2d": ("kernel",), "dense": ("kernel", "bias")})
-    filters, kh, kw = np.shape(params["conv2d"]["kernel"])  # (F, 3, 3)
-    units = np.shape(params["dense"]["kernel"])[1]  # (1352, 10)
-    layers = [
-        keras.layers.Conv2D(
-            filters,
-            (kh, kw),
-            use_bias=False,
-            padding="valid",
-            data_format="channels_last",
-            name="conv2d",
-        ),
-        keras.layers.MaxPooling2D(pool_size=2, name="max_pooling2d"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(units, name="dense"),
-        keras.layers.Activation("softmax", name="softmax"),
-    ]
-    return (layout_module.IMAGE_SIDE, layout_module.IMAGE_SIDE, 1), layers
-
-
-def _chw_layers(model) -> tuple[tuple, list]:
-    """Conv2D(F, k[, strides]) -> [ReLU re_lu] -> MaxPooling2D(2) -> Flatten -> Dense -> softmax."""
-    import keras
-
-    relu = "re_lu" in model.layer_names
-    expected = ("conv2d", "re_lu", "max_pooling2d", "dense", "softmax")
-    _check_layer_names(model, expected if relu else tuple(n for n in expected if n != "re_lu"))
-    params = model.params()
-    _check_weight_keys(model, params, {"conv2d": ("kernel", "bias"), "dense": ("kernel", "bias")})
-    filters, channels, kh, kw = np.shape(params["conv2d"]["kernel"])  # (F, C, kh, kw)
-    units = np.shape(params["dense"]["kernel"])[1]  # (C*H*W, 10)
-    conv = getattr(getattr(model, "net", None), "conv", None)
-    pad, stride = getattr(conv, "pad", 0), getattr(conv, "stride", 1)
-    if pad != 0:
+    missing = [layer.label for layer in network.layers if layer.kind not in KERAS_LAYERS]
+    if missing:
         raise NoKerasCounterpart(
-            f"Twin of `{model.name}`: scratch layer `conv2d` has pad={pad}; the twin has "
-            "no ZeroPadding2D counterpart (only pad=0 is mirrored)."
+            f"Network `{network.name}`: {missing} have no Keras counterpart; known kinds: "
+            f"{sorted(KERAS_LAYERS)}."
         )
-    layers = [
-        keras.layers.Conv2D(
-            filters,
-            (kh, kw),
-            strides=stride,
-            padding="valid",
-            data_format="channels_last",
-            name="conv2d",
-        ),
-    ]
-    if relu:
-        layers.append(keras.layers.ReLU(name="re_lu"))
-    layers += [
-        keras.layers.MaxPooling2D(pool_size=2, name="max_pooling2d"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(units, name="dense"),
-        keras.layers.Activation("softmax", name="softmax"),
-    ]
-    side = layout_module.IMAGE_SIDE
-    return (side, side, channels), layers
+    return [KERAS_LAYERS[layer.kind](keras, layer) for layer in network.layers]
 
 
 def _fuse_softmax(layers: list, model_name: str) -> list:
@@ -270,23 +249,3 @@ def _fuse_softmax(layers: list, model_name: str) -> list:
     dense = layers[-2]
     fused = keras.layers.Dense(dense.units, activation="softmax", name="dense")
     return [*layers[:-2], fused]
-
-
-def _check_layer_names(model, expected: tuple) -> None:
-    names = tuple(model.layer_names)
-    if names != expected:
-        extra = [n for n in names if n not in expected]
-        raise NoKerasCounterpart(
-            f"Twin of `{model.name}`: expected scratch layers {list(expected)}, received "
-            f"{list(names)}" + (f"; {extra} have no Keras counterpart." if extra else ".")
-        )
-
-
-def _check_weight_keys(model, params: Tree, expected: dict) -> None:
-    received = {layer: tuple(weights) for layer, weights in params.items()}
-    wanted = {layer: tuple(weights) for layer, weights in expected.items()}
-    if {k: set(v) for k, v in received.items()} != {k: set(v) for k, v in wanted.items()}:
-        raise NoKerasCounterpart(
-            f"Twin of `{model.name}`: expected scratch weights {_keys(wanted)}, received "
-            f"{_keys(received)}; the difference has no Keras counterpart."
-        )

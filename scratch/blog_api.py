@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from scratch.protocol import Tree
+from spec.networks import ZHOU
 
-LAYER_NAMES = ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
+LAYER_NAMES = ZHOU.native_names  # ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
 NUM_FILTERS = 8
 NUM_CLASSES = 10
 FLAT = 13 * 13 * NUM_FILTERS  # 1352: the pooled (13, 13, 8) volume, flattened

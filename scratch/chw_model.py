@@ -3,10 +3,13 @@
 ``chw-relu``: Conv(1, 8, 3) -> ReLU -> MaxPool2x2 -> Linear(13*13*8, 10) -> softmax loss;
 ``chw``: the same without ReLU. Inputs ``image / 255`` shaped ``(N, 1, 28, 28)``.
 
-Layer names (Keras's, shared with the twin): ``conv2d``, ``re_lu`` (chw-relu only),
-``max_pooling2d``, ``dense``, ``softmax``. Layouts stay native: activations
-``(N, C, H, W)``, conv kernel ``(F, C, kh, kw)``, dense kernel ``(1352, 10)`` with rows in
-C, H, W order. Conversions to Keras live in ``reference.layout``.
+Both are built from their network descriptions (``spec.networks.CHW``, ``CHW_RELU``)
+through one table of layer kind -> channels-first layer (:func:`make_layers`), so any
+description within this family's layers is a model. Layer names are Keras's, shared with
+the twin: ``conv2d``, ``re_lu`` (chw-relu only), ``max_pooling2d``, ``dense``,
+``softmax``. Layouts stay native: activations ``(N, C, H, W)``, conv kernel
+``(F, C, kh, kw)``, dense kernel ``(1352, 10)`` with rows in C, H, W order; the
+description states them and ``reference.layout`` converts.
 """
 
 from __future__ import annotations
@@ -15,13 +18,69 @@ import numpy as np
 
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax, softmax_loss
 from scratch.protocol import HarnessModel, Tree, check_dtype
+from spec import Network
+from spec.networks import CHW, CHW_ODD, CHW_RELU
 
-IMAGE_SIDE = 28
-NUM_FILTERS = 8
-FILTER_SIZE = 3
-NUM_CLASSES = 10
-POOLED_SIDE = (IMAGE_SIDE - FILTER_SIZE + 1) // 2  # 13
-DENSE_IN = NUM_FILTERS * POOLED_SIDE * POOLED_SIDE  # 1352
+WEIGHTS = {"Conv2D": ("filters", "bias"), "Dense": ("weights", "bias")}  # kind -> attributes
+
+
+def _conv(item, shapes, pad, rng, dtype, scale) -> Conv:
+    (kh, kw), (sh, sw) = item.kernel_size, item.strides
+    if kh != kw or sh != sw or item.padding != "valid" or not item.use_bias:
+        raise item.error(
+            "has no channels-first Conv (square kernel and strides, padding 'valid' after "
+            "an optional folded ZeroPadding2D, with bias)",
+            f"kernel_size={item.kernel_size}, strides={item.strides}, "
+            f"padding={item.padding!r}, use_bias={item.use_bias}",
+        )
+    channels = shapes[item.name][0][-1]
+    return Conv(
+        channels, item.filters, kh, pad=pad, stride=sh, weight_scale=scale, rng=rng, dtype=dtype
+    )
+
+
+def _pool(item, dtype) -> MaxPool2x2:
+    if item.pool_size != (2, 2) or item.strides != (2, 2) or item.padding != "valid":
+        raise item.error(
+            "has no channels-first pool but MaxPool2x2 (pool 2, strides 2, 'valid')",
+            f"pool_size={item.pool_size}, strides={item.strides}, padding={item.padding!r}",
+        )
+    return MaxPool2x2(dtype=dtype)
+
+
+def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
+    """``((name, layer), ...)``: the channels-first layers of ``network`` (the Softmax,
+    which is the loss, left out), weights drawn from ``rng`` in forward order.
+
+    One table of kind -> layer: Conv2D -> ``Conv`` (a folded ZeroPadding2D just before it
+    is its ``pad``), ReLU -> ``ReLU``, MaxPooling2D -> ``MaxPool2x2``, a folded Flatten
+    then a Dense -> ``Linear`` (which flattens in C, H, W order). Anything else raises
+    SpecError naming the layer."""
+    shapes, layers, pad = network.shapes(), [], 0
+    for i, item in enumerate(network.layers[:-1]):
+        following = network.layers[i + 1]
+        if item.folded and item.kind == "ZeroPadding2D" and following.kind == "Conv2D":
+            pad = item.padding
+            continue
+        if item.folded and item.kind == "Flatten" and following.kind == "Dense":
+            continue
+        if item.kind == "Conv2D":
+            layer, pad = _conv(item, shapes, pad, rng, dtype, weight_scale), 0
+        elif item.kind == "ReLU":
+            layer = ReLU(dtype=dtype)
+        elif item.kind == "MaxPooling2D":
+            layer = _pool(item, dtype)
+        elif item.kind == "Dense" and item.use_bias:
+            features = int(np.prod(shapes[item.name][0]))
+            layer = Linear(features, item.units, weight_scale=weight_scale, rng=rng, dtype=dtype)
+        else:
+            raise item.error(
+                "has no channels-first layer (Conv2D, ReLU, MaxPooling2D, Dense with bias, "
+                "a folded ZeroPadding2D before a Conv2D, a folded Flatten before a Dense)",
+                f"folded={item.folded}",
+            )
+        layers.append((item.name, layer))
+    return tuple(layers)
 
 
 class ChwNet:
@@ -29,31 +88,34 @@ class ChwNet:
 
     Parameters
     ----------
-    relu : bool
-        Put a ReLU after the convolution (``chw-relu``) or not (``chw``).
+    network : spec.Network
+        The description to build (default ``spec.networks.CHW_RELU``).
     seed : int
-        Seeds one generator that draws the conv filters, then the Linear weights.
+        Seeds one generator that draws every weight in forward order (the conv filters,
+        then the Linear weights).
     dtype : float32 or float64
     weight_scale : float
-        Standard deviation of both weight initialisations (the document's 1e-3).
+        Standard deviation of every weight initialisation (the document's 1e-3).
+
+    ``conv``, ``pool`` and ``linear`` are the first Conv, the first pool and the last
+    Linear (the self-test plants bugs there); ``scores`` names the layer giving the scores.
     """
 
-    def __init__(self, relu=True, seed=0, dtype="float64", weight_scale=1e-3):
+    def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64", weight_scale=1e-3):
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
-        self.conv = Conv(1, NUM_FILTERS, FILTER_SIZE, weight_scale=weight_scale, rng=rng,
-                         dtype=self.dtype)  # fmt: skip
-        self.pool = MaxPool2x2(dtype=self.dtype)
-        self.linear = Linear(DENSE_IN, NUM_CLASSES, weight_scale=weight_scale, rng=rng,
-                             dtype=self.dtype)  # fmt: skip
-        layers = [("conv2d", self.conv)]
-        if relu:
-            layers.append(("re_lu", ReLU(dtype=self.dtype)))
-        layers += [("max_pooling2d", self.pool), ("dense", self.linear)]
-        self.layers = tuple(layers)
+        self.layers = make_layers(network, rng, self.dtype, weight_scale)
+        found = {
+            cls: [layer for _, layer in self.layers if isinstance(layer, cls)]
+            for cls in (Conv, MaxPool2x2, Linear)
+        }
+        self.conv = found[Conv][0] if found[Conv] else None
+        self.pool = found[MaxPool2x2][0] if found[MaxPool2x2] else None
+        self.linear = found[Linear][-1] if found[Linear] else None
+        self.scores = self.layers[-1][0]
 
     def forward(self, x) -> dict[str, np.ndarray]:
-        """Every layer's output, ``{name: array}`` in forward order; ``dense`` = scores."""
+        """Every layer's output, ``{name: array}`` in forward order; the last = scores."""
         outputs = {}
         for name, layer in self.layers:
             x = layer.forward(x)
@@ -80,7 +142,7 @@ class ChwNet:
 
     def loss(self, x, y) -> tuple[float, dict[str, tuple]]:
         """Mean softmax cross-entropy over the batch and every layer's backward result."""
-        scores = self.forward(x)["dense"]
+        scores = self.forward(x)[self.scores]
         loss, dscores = softmax_loss(scores, y)
         return loss, self.backward(dscores)
 
@@ -88,52 +150,62 @@ class ChwNet:
 class ChwModel(HarnessModel):
     """``ChwNet`` as the harness sees it (``scratch.protocol.HarnessModel``).
 
-    ``forward`` -> ``{"conv2d": (N, 8, 26, 26), ["re_lu": (N, 8, 26, 26),]
+    For ``chw-relu``: ``forward`` -> ``{"conv2d": (N, 8, 26, 26), "re_lu": (N, 8, 26, 26),
     "max_pooling2d": (N, 8, 13, 13), "dense": scores (N, 10), "softmax": (N, 10)}``;
     ``gradients`` -> ``(mean loss, tree)`` with ``input`` for every layer (``softmax``'s
     is ``dscores``, ``dense``'s is ``(N, 8, 13, 13)``) and ``kernel``/``bias`` for
     ``conv2d`` (``(8, 1, 3, 3)``, ``(8,)``) and ``dense`` (``(1352, 10)``, ``(10,)``).
+    Any description that :func:`make_layers` can build works the same way.
     """
 
-    def __init__(self, relu=True, seed=0, dtype="float64"):
-        self.name = "chw-relu" if relu else "chw"
-        self.net = ChwNet(relu=relu, seed=seed, dtype=dtype)
+    def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64"):
+        self.spec = network
+        self.name = network.name
+        self.net = ChwNet(network, seed=seed, dtype=dtype)
         self.dtype = self.net.dtype
+        self._softmax = network.layers[-1].name
+        self._input = network.native_shape(network.native_names[0], "input")[1:]  # (C, H, W)
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.net.layers) + ("softmax",)
+        return tuple(name for name, _ in self.net.layers) + (self._softmax,)
 
     def preprocess(self, images) -> np.ndarray:
-        """``(N, 28, 28)`` uint8 -> ``image / 255`` as ``(N, 1, 28, 28)`` in ``dtype``."""
+        """``(N, H, W)`` uint8 -> ``image / 255`` as ``(N, 1, H, W)`` in ``dtype``."""
         images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        channels, height, width = self._input
+        if images.ndim != 3 or images.shape[1:] != (height, width) or channels != 1:
             raise ValueError(
-                "Invalid value for argument `images`. Expected shape (N, 28, 28). "
+                f"Invalid value for argument `images`. Expected shape (N, {height}, {width}). "
                 f"Received images.shape={images.shape}."
             )
-        # Divide in the target dtype: one correctly rounded division, no double rounding.
-        return (images.astype(self.dtype) / self.dtype.type(255))[:, None]
+        # In the target dtype: one correctly rounded division, no double rounding.
+        scaling = self.spec.preprocess
+        scaled = images.astype(self.dtype) / self.dtype.type(scaling.divisor)
+        if scaling.offset:
+            scaled += self.dtype.type(scaling.offset)
+        return scaled[:, None]
 
     def _check_x(self, x) -> None:
         shape = np.shape(x)
-        if len(shape) != 4 or shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
+        if len(shape) != 4 or shape[1:] != self._input:
+            expected = ", ".join(["N", *map(str, self._input)])
             raise ValueError(
-                "Invalid value for argument `x`. Expected shape (N, 1, 28, 28) "
+                f"Invalid value for argument `x`. Expected shape ({expected}) "
                 f"(channels-first batch). Received x.shape={shape}."
             )
 
     def forward(self, x) -> dict[str, np.ndarray]:
         self._check_x(x)
         outputs = self.net.forward(x)
-        outputs["softmax"] = softmax(outputs["dense"])  # the very function softmax_loss uses
+        outputs[self._softmax] = softmax(outputs[self.net.scores])  # softmax_loss's function
         return outputs
 
     def gradients(self, x, labels) -> tuple[np.floating, Tree]:
         self._check_x(x)
-        scores = self.net.forward(x)["dense"]
+        scores = self.net.forward(x)[self.net.scores]
         loss, dscores = softmax_loss(scores, labels)
-        tree: Tree = {"softmax": {"input": dscores}}
+        tree: Tree = {self._softmax: {"input": dscores}}
         for name, result in self.net.backward(dscores).items():
             if isinstance(result, tuple):
                 dx, dw, db = result
@@ -153,17 +225,29 @@ class ChwModel(HarnessModel):
         return softmax_loss(self.net.forward_from(layer_name, h), labels)[0]
 
     def params(self) -> Tree:
-        return {
-            "conv2d": {"kernel": self.net.conv.filters, "bias": self.net.conv.bias},
-            "dense": {"kernel": self.net.linear.weights, "bias": self.net.linear.bias},
-        }
+        """``{layer: {"kernel", "bias"}}`` for every Conv and Linear (the live arrays)."""
+        layers = dict(self.net.layers)
+        out = {}
+        for name in self.spec.weight_shapes():
+            kernel, bias = WEIGHTS[self.spec.layer(name).kind]
+            out[name] = {
+                "kernel": getattr(layers[name], kernel),
+                "bias": getattr(layers[name], bias),
+            }
+        return out
 
 
 def build_chw_relu(seed=0, dtype="float64") -> ChwModel:
     """``chw-relu``: Conv(1, 8, 3) -> ReLU -> MaxPool2x2 -> Linear(1352, 10) -> softmax."""
-    return ChwModel(relu=True, seed=seed, dtype=dtype)
+    return ChwModel(CHW_RELU, seed=seed, dtype=dtype)
 
 
 def build_chw(seed=0, dtype="float64") -> ChwModel:
     """``chw``: Conv(1, 8, 3) -> MaxPool2x2 -> Linear(1352, 10) -> softmax."""
-    return ChwModel(relu=False, seed=seed, dtype=dtype)
+    return ChwModel(CHW, seed=seed, dtype=dtype)
+
+
+def build_chw_odd(seed=0, dtype="float64") -> ChwModel:
+    """``spec.networks.CHW_ODD``: Conv(1, 6, 4, pad=1, stride=2) -> Conv(6, 10, 2) ->
+    MaxPool2x2 on 13x13 -> Linear(360, 10) -> softmax."""
+    return ChwModel(CHW_ODD, seed=seed, dtype=dtype)

@@ -19,6 +19,8 @@ _BUILDERS: dict[str, str] = {
     "two-conv": "scratch.models:build_two_conv",
     "chw": "scratch.chw_model:build_chw",
     "chw-relu": "scratch.chw_model:build_chw_relu",
+    "nhwc-odd": "scratch.models:build_nhwc_odd",  # a description only (spec.networks)
+    "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
 }
 
 _INTERNAL: dict[str, str] = {
@@ -31,8 +33,6 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # builds it: ``{name: scratch.user_code.UserCode}``. The description is picklable; the
 # classes are imported from its path in the process that builds the model.
 _USER_CODE: dict = {}
-
-INPUT_SHAPE = (28, 28, 1)  # MNIST, NHWC per example
 
 
 def build(name: str, seed: int = 0, dtype="float64") -> HarnessModel:
@@ -67,34 +67,26 @@ def register_user_code(code) -> None:
 
 def build_two_conv(seed: int, dtype) -> HarnessModel:
     """Conv2D(8,3,same) -> ReLU -> MaxPool2D(2) -> Conv2D(16,3,same,s2) -> ReLU ->
-    Flatten -> Dense(10) -> Softmax, named like Keras."""
-    from scratch import layers as L
+    Flatten -> Dense(10) -> Softmax (``spec.networks.TWO_CONV``)."""
     from scratch.sequential import Sequential
+    from spec.networks import TWO_CONV
 
-    stack = [
-        L.Conv2D(8, 3, padding="same", name="conv2d"),
-        L.ReLU(name="re_lu"),
-        L.MaxPool2D(2, name="max_pooling2d"),
-        L.Conv2D(16, 3, strides=2, padding="same", name="conv2d_1"),
-        L.ReLU(name="re_lu_1"),
-        L.Flatten(name="flatten"),
-        L.Dense(10, name="dense"),
-        L.Softmax(name="softmax"),
-    ]
-    return Sequential(stack, INPUT_SHAPE, seed=seed, dtype=dtype, name="two-conv")
+    return Sequential.from_network(TWO_CONV, seed=seed, dtype=dtype)
 
 
 def build_zhou_seq(seed: int, dtype) -> HarnessModel:
     """The blog network from the general layers: Conv2D(8,3,no bias) -> MaxPool2D(2) ->
-    Flatten -> Dense(10) -> Softmax (its own glorot initialisation, not the blog's)."""
-    from scratch import layers as L
+    Flatten -> Dense(10) -> Softmax (its own glorot initialisation, not the blog's;
+    ``spec.networks.ZHOU_SEQ``)."""
     from scratch.sequential import Sequential
+    from spec.networks import ZHOU_SEQ
 
-    stack = [
-        L.Conv2D(8, 3, use_bias=False, name="conv2d"),
-        L.MaxPool2D(2, name="max_pooling2d"),
-        L.Flatten(name="flatten"),
-        L.Dense(10, name="dense"),
-        L.Softmax(name="softmax"),
-    ]
-    return Sequential(stack, INPUT_SHAPE, seed=seed, dtype=dtype, name="zhou-seq")
+    return Sequential.from_network(ZHOU_SEQ, seed=seed, dtype=dtype)
+
+
+def build_nhwc_odd(seed: int, dtype) -> HarnessModel:
+    """``spec.networks.NHWC_ODD`` from the general NHWC layers."""
+    from scratch.sequential import Sequential
+    from spec.networks import NHWC_ODD
+
+    return Sequential.from_network(NHWC_ODD, seed=seed, dtype=dtype)

@@ -6,7 +6,9 @@ the harness through a ``HarnessModel``. Names are Keras's (layer names such as
 ``conv2d``, ``max_pooling2d``, ``dense``, ``softmax``; weight names ``kernel``
 and ``bias``); layouts stay native to the family (the blog's filters stay
 ``(F, 3, 3)``, channels-first activations stay ``(N, C, H, W)``). Every layout
-conversion to Keras lives in ``reference.layout``.
+conversion to Keras lives in ``reference.layout``, derived from the model's network
+description ``spec`` (a ``spec.Network``: its layers, Keras's names and the family's
+native layouts as data).
 
 Nested dictionaries are keyed ``{layer_name: {quantity: array}}`` where the
 quantity is a weight name (``kernel``, ``bias``) or ``input`` (the loss gradient
@@ -18,6 +20,8 @@ from __future__ import annotations
 import abc
 
 import numpy as np
+
+from spec import Network
 
 Tree = dict[str, dict[str, np.ndarray]]
 
@@ -52,10 +56,14 @@ class HarnessModel(abc.ABC):
         Registry name (``zhou``, ``two-conv``, ``chw``, ``chw-relu``).
     dtype : numpy.dtype
         float32 or float64; parameters, activations and gradients all use it.
+    spec : spec.Network
+        What the model is: layers, names, hyperparameters and native layouts. The Keras
+        twin, the layout conversions and the pools and kinks the checks visit come from it.
     """
 
     name: str
     dtype: np.dtype
+    spec: Network
 
     @property
     @abc.abstractmethod

@@ -15,9 +15,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import spec
+from scratch import layers as L
 from scratch.layers import Layer, Softmax, check_batch, invalid_argument
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
 from scratch.protocol import HarnessModel, Tree, check_dtype
+
+# spec kind -> (scratch class, hyperparameters it takes under the same names). The one
+# table both ways: a network description builds layers, a stack of layers describes itself.
+LAYERS = {
+    "Conv2D": (L.Conv2D, ("filters", "kernel_size", "strides", "padding", "use_bias")),
+    "MaxPooling2D": (L.MaxPool2D, ("pool_size", "strides", "padding")),
+    "Flatten": (L.Flatten, ()),
+    "Dense": (L.Dense, ("units", "use_bias")),
+    "ReLU": (L.ReLU, ()),
+    "Softmax": (L.Softmax, ()),
+}
 
 
 class Sequential(HarnessModel):
@@ -43,7 +56,9 @@ class Sequential(HarnessModel):
         seed: int = 0,
         dtype="float64",
         name: str = "sequential",
+        network: spec.Network | None = None,
     ):
+        self._network = network
         self.dtype = check_dtype(dtype)
         self.name = name
         self.layers = _check_layers(layers)
@@ -56,6 +71,44 @@ class Sequential(HarnessModel):
         self.input_shape = self.layers[0].input_shape
         self.output_shape = shape
         self._by_name = {layer.name: layer for layer in self.layers}
+
+    @classmethod
+    def from_network(cls, network: spec.Network, seed: int = 0, dtype="float64") -> Sequential:
+        """The network description ``network`` built from scratch layers (:data:`LAYERS`).
+
+        Raises ValueError naming the layer for a kind with no scratch layer or a folded one
+        (this family folds nothing)."""
+        stack = []
+        for item in network.layers:
+            if item.kind not in LAYERS or item.folded:
+                raise ValueError(
+                    f"Network `{network.name}`: {item.label} has no scratch NHWC layer "
+                    f"(kinds: {sorted(LAYERS)}, none folded). Received folded={item.folded}."
+                )
+            cls_, names = LAYERS[item.kind]
+            stack.append(cls_(**{n: getattr(item, n) for n in names}, name=item.name))
+        return cls(stack, network.input_shape, seed, dtype, network.name, network)
+
+    @property
+    def spec(self) -> spec.Network:
+        """The network description this model was built from, or that its layers give."""
+        if self._network is None:
+            self._network = spec.Network(self.name, self.input_shape, self._describe())
+        return self._network
+
+    def _describe(self) -> tuple[spec.Layer, ...]:
+        kinds = {cls_: (kind, names) for kind, (cls_, names) in LAYERS.items()}
+        out = []
+        for layer in self.layers:
+            if type(layer) not in kinds:
+                raise spec.SpecError(
+                    f"Model `{self.name}`: scratch layer `{layer.name}` "
+                    f"({type(layer).__name__}) has no kind in the network description; "
+                    f"known classes: {sorted(c.__name__ for c in kinds)}."
+                )
+            kind, names = kinds[type(layer)]
+            out.append(spec.Layer(kind, layer.name, **{n: getattr(layer, n) for n in names}))
+        return tuple(out)
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -3,8 +3,8 @@
 The network is the blog's: ``Conv3x3(8)`` -> ``MaxPool2()`` -> ``Softmax(13 * 13 * 8, 10)``,
 one image at a time, inputs ``image / 255 - 0.5``, loss ``-ln p[label]`` with the initial
 gradient ``-1 / p[label]`` at the label. Layer names, layouts and the Keras twin are those
-of model ``zhou`` (``layout_family = "blog"``); the report names the user's classes
-beside them (:data:`USER_CLASSES`).
+of model ``zhou`` (its network description ``spec.networks.ZHOU``); the report names the
+user's classes beside them (:data:`USER_CLASSES`).
 
 Gradients come from the user's OWN ``backprop(d_L_d_out, learn_rate)``, read exactly by the
 same code that reads model ``zhou``'s (:func:`scratch.blog_api.read_backprop`: the input
@@ -28,6 +28,7 @@ from scratch.blog_api import FLAT, LAYER_NAMES, NUM_CLASSES, NUM_FILTERS, WEIGHT
 from scratch.protocol import HarnessModel, Tree, check_dtype
 from scratch.user_code import UserCode, load
 from scratch.zhou_model import check_images
+from spec.networks import ZHOU
 
 POOLED = (13, 13, NUM_FILTERS)
 USER_CLASSES = {
@@ -49,7 +50,7 @@ class UserBlogModel(HarnessModel):
     replaced.
     """
 
-    layout_family = "blog"  # reference.layout: the blog's layouts and twin
+    spec = ZHOU  # the blog's network: its layouts and its twin
 
     def __init__(self, classes: dict[str, type], seed: int = 0, dtype="float64", name="user"):
         self.name = name

@@ -15,6 +15,7 @@ import numpy as np
 from scratch.blog_api import LAYER_NAMES, backprop_gradients
 from scratch.protocol import HarnessModel, Tree
 from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
+from spec.networks import ZHOU
 
 
 def check_images(images) -> np.ndarray:
@@ -38,7 +39,10 @@ class ZhouModel(HarnessModel):
     layer's ``input`` gradient of the batch-mean loss (per image, divided by N):
     ``conv2d`` ``(N, 28, 28)``, ``max_pooling2d`` ``(N, 26, 26, 8)``, ``flatten``
     ``(N, 13, 13, 8)``, ``dense`` ``(N, 1352)``, ``softmax`` ``(N, 10)`` (of the logits).
+    Network description: ``spec.networks.ZHOU``.
     """
+
+    spec = ZHOU
 
     def __init__(self, seed=0, dtype="float64"):
         self.name = "zhou"

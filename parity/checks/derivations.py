@@ -61,7 +61,7 @@ def expected(model) -> list[tuple[str, str]]:
     """Weights of every layer, then the inputs of the first, pooling and softmax layers."""
     names = model.layer_names
     pairs = [(layer, w) for layer in names for w in model.params().get(layer, {})]
-    inputs = [names[0]] + [n for n in names if n.startswith("max_pooling2d")] + [names[-1]]
+    inputs = [names[0], *model.spec.pools(), names[-1]]
     return pairs + [(layer, "input") for layer in dict.fromkeys(inputs)]
 
 

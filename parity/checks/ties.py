@@ -17,8 +17,8 @@ the routing of the end-to-end pass; ``reference.probes.gradients`` anchors that 
 the scratch side's pool input, so end-to-end gradients compare strictly anyway); and the
 windows whose routed positions differ in the isolated comparison.
 
-Windows come from the Keras layer's ``pool_size`` and ``strides`` (valid padding), not
-from the ratio of input and output sizes.
+Windows come from the network description's ``pool_size`` and ``strides`` (valid padding),
+not from the ratio of input and output sizes.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class Pool:
 
 
 def pool_layers(model) -> list[str]:
-    """Names of the pooling layers (before the twin exists: by Keras's default name)."""
-    return [name for name in model.layer_names if name.startswith("max_pooling2d")]
+    """Names of the max-pooling layers, by kind, from the network description."""
+    return list(model.spec.pools())
 
 
 def expected(model) -> list[tuple[str, str]]:
@@ -57,19 +57,16 @@ def expected(model) -> list[tuple[str, str]]:
 
 
 def pools(model, keras_model) -> list[Pool]:
-    """Every max-pooling layer of ``model``, geometry read from its Keras twin layer."""
-    import keras
-
+    """Every max-pooling layer of ``model``, geometry from its network description."""
     from reference.layout import layout_for
 
     layout, names = layout_for(model), list(model.layer_names)
     found = []
-    for i, layer in enumerate(names[:-1]):
-        k_layer = keras_model.get_layer(layout.keras_key(layer, "input")[0])
-        if isinstance(k_layer, keras.layers.MaxPooling2D):
-            previous = names[i - 1] if i else None
-            found.append(Pool(layer, k_layer.name, previous, names[i + 1],
-                              tuple(k_layer.pool_size), tuple(k_layer.strides)))  # fmt: skip
+    for layer in pool_layers(model):
+        i, described = names.index(layer), model.spec.layer(layer)
+        previous = names[i - 1] if i else None
+        found.append(Pool(layer, layout.keras_key(layer, "input")[0], previous, names[i + 1],
+                          described.pool_size, described.strides))  # fmt: skip
     return found
 
 

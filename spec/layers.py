@@ -1,0 +1,209 @@
+"""One layer of a network description: its Keras kind, name and hyperparameters.
+
+Kinds are Keras class names. Per-example shapes follow Keras (channels-last, no batch
+axis); :func:`output_shape` is the one shape rule per kind, with errors that name the
+layer, the rule and the value received. Sources: the Keras 3 layer docs for defaults
+(``Conv2D``: strides 1, padding "valid", use_bias True; ``MaxPooling2D``: pool 2, strides
+= pool_size; ``Dense``: use_bias True) and TensorFlow's padding rule ("same": output
+``ceil(H / s)``; "valid": ``(H - k) // s + 1``, trailing rows that fit no window dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+
+REQUIRED = object()  # marks a hyperparameter with no default
+
+# kind -> {hyperparameter: default}; anything else on a layer of that kind is an error.
+HYPERPARAMETERS: dict[str, dict] = {
+    "Conv2D": {
+        "filters": REQUIRED,
+        "kernel_size": REQUIRED,
+        "strides": (1, 1),
+        "padding": "valid",
+        "use_bias": True,
+    },
+    "MaxPooling2D": {"pool_size": (2, 2), "strides": None, "padding": "valid"},
+    "ZeroPadding2D": {"padding": REQUIRED},
+    "Flatten": {},
+    "Dense": {"units": REQUIRED, "use_bias": True},
+    "ReLU": {},
+    "Softmax": {},
+}
+KINDS = tuple(HYPERPARAMETERS)
+BASE_NAMES = {
+    "Conv2D": "conv2d",
+    "MaxPooling2D": "max_pooling2d",
+    "ZeroPadding2D": "zero_padding2d",
+    "Flatten": "flatten",
+    "Dense": "dense",
+    "ReLU": "re_lu",
+    "Softmax": "softmax",
+}  # Keras's default names
+POOL_KINDS = ("MaxPooling2D",)
+KINKED_KINDS = ("MaxPooling2D", "ReLU")  # backward jumps with the input (a max, a sign)
+PADDINGS = ("valid", "same")
+
+
+class SpecError(ValueError):
+    """A network description that breaks a rule; the message names layer, rule, value."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: ``kind`` (a Keras class name), ``name`` (Keras-style: ``conv2d``,
+    ``conv2d_1``, ``max_pooling2d``, ...) and the hyperparameters of its kind.
+
+    ``kernel_size``, ``strides`` and ``pool_size`` are stored as ``(rows, cols)`` pairs (an
+    int means a square). ``padding`` is "valid"/"same" for Conv2D and MaxPooling2D, an int
+    (symmetric rows and columns) for ZeroPadding2D.
+
+    ``folded``: the implementation under test has no layer of its own here; the layer is
+    part of the next one, whose input is this layer's input (a channels-first ``Linear``
+    flattens inside; a ``Conv(pad=p)`` pads inside: ZeroPadding2D then a "valid" Conv2D).
+
+    Raises
+    ------
+    SpecError
+        Unknown kind, a hyperparameter the kind does not have, a missing or invalid value.
+    """
+
+    kind: str
+    name: str
+    filters: int | None = None
+    kernel_size: tuple[int, int] | None = None
+    strides: tuple[int, int] | None = None
+    padding: str | int | None = None
+    use_bias: bool | None = None
+    pool_size: tuple[int, int] | None = None
+    units: int | None = None
+    folded: bool = False
+
+    def __post_init__(self):
+        if self.kind not in HYPERPARAMETERS:
+            raise SpecError(f"Layer `{self.name}`: unknown kind {self.kind!r}; known: {KINDS}.")
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(
+                f"Layer of kind {self.kind}: expected a non-empty name. "
+                f"Received name={self.name!r}."
+            )
+        allowed = HYPERPARAMETERS[self.kind]
+        for f in fields(self):
+            if f.name in ("kind", "name", "folded"):
+                continue
+            value = getattr(self, f.name)
+            if f.name not in allowed:
+                if value is not None:
+                    raise self.error(f"has no hyperparameter `{f.name}`", f"{f.name}={value!r}")
+                continue
+            if value is None:
+                if allowed[f.name] is REQUIRED:
+                    raise self.error(f"requires `{f.name}`", f"{f.name}=None")
+                value = allowed[f.name]
+                if value is None:  # MaxPooling2D strides: pool_size, below
+                    continue
+            object.__setattr__(self, f.name, self._checked(f.name, value))
+        if self.kind == "MaxPooling2D" and self.strides is None:
+            object.__setattr__(self, "strides", self.pool_size)
+
+    @property
+    def label(self) -> str:
+        return f"Layer `{self.name}` ({self.kind})"
+
+    def error(self, rule: str, received: str) -> SpecError:
+        return SpecError(f"{self.label} {rule}. Received {received}.")
+
+    def _checked(self, name: str, value):
+        if name in ("kernel_size", "strides", "pool_size"):
+            pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+            if len(pair) != 2 or not all(_positive(v) for v in pair):
+                raise self.error(
+                    f"expects `{name}` a positive int or pair of them", f"{name}={value!r}"
+                )
+            return tuple(int(v) for v in pair)
+        if name in ("filters", "units"):
+            if not _positive(value):
+                raise self.error(f"expects `{name}` a positive int", f"{name}={value!r}")
+            return int(value)
+        if name == "use_bias" and not isinstance(value, bool):
+            raise self.error("expects `use_bias` a bool", f"use_bias={value!r}")
+        if name == "padding":
+            if self.kind == "ZeroPadding2D":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise self.error("expects `padding` a non-negative int", f"padding={value!r}")
+            elif value not in PADDINGS:
+                raise self.error(f"expects `padding` one of {PADDINGS}", f"padding={value!r}")
+        return value
+
+    def weight_shapes(self, input_shape: tuple) -> dict[str, tuple]:
+        """Keras weight shapes for this per-example input: Conv2D ``kernel (kh, kw, C, F)``
+        and ``bias (F,)``; Dense ``kernel (D, units)`` and ``bias (units,)``."""
+        if self.kind == "Conv2D":
+            shapes = {"kernel": (*self.kernel_size, input_shape[-1], self.filters)}
+            width = self.filters
+        elif self.kind == "Dense":
+            shapes = {"kernel": (input_shape[-1], self.units)}
+            width = self.units
+        else:
+            return {}
+        if self.use_bias:
+            shapes["bias"] = (width,)
+        return shapes
+
+    def output_shape(self, shape: tuple) -> tuple:
+        """The per-example Keras output shape for input ``shape``; SpecError if it breaks
+        the kind's rule."""
+        if self.kind in ("ReLU", "Softmax"):
+            return tuple(shape)
+        if self.kind == "Flatten":
+            return (math.prod(shape),)
+        if self.kind == "Dense":
+            if len(shape) != 1:
+                raise self.error(
+                    "expects a flat per-example input (features,); Keras's Dense would act "
+                    "on the last axis only: put a Flatten before it",
+                    f"input shape {shape}",
+                )
+            return (self.units,)
+        if len(shape) != 3:
+            raise self.error("expects a per-example input (H, W, C)", f"input shape {shape}")
+        height, width, channels = shape
+        if self.kind == "ZeroPadding2D":
+            return (height + 2 * self.padding, width + 2 * self.padding, channels)
+        window = self.kernel_size if self.kind == "Conv2D" else self.pool_size
+        rows = self._size(height, window[0], self.strides[0], "rows", shape)
+        cols = self._size(width, window[1], self.strides[1], "columns", shape)
+        return (rows, cols, self.filters if self.kind == "Conv2D" else channels)
+
+    def _size(self, size: int, window: int, stride: int, axis: str, shape: tuple) -> int:
+        if self.padding == "same":
+            return -(-size // stride)
+        if window > size:
+            what = "kernel_size" if self.kind == "Conv2D" else "pool_size"
+            raise self.error(
+                f"with padding='valid' needs a window no larger than its input ({axis}: "
+                f"{what} {window} > {size})",
+                f"input shape {shape}",
+            )
+        return (size - window) // stride + 1
+
+
+def _positive(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def stack(*layers: tuple[str, dict]) -> tuple[Layer, ...]:
+    """Layers from ``(kind, hyperparameters)`` pairs, named as Keras names them in one
+    model: ``conv2d``, ``conv2d_1``, ``re_lu``, ``re_lu_1``, ... (a ``name`` in the
+    hyperparameters wins)."""
+    counts: dict[str, int] = {}
+    out = []
+    for kind, hyper in layers:
+        base = BASE_NAMES.get(kind, kind)
+        count = counts.get(base, 0)
+        counts[base] = count + 1
+        name = hyper.get("name", base + (f"_{count}" if count else ""))
+        out.append(Layer(kind, **{**hyper, "name": name}))
+    return tuple(out)

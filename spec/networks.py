@@ -1,0 +1,129 @@
+"""The harness's networks, described once: ``NETWORKS[name]`` (registry names of
+``scratch.models``).
+
+Layouts are relative to Keras (channels-last activations, kernels ``(kh, kw, C, F)``,
+Flatten in H, W, C order). The records below are the only statement of each family's
+layout; ``reference.layout``'s named conversions are built from the same records.
+"""
+
+from __future__ import annotations
+
+from spec.layers import stack
+from spec.network import Network, Preprocess
+from spec.transforms import ExpandDims, FlattenOrder, Permute
+
+MNIST = (28, 28, 1)  # per-example Keras input
+BLOG_SCALING = Preprocess(255.0, -0.5)  # the blog's cnn.py: image / 255 - 0.5
+UNIT_SCALING = Preprocess(255.0, 0.0)  # the channels-first document: image / 255
+
+# The blog (one image at a time, HWC): images (N, H, W) = Keras (N, H, W, 1); filters
+# (F, kh, kw) = Keras (kh, kw, 1, F): axes moved to (kh, kw, F), then the unit C axis.
+BLOG_IMAGES = (ExpandDims(3),)
+BLOG_FILTERS = (Permute((1, 2, 0)), ExpandDims(2))
+# Channels-first: activations NCHW = Keras NHWC; filters (F, C, kh, kw) = Keras
+# (kh, kw, C, F); a Linear's rows in C, H, W flatten order = Keras's H, W, C rows.
+NCHW = (Permute((0, 2, 3, 1)),)
+CHW_FILTERS = (Permute((2, 3, 1, 0)),)
+CHW_ROWS = (FlattenOrder(0, "CHW"),)
+CHW_VECTORS = (FlattenOrder(1, "CHW"),)  # (N, C*H*W) activations
+
+
+def _blog_layers():
+    return stack(
+        ("Conv2D", dict(filters=8, kernel_size=3, use_bias=False)),
+        ("MaxPooling2D", dict(pool_size=2)),
+        ("Flatten", {}),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    )
+
+
+ZHOU = Network(
+    "zhou", MNIST, _blog_layers(), BLOG_SCALING,
+    layouts={("conv2d", "input"): BLOG_IMAGES, ("conv2d", "kernel"): BLOG_FILTERS},
+)  # fmt: skip
+
+# The blog network from the general NHWC layers: Keras layouts throughout.
+ZHOU_SEQ = Network("zhou-seq", MNIST, _blog_layers(), BLOG_SCALING)
+
+TWO_CONV = Network(
+    "two-conv", MNIST,
+    stack(
+        ("Conv2D", dict(filters=8, kernel_size=3, padding="same")),
+        ("ReLU", {}),
+        ("MaxPooling2D", dict(pool_size=2)),
+        ("Conv2D", dict(filters=16, kernel_size=3, strides=2, padding="same")),
+        ("ReLU", {}),
+        ("Flatten", {}),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+    BLOG_SCALING,
+)  # fmt: skip
+
+
+def channels_first(name: str, layers, preprocess=UNIT_SCALING) -> Network:
+    """A channels-first network (the document's ``Conv``, ``MaxPool2x2``, ``Linear``):
+    NCHW activations, ``(F, C, kh, kw)`` filters, every Dense after a Flatten with rows
+    in C, H, W order (its Flatten folded into it: a Linear flattens inside)."""
+    layers = tuple(layers)
+    layouts = {}
+    for i, layer in enumerate(layers):
+        if layer.kind == "Conv2D":
+            layouts[(layer.name, "kernel")] = CHW_FILTERS
+        if layer.kind == "Dense" and i and layers[i - 1].kind == "Flatten":
+            layouts[(layer.name, "kernel")] = CHW_ROWS
+    return Network(name, MNIST, layers, preprocess, layouts=layouts, activations=NCHW)
+
+
+def _chw_layers(relu: bool):
+    return stack(
+        ("Conv2D", dict(filters=8, kernel_size=3)),
+        *([("ReLU", {})] if relu else []),
+        ("MaxPooling2D", dict(pool_size=2)),
+        ("Flatten", dict(folded=True)),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    )
+
+
+CHW = channels_first("chw", _chw_layers(relu=False))
+CHW_RELU = channels_first("chw-relu", _chw_layers(relu=True))
+
+# Settings no network above exercises (issue 12): asymmetric "same" padding at stride 2,
+# C > 1 and F > 1 in one conv, pools that crop an odd row and column, overlapping pool
+# windows (3, strides 2), and for the channels-first family explicit padding with stride.
+NHWC_ODD = Network(
+    "nhwc-odd", MNIST,
+    stack(
+        ("Conv2D", dict(filters=6, kernel_size=3, strides=2, padding="same")),  # 14x14x6
+        ("ReLU", {}),
+        ("Conv2D", dict(filters=10, kernel_size=2)),  # 13x13x10
+        ("MaxPooling2D", dict(pool_size=2)),  # 6x6x10: the odd row and column cropped
+        ("Conv2D", dict(filters=12, kernel_size=3, padding="same")),  # 6x6x12
+        ("MaxPooling2D", dict(pool_size=3, strides=2)),  # 2x2x12, overlapping windows
+        ("Flatten", {}),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+    BLOG_SCALING,
+)  # fmt: skip
+
+# The issue's Conv(1, 6, 3, pad=1, stride=2) has 28 + 2 - 3 = 27 rows to stride over: Keras
+# floors to 14 and never reads the last padded row, scratch.chw.Conv rejects a stride that
+# does not tile its padded input (by design, ValueError naming H, pad and filter_size).
+# Kernel 4 tiles (26 / 2) and gives the same 14x14.
+CHW_ODD = channels_first(
+    "chw-odd",
+    stack(
+        ("ZeroPadding2D", dict(padding=1, folded=True)),  # Conv(pad=1): 30x30
+        ("Conv2D", dict(filters=6, kernel_size=4, strides=2)),  # 14x14x6
+        ("Conv2D", dict(filters=10, kernel_size=2)),  # 13x13x10
+        ("MaxPooling2D", dict(pool_size=2)),  # 6x6x10: the odd row and column cropped
+        ("Flatten", dict(folded=True)),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+)
+
+NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD)}

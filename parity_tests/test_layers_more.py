@@ -10,6 +10,7 @@ from parity.compare import compare
 from scratch.activations import LeakyReLU, Sigmoid, Tanh
 from scratch.dropout import Dropout
 from scratch.normalization import BatchNormalization
+from scratch.padding import ZeroPadding2D
 from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D
 
 pytestmark = pytest.mark.keras
@@ -78,6 +79,18 @@ def test_average_pooling_matches_keras(pool, strides, shape):
 def test_global_average_pooling_matches_keras():
     L = _keras_layers()
     _compare_layer(GlobalAveragePooling2D(), L.GlobalAveragePooling2D(), (3, 5, 4, 6))
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2], ids=["p0", "p1", "p2"])
+def test_zero_padding_matches_keras(padding):
+    L = _keras_layers()
+    _compare_layer(ZeroPadding2D(padding), L.ZeroPadding2D(padding), (2, 5, 4, 3))
+
+
+def test_zero_padding_rejects_a_negative_or_non_int_padding():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"Expected a non-negative integer. Received padding"):
+            ZeroPadding2D(bad)
 
 
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh"])

@@ -38,6 +38,11 @@ SHIPPED_SHAPES = {
                  "dense": (10,), "softmax": (10,)},
     "chw-relu": {"conv2d": (26, 26, 8), "re_lu": (26, 26, 8), "max_pooling2d": (13, 13, 8),
                  "flatten": (1352,), "dense": (10,), "softmax": (10,)},
+    "lenet5": {"zero_padding2d": (32, 32, 1), "conv2d": (28, 28, 6), "tanh": (28, 28, 6),
+               "average_pooling2d": (14, 14, 6), "conv2d_1": (10, 10, 16),
+               "tanh_1": (10, 10, 16), "average_pooling2d_1": (5, 5, 16), "flatten": (400,),
+               "dense": (120,), "tanh_2": (120,), "dense_1": (84,), "tanh_3": (84,),
+               "dense_2": (10,), "softmax": (10,)},
 }  # fmt: skip
 
 
@@ -58,9 +63,16 @@ def test_shipped_network_shapes_layer_by_layer(name):
         (("MaxPooling2D", dict(pool_size=3, strides=2)), 6, 2),
         (("MaxPooling2D", dict(pool_size=2, padding="same")), 13, 7),
         (("ZeroPadding2D", dict(padding=1)), 28, 30),
+        (("ZeroPadding2D", dict(padding=2)), 28, 32),
+        (("AveragePooling2D", dict(pool_size=2)), 13, 6),  # valid crops the odd row
+        (("AveragePooling2D", dict(pool_size=3, strides=2)), 10, 4),
+        (("LeakyReLU", {}), 13, 13),
+        (("Tanh", {}), 13, 13),
+        (("Sigmoid", {}), 13, 13),
     ],
     ids=["conv-k3-s2-same-28", "conv-k3-s2-same-27", "conv-k2-valid", "conv-k3-s2-valid",
-         "pool2-odd", "pool3-s2", "pool2-same-odd", "zero-pad1"],
+         "pool2-odd", "pool3-s2", "pool2-same-odd", "zero-pad1", "zero-pad2", "avg2-odd",
+         "avg3-s2", "leaky", "tanh", "sigmoid"],
 )  # fmt: skip
 def test_spatial_shape_rules(layer, side, expected):
     out = _net(layer, *HEAD, input_shape=(side, side, 1)).shapes()
@@ -109,7 +121,8 @@ ERRORS = {
     "unknown-kind": (
         lambda: Layer("Conv3D", "conv3d"),
         "Layer `conv3d`: unknown kind 'Conv3D'; known: ('Conv2D', 'MaxPooling2D', "
-        "'ZeroPadding2D', 'Flatten', 'Dense', 'ReLU', 'Softmax').",
+        "'AveragePooling2D', 'GlobalAveragePooling2D', 'ZeroPadding2D', 'Flatten', 'Dense', "
+        "'ReLU', 'LeakyReLU', 'Tanh', 'Sigmoid', 'Softmax').",
     ),
     "missing-hyperparameter": (
         lambda: Layer("Conv2D", "conv2d", kernel_size=3),
@@ -127,6 +140,30 @@ ERRORS = {
         lambda: Layer("Conv2D", "conv2d", filters=1, kernel_size=3, padding="full"),
         "Layer `conv2d` (Conv2D) expects `padding` one of ('valid', 'same'). Received "
         "padding='full'.",
+    ),
+    "avg-pool-on-1x1": (
+        lambda: _net(("AveragePooling2D", {}), *HEAD, input_shape=(1, 1, 4)),
+        "Layer `average_pooling2d` (AveragePooling2D) with padding='valid' needs a window no "
+        "larger than its input (rows: pool_size 2 > 1). Received input shape (1, 1, 4).",
+    ),
+    "global-pool-on-flat-input": (
+        lambda: _net(("Flatten", {}), ("GlobalAveragePooling2D", {}), *HEAD[1:]),
+        "Layer `global_average_pooling2d` (GlobalAveragePooling2D) expects a per-example "
+        "input (H, W, C). Received input shape (784,).",
+    ),
+    "negative-slope": (
+        lambda: Layer("LeakyReLU", "leaky_re_lu", negative_slope=-0.1),
+        "Layer `leaky_re_lu` (LeakyReLU) expects `negative_slope` a finite float >= 0. "
+        "Received negative_slope=-0.1.",
+    ),
+    "slope-not-a-number": (
+        lambda: Layer("LeakyReLU", "leaky_re_lu", negative_slope="0.2"),
+        "Layer `leaky_re_lu` (LeakyReLU) expects `negative_slope` a finite float >= 0. "
+        "Received negative_slope='0.2'.",
+    ),
+    "slope-on-tanh": (
+        lambda: Layer("Tanh", "tanh", negative_slope=0.2),
+        "Layer `tanh` (Tanh) has no hyperparameter `negative_slope`. Received negative_slope=0.2.",
     ),
     "bad-strides": (
         lambda: Layer("MaxPooling2D", "max_pooling2d", strides=(2, 0)),
@@ -274,3 +311,21 @@ def test_pools_and_kinks_are_found_by_kind_not_by_name():
     assert model.spec.pools() == ("pool",) and model.spec.kinked() == ("act", "pool")
     assert ties.pool_layers(model) == ["pool"]
     assert ("pool", "input") in derivations.expected(model)
+
+
+def test_leaky_relu_is_kinked_and_average_pooling_tanh_sigmoid_are_not():
+    network = _net(
+        ("Conv2D", dict(filters=2, kernel_size=3)), ("LeakyReLU", {}), ("Tanh", {}),
+        ("Sigmoid", {}), ("AveragePooling2D", {}), ("MaxPooling2D", {}),
+        ("GlobalAveragePooling2D", {}), ("Dense", dict(units=10)), ("Softmax", {}),
+    )  # fmt: skip
+    assert network.kinked() == ("leaky_re_lu", "max_pooling2d")
+    assert network.pools() == ("max_pooling2d",)  # the max-pool routing (ties) check's pools
+    assert network.shapes()["global_average_pooling2d"][1] == (2,)
+
+
+def test_layer_defaults_follow_keras():
+    assert Layer("AveragePooling2D", "a").strides == (2, 2)  # strides = pool_size
+    assert Layer("AveragePooling2D", "a", pool_size=3).strides == (3, 3)
+    assert Layer("LeakyReLU", "l").negative_slope == 0.3
+    assert Layer("LeakyReLU", "l", negative_slope=0).negative_slope == 0.0

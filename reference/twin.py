@@ -196,22 +196,34 @@ def _conv2d(keras, layer):
     )
 
 
-def _max_pooling2d(keras, layer):
-    return keras.layers.MaxPooling2D(
-        pool_size=layer.pool_size,
-        strides=layer.strides,
-        padding=layer.padding,
-        data_format="channels_last",
-        name=layer.name,
-    )
+def _pooling2d(keras_class):
+    def make(keras, layer):
+        return getattr(keras.layers, keras_class)(
+            pool_size=layer.pool_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format="channels_last",
+            name=layer.name,
+        )
+
+    return make
+
+
+def _activation(function: str):
+    return lambda keras, layer: keras.layers.Activation(function, name=layer.name)
 
 
 # spec kind -> Keras layer, for every family. The softmax is an ``Activation``: Keras 3's
 # softmax activation keeps the link to its logits, so the compiled loss is computed from
-# them, unclipped (DESIGN.md).
+# them, unclipped (DESIGN.md). Tanh and Sigmoid are ``Activation`` layers too (Keras has no
+# layer class of its own for them): a layer of their own, so their output is probed.
 KERAS_LAYERS = {
     "Conv2D": _conv2d,
-    "MaxPooling2D": _max_pooling2d,
+    "MaxPooling2D": _pooling2d("MaxPooling2D"),
+    "AveragePooling2D": _pooling2d("AveragePooling2D"),
+    "GlobalAveragePooling2D": lambda keras, layer: keras.layers.GlobalAveragePooling2D(
+        data_format="channels_last", name=layer.name
+    ),
     "ZeroPadding2D": lambda keras, layer: keras.layers.ZeroPadding2D(
         layer.padding, data_format="channels_last", name=layer.name
     ),
@@ -220,7 +232,12 @@ KERAS_LAYERS = {
         layer.units, use_bias=layer.use_bias, name=layer.name
     ),
     "ReLU": lambda keras, layer: keras.layers.ReLU(name=layer.name),
-    "Softmax": lambda keras, layer: keras.layers.Activation("softmax", name=layer.name),
+    "LeakyReLU": lambda keras, layer: keras.layers.LeakyReLU(
+        negative_slope=layer.negative_slope, name=layer.name
+    ),
+    "Tanh": _activation("tanh"),
+    "Sigmoid": _activation("sigmoid"),
+    "Softmax": _activation("softmax"),
 }
 
 

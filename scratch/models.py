@@ -21,6 +21,7 @@ _BUILDERS: dict[str, str] = {
     "chw-relu": "scratch.chw_model:build_chw_relu",
     "nhwc-odd": "scratch.models:build_nhwc_odd",  # a description only (spec.networks)
     "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
+    "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
 }
 
 _INTERNAL: dict[str, str] = {
@@ -90,3 +91,12 @@ def build_nhwc_odd(seed: int, dtype) -> HarnessModel:
     from spec.networks import NHWC_ODD
 
     return Sequential.from_network(NHWC_ODD, seed=seed, dtype=dtype)
+
+
+def build_lenet5(seed: int, dtype) -> HarnessModel:
+    """``spec.networks.LENET5`` (LeNet-5: tanh, average pooling, 32x32 by zero padding)
+    from the general NHWC layers."""
+    from scratch.sequential import Sequential
+    from spec.networks import LENET5
+
+    return Sequential.from_network(LENET5, seed=seed, dtype=dtype)

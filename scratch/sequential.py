@@ -16,9 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 import spec
+from scratch import activations as A
 from scratch import layers as L
 from scratch.layers import Layer, Softmax, check_batch, invalid_argument
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
+from scratch.padding import ZeroPadding2D
+from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D
 from scratch.protocol import HarnessModel, Tree, check_dtype
 
 # spec kind -> (scratch class, hyperparameters it takes under the same names). The one
@@ -26,9 +29,15 @@ from scratch.protocol import HarnessModel, Tree, check_dtype
 LAYERS = {
     "Conv2D": (L.Conv2D, ("filters", "kernel_size", "strides", "padding", "use_bias")),
     "MaxPooling2D": (L.MaxPool2D, ("pool_size", "strides", "padding")),
+    "AveragePooling2D": (AveragePooling2D, ("pool_size", "strides", "padding")),
+    "GlobalAveragePooling2D": (GlobalAveragePooling2D, ()),
+    "ZeroPadding2D": (ZeroPadding2D, ("padding",)),
     "Flatten": (L.Flatten, ()),
     "Dense": (L.Dense, ("units", "use_bias")),
     "ReLU": (L.ReLU, ()),
+    "LeakyReLU": (A.LeakyReLU, ("negative_slope",)),
+    "Tanh": (A.Tanh, ()),
+    "Sigmoid": (A.Sigmoid, ()),
     "Softmax": (L.Softmax, ()),
 }
 
@@ -121,7 +130,9 @@ class Sequential(HarnessModel):
         return self._by_name[name]
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """``(N, H, W)`` pixels in 0..255 -> ``(image / 255 - 0.5)[..., None]`` in dtype.
+        """``(N, H, W)`` pixels in 0..255 -> the description's formula with a channel axis,
+        ``(image / divisor + offset)[..., None]`` (``spec.Preprocess``; a stack of layers
+        without a description: the blog's ``image / 255 - 0.5``) in dtype.
 
         Computed in float64 and rounded once to ``dtype``.
         """
@@ -133,8 +144,7 @@ class Sequential(HarnessModel):
                 f"array of single-channel images for input shape {self.input_shape}. "
                 f"Received images with shape {images.shape}."
             )
-        scaled = images.astype(np.float64) / 255.0 - 0.5
-        return scaled[..., None].astype(self.dtype)
+        return self.spec.preprocess.apply(images, self.dtype)[..., None]
 
     def params(self) -> Tree:
         return {layer.name: dict(layer.params) for layer in self.layers if layer.params}

@@ -1,8 +1,12 @@
 """One layer of a network description: its Keras kind, name and hyperparameters.
 
-Kinds are Keras class names. Per-example shapes follow Keras (channels-last, no batch
-axis); :func:`output_shape` is the one shape rule per kind, with errors that name the
-layer, the rule and the value received. Sources: the Keras 3 layer docs for defaults
+Kinds are Keras class names; an activation Keras has only as ``Activation(name)`` is the
+kind of its name capitalised (``Softmax``, ``Tanh``, ``Sigmoid``), its own layer so that
+its output and input gradient are keys of their own (a fused ``activation=`` would hide
+the pre-activation, and a wrong activation derivative would be blamed on the conv).
+Per-example shapes follow Keras (channels-last, no batch axis); :func:`output_shape` is
+the one shape rule per kind, with errors that name the layer, the rule and the value
+received. Sources: the Keras 3 layer docs for defaults
 (``Conv2D``: strides 1, padding "valid", use_bias True; ``MaxPooling2D``: pool 2, strides
 = pool_size; ``Dense``: use_bias True) and TensorFlow's padding rule ("same": output
 ``ceil(H / s)``; "valid": ``(H - k) // s + 1``, trailing rows that fit no window dropped).
@@ -26,24 +30,38 @@ HYPERPARAMETERS: dict[str, dict] = {
         "use_bias": True,
     },
     "MaxPooling2D": {"pool_size": (2, 2), "strides": None, "padding": "valid"},
+    "AveragePooling2D": {"pool_size": (2, 2), "strides": None, "padding": "valid"},
+    "GlobalAveragePooling2D": {},
     "ZeroPadding2D": {"padding": REQUIRED},
     "Flatten": {},
     "Dense": {"units": REQUIRED, "use_bias": True},
     "ReLU": {},
+    "LeakyReLU": {"negative_slope": 0.3},
+    "Tanh": {},
+    "Sigmoid": {},
     "Softmax": {},
 }
 KINDS = tuple(HYPERPARAMETERS)
 BASE_NAMES = {
     "Conv2D": "conv2d",
     "MaxPooling2D": "max_pooling2d",
+    "AveragePooling2D": "average_pooling2d",
+    "GlobalAveragePooling2D": "global_average_pooling2d",
     "ZeroPadding2D": "zero_padding2d",
     "Flatten": "flatten",
     "Dense": "dense",
     "ReLU": "re_lu",
+    "LeakyReLU": "leaky_re_lu",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
     "Softmax": "softmax",
-}  # Keras's default names
-POOL_KINDS = ("MaxPooling2D",)
-KINKED_KINDS = ("MaxPooling2D", "ReLU")  # backward jumps with the input (a max, a sign)
+}  # Keras's default names (an Activation layer's is "activation": ours name the function)
+POOL_KINDS = ("MaxPooling2D",)  # a window's gradient is routed to its maximum (ties check)
+# Backward jumps with the input: which element is a window's maximum, which side of 0 (ReLU:
+# slope 0 or 1; LeakyReLU: negative_slope or 1). Average pooling, tanh and sigmoid are
+# smooth (linear or analytic): finite differences hold at every point.
+KINKED_KINDS = ("MaxPooling2D", "ReLU", "LeakyReLU")
+ELEMENTWISE_KINDS = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax")  # shape unchanged
 PADDINGS = ("valid", "same")
 
 
@@ -57,8 +75,9 @@ class Layer:
     ``conv2d_1``, ``max_pooling2d``, ...) and the hyperparameters of its kind.
 
     ``kernel_size``, ``strides`` and ``pool_size`` are stored as ``(rows, cols)`` pairs (an
-    int means a square). ``padding`` is "valid"/"same" for Conv2D and MaxPooling2D, an int
-    (symmetric rows and columns) for ZeroPadding2D.
+    int means a square). ``padding`` is "valid"/"same" for Conv2D and the 2D pools, an int
+    (symmetric rows and columns) for ZeroPadding2D. ``negative_slope`` (LeakyReLU) is a
+    float >= 0 (Keras default 0.3).
 
     ``folded``: the implementation under test has no layer of its own here; the layer is
     part of the next one, whose input is this layer's input (a channels-first ``Linear``
@@ -79,6 +98,7 @@ class Layer:
     use_bias: bool | None = None
     pool_size: tuple[int, int] | None = None
     units: int | None = None
+    negative_slope: float | None = None
     folded: bool = False
 
     def __post_init__(self):
@@ -105,7 +125,7 @@ class Layer:
                 if value is None:  # MaxPooling2D strides: pool_size, below
                     continue
             object.__setattr__(self, f.name, self._checked(f.name, value))
-        if self.kind == "MaxPooling2D" and self.strides is None:
+        if "pool_size" in allowed and self.strides is None:  # Keras: strides = pool_size
             object.__setattr__(self, "strides", self.pool_size)
 
     @property
@@ -127,6 +147,12 @@ class Layer:
             if not _positive(value):
                 raise self.error(f"expects `{name}` a positive int", f"{name}={value!r}")
             return int(value)
+        if name == "negative_slope":
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (real and math.isfinite(value) and value >= 0):
+                rule = "expects `negative_slope` a finite float >= 0"
+                raise self.error(rule, f"{name}={value!r}")
+            return float(value)
         if name == "use_bias" and not isinstance(value, bool):
             raise self.error("expects `use_bias` a bool", f"use_bias={value!r}")
         if name == "padding":
@@ -155,7 +181,7 @@ class Layer:
     def output_shape(self, shape: tuple) -> tuple:
         """The per-example Keras output shape for input ``shape``; SpecError if it breaks
         the kind's rule."""
-        if self.kind in ("ReLU", "Softmax"):
+        if self.kind in ELEMENTWISE_KINDS:
             return tuple(shape)
         if self.kind == "Flatten":
             return (math.prod(shape),)
@@ -172,6 +198,8 @@ class Layer:
         height, width, channels = shape
         if self.kind == "ZeroPadding2D":
             return (height + 2 * self.padding, width + 2 * self.padding, channels)
+        if self.kind == "GlobalAveragePooling2D":
+            return (channels,)
         window = self.kernel_size if self.kind == "Conv2D" else self.pool_size
         rows = self._size(height, window[0], self.strides[0], "rows", shape)
         cols = self._size(width, window[1], self.strides[1], "columns", shape)

@@ -126,4 +126,31 @@ CHW_ODD = channels_first(
     ),
 )
 
-NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD)}
+# LeNet-5 (LeCun et al. 1998, "Gradient-based learning applied to document recognition"),
+# as MNIST users write it: tanh, average pooling, 32x32 inputs. The 32x32 is a layer,
+# ZeroPadding2D(2), not preprocessing: the data stay MNIST's 28x28 images like every other
+# model's, and both sides pad (its backward, a crop, is derived too). Pixels are scaled to
+# [0, 1] so that the padded zeros are the background's own value (with the blog's
+# [-0.5, 0.5] a frame of +0.5 would ring every digit).
+LENET5 = Network(
+    "lenet5", MNIST,
+    stack(
+        ("ZeroPadding2D", dict(padding=2)),  # 32x32x1
+        ("Conv2D", dict(filters=6, kernel_size=5)),  # 28x28x6
+        ("Tanh", {}),
+        ("AveragePooling2D", dict(pool_size=2)),  # 14x14x6
+        ("Conv2D", dict(filters=16, kernel_size=5)),  # 10x10x16
+        ("Tanh", {}),
+        ("AveragePooling2D", dict(pool_size=2)),  # 5x5x16
+        ("Flatten", {}),  # 400
+        ("Dense", dict(units=120)),
+        ("Tanh", {}),
+        ("Dense", dict(units=84)),
+        ("Tanh", {}),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+    UNIT_SCALING,
+)  # fmt: skip
+
+NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5)}

@@ -260,6 +260,60 @@ class StrideIgnoredInBackward:
         layer._backward = _backward
 
 
+# -- lenet5 (average pooling, tanh) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AveragePoolNotDivided:
+    """AveragePooling2D backward hands each window's upstream gradient WHOLE to every
+    pixel of the window: ``dout`` instead of ``dout / (p*q)`` (the forward's mean is
+    right). The input gradient is ``p*q`` times too large: 4 for a 2x2 pool."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        from scratch.layers import scatter_add
+
+        layer = model.layer(self.layer)
+
+        def _backward(dout, need_dx=True):
+            layer.grads = {}
+            if not need_dx:
+                return None
+            n = dout.shape[0]
+            share = np.broadcast_to(dout[:, None], (n,) + layer._indices.shape)  # the bug
+            dx = scatter_add(share, layer._indices, math.prod(layer.input_shape), layer.dtype)
+            return dx.reshape((n,) + layer.input_shape)
+
+        layer._backward = _backward
+
+
+@dataclass(frozen=True)
+class TanhDerivativeFromInput:
+    """Tanh backward computes ``1 - x**2`` from the layer's INPUT ``x`` (the
+    pre-activation) where the derivative is ``1 - tanh(x)**2``, from its output. Close for
+    small ``x`` (the difference is about ``2 x**4 / 3``), negative for ``|x| > 1``."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        layer = model.layer(self.layer)
+        original = layer._forward
+
+        def _forward(x):
+            layer.selftest_input = x
+            return original(x)
+
+        def _backward(dout, need_dx=True):
+            layer.grads = {}
+            if not need_dx:
+                return None
+            x = layer.selftest_input
+            return dout * (1 - x * x)  # the bug: from the input, not the output
+
+        layer._forward, layer._backward = _forward, _backward
+
+
 # -- chw (channels-first family) ------------------------------------------------------------
 
 
@@ -538,6 +592,17 @@ ENTRIES: tuple[Entry, ...] = (
           "from backprop (backward is right).",
           UpdateBeforeInputGradient(), ("gradient:flatten/input", "training"),
           training=SGD_RUN),
+    Entry("avg-pool-backward-not-divided", "lenet5",
+          "AveragePooling2D backward: every pixel of a window gets the window's whole "
+          "upstream gradient, not 1/(pool area) of it (forward's mean is right): the input "
+          "gradient is 4 times too large for a 2x2 pool.",
+          AveragePoolNotDivided("average_pooling2d"),
+          ("gradient:average_pooling2d/input", "gradient:conv2d/kernel")),
+    Entry("tanh-derivative-from-input", "lenet5",
+          "Tanh backward: the derivative 1 - x^2 computed from the pre-activation x (the "
+          "layer's input) instead of 1 - tanh(x)^2 from its output. Nearly right for small "
+          "x (the difference is about 2x^4/3), wrong sign for |x| > 1.",
+          TanhDerivativeFromInput("tanh"), ("gradient:tanh/input", "gradient:conv2d/kernel")),
     Entry("adam-epsilon-inside-sqrt", "chw",
           "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
           "m_hat / (sqrt(v_hat) + eps).",

@@ -56,6 +56,7 @@ CATALOG_COLUMNS = [
 @dataclass(frozen=True)
 class Options:
     bugs: tuple[str, ...] = tuple(catalog.BY_NAME)
+    models: tuple[str, ...] = ()  # the false-alarm sweep's models; () every registered one
     dtypes: tuple[str, ...] = runner.DEFAULT_DTYPES
     seeds: int = DEFAULT_SEEDS
     images: int = DEFAULT_IMAGES
@@ -139,17 +140,20 @@ def run_dtype(options: Options, dtype: str) -> dict:
         entry = catalog.BY_NAME[name]
         rows.append(evaluate_bug(entry, dtype, batch(0), 0, options.all_checks, options.data))
     if options.sweep:
-        for model, variant, hooks in _correct_targets():
+        for model, variant, hooks in _correct_targets(options.models):
             row, failing = sweep_correct(model, variant, hooks, dtype, options, batch)
             rows.append(row)
             alarms += failing
     return dict(dtype=dtype, catalog=rows, false_alarms=alarms, environment=backend.environment())
 
 
-def _correct_targets():
+def _correct_targets(models: tuple[str, ...] = ()):
+    """The sweep's ``(model, variant, hooks)``: every registered model and the catalog's
+    correct variants, or those of ``models`` only."""
     from scratch.models import MODEL_NAMES
 
-    return [(m, "", ()) for m in MODEL_NAMES] + list(catalog.CORRECT_VARIANTS)
+    targets = [(m, "", ()) for m in MODEL_NAMES] + list(catalog.CORRECT_VARIANTS)
+    return [t for t in targets if not models or t[0] in models]
 
 
 # -- one bug ------------------------------------------------------------------------------
@@ -357,6 +361,12 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated, float64 and/or float32 (default: %(default)s)",
     )
     parser.add_argument(
+        "--models",
+        default="all",
+        help="comma-separated registered models: the sweep runs these, and --bugs all "
+        "means their entries (default: %(default)s)",
+    )
+    parser.add_argument(
         "--bugs",
         default="all",
         help="comma-separated catalog entries, or 'all' (default: %(default)s)",
@@ -391,11 +401,16 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> Options:
-    bugs = (tuple(catalog.BY_NAME) if str(args.bugs).strip() == "all"
+    from scratch.models import MODEL_NAMES
+
+    every = str(args.models).strip() == "all"
+    models = () if every else choices("--models", args.models, MODEL_NAMES)
+    bugs = (tuple(e.name for e in catalog.ENTRIES if every or e.model in models)
+            if str(args.bugs).strip() == "all"
             else choices("--bugs", args.bugs, tuple(catalog.BY_NAME)))  # fmt: skip
     seeds = integer("--seeds", args.seeds, 0, 1000)
     return Options(
-        bugs=bugs, dtypes=choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
+        bugs=bugs, models=models, dtypes=choices("--dtypes", args.dtypes, runner.DEFAULT_DTYPES),
         seeds=seeds, images=integer("--images", args.images, 1, 1000),
         derivation_seeds=_at_most(seeds, "--derivation-seeds", args.derivation_seeds,
                                   DEFAULT_DERIVATION_SEEDS),

@@ -21,6 +21,8 @@ PINNED = {
     "bias-grad-averaged": {("conv2d_1", "bias")},
     "stride-ignored-in-backward": {("conv2d_1", "input")},
     "off-by-one-window": {("conv2d", "kernel")},
+    "avg-pool-backward-not-divided": {("average_pooling2d", "input")},
+    "tanh-derivative-from-input": {("tanh", "input")},
 }
 
 

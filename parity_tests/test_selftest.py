@@ -218,11 +218,23 @@ def _args(*argv):
 
 
 @pytest.mark.parametrize("argv", [("--bugs", "nope"), ("--seeds", "-1"), ("--dtypes", "float16"),
-                                  ("--seeds", "3", "--derivation-seeds", "4")])  # fmt: skip
+                                  ("--seeds", "3", "--derivation-seeds", "4"),
+                                  ("--models", "lenet6")])  # fmt: skip
 def test_bad_usage_exits_2_and_names_the_argument(argv, tmp_path, capsys):
     assert selftest.selftest_command(_args("--out", str(tmp_path), *argv)) == 2
     assert argv[-2] in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_models_option_limits_the_sweep_and_the_bugs_to_those_models():
+    options = selftest.options_from_args(_args("--models", "lenet5,chw"))
+    assert options.models == ("lenet5", "chw")
+    assert set(options.bugs) == {e.name for e in catalog.ENTRIES if e.model in ("lenet5", "chw")}
+    assert [t[:2] for t in selftest._correct_targets(options.models)] == [
+        ("chw", ""), ("lenet5", ""), ("chw", "pad-then-crop")]  # fmt: skip
+    assert selftest.options_from_args(_args("--models", "lenet5", "--bugs", "true-convolution")
+                                      ).bugs == ("true-convolution",)  # fmt: skip
+    assert selftest.options_from_args(_args()).bugs == tuple(catalog.BY_NAME)
 
 
 @pytest.mark.slow

@@ -25,18 +25,24 @@ class Tolerance:
 # fmt: off
 # Measured (max norm-wise relative error on correct code, seeds 0-2, models zhou,
 # two-conv, chw, chw-relu, states initial/trained/random, 32 images; derivations
-# seeds 0-3, 4 images, states trained/random). See reports/README.md.
+# seeds 0-3, 4 images, states trained/random); lenet5: seeds 0-19, the same states, 32
+# images (derivations seed 0). See reports/README.md.
 FORWARD_FLOAT64 = Tolerance(0.0, 1e-13, measured=2.2e-15, reason=(
     "every layer's output, scratch vs Keras: summation order only; x45 margin, the issue's "
     "1e-12 bar is 10x looser; a wrong dense row order is O(1)"))
 FORWARD_FLOAT32 = Tolerance(0.0, 1e-5, measured=1.2e-6, reason=(
     "float32 outputs incl. oneDNN reordering (~1e-6 in logits, DESIGN.md); x9 margin; "
     "a 1% bug is 1e-2"))
-GRADIENTS_FLOAT64 = Tolerance(0.0, 1e-13, measured=5.5e-15, reason=(
-    "every weight and layer-input gradient, scratch vs Keras; x18 margin, the issue's 1e-10 "
-    "bar is 1000x looser; a 1% gradient bug is 1e-2, the blog's all-ties rule 1.7"))
-GRADIENTS_FLOAT32 = Tolerance(0.0, 2e-5, measured=2.1e-6, reason=(
-    "float32 gradients (conv bias sums 28x28 terms in another order); x10 margin"))
+GRADIENTS_FLOAT64 = Tolerance(0.0, 1e-13, measured=3.4e-14, reason=(
+    "every weight and layer-input gradient, scratch vs Keras; the four seed models 5.5e-15 "
+    "(x18); lenet5's first conv bias 3.4e-14 (x2.9, seed 18, random weights: a sum of "
+    "32x28x28 terms that cancels); the issue's 1e-10 bar is 1000x looser; a 1% gradient "
+    "bug is 1e-2, the blog's all-ties rule 1.7"))
+GRADIENTS_FLOAT32 = Tolerance(0.0, 2e-5, measured=1.38e-5, reason=(
+    "float32 gradients (conv bias sums 28x28 terms in another order); the four seed models "
+    "2.1e-6 (x10); lenet5's first conv bias 1.38e-5 (x1.45, seed 8, initial weights): its "
+    "25,088 terms cancel, sum|terms| / |sum| = 89 (per channel up to 288), and Keras's "
+    "float32 sum is 1.2 eps32 x that off the float64 truth (scratch's pairwise sum 0.46)"))
 DERIVATIONS_FLOAT64 = Tolerance(1e-10, 1e-7, measured=2.1e-9, reason=(
     "hand derivation vs central FD (EPS=1e-5), zhou/two-conv worst 2.1e-9, x50; rtol is the "
     "CS231n/issue bar. atol is FD's round-off floor (~10 ulp(loss 2.3) / (2 EPS) / 4 images "

@@ -182,6 +182,7 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(curves.blog_printout(result)) + "\n")
     print(format_table(results.summary))
+    print(format_diagnosis(results.tables.get("diagnosis")))
     print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
           f"{results.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")
@@ -248,6 +249,19 @@ def check_pools(config: runner.RunConfig, mnist) -> None:
                 f"Invalid value for argument `{option}`. Expected at most {len(pool)} (the "
                 f"{split} split size of {mnist.source}). Received {option}={size}."
             )  # fmt: skip
+
+
+def format_diagnosis(diagnosis) -> str:
+    """One paragraph per signature seen (``parity.diagnosis``), once per model, dtype and
+    layer (the first state that showed it); empty when none was seen."""
+    if diagnosis is None or diagnosis.empty:
+        return ""
+    first = diagnosis.drop_duplicates(["model", "dtype", "layer", "signature"])
+    lines = ["", "diagnosis:"]
+    for row in first.itertuples(index=False):
+        lines.append(f"  {row.model} {row.dtype} {row.layer}: {row.signature}: {row.evidence}.")
+        lines.append(f"    fix: {row.advice}.")
+    return "\n".join(lines)
 
 
 def format_table(summary) -> str:

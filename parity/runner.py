@@ -26,6 +26,8 @@ from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_s
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties")
+DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
+DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "evidence", "advice"]
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -57,7 +59,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     images: int = DEFAULT_IMAGES
     data: str | None = None
-    checks: tuple[str, ...] = CHECKS
+    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS)
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
@@ -201,7 +203,7 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     from reference.twin import copy_into_keras, twin
     from scratch.models import build
 
-    rows = {table: [] for table in (*TABLES, "errors")}
+    rows = {table: [] for table in (*TABLES, DIAGNOSIS, "errors")}
     ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed)
     try:
         ctx.model = build(name, seed=config.seed, dtype=dtype)
@@ -254,6 +256,12 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         )
     ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
+    if DIAGNOSIS in config.checks:
+        from parity.diagnosis.signatures import signature_rows
+
+        found = _guarded(ctx, DIAGNOSIS, signature_rows)
+        rows[DIAGNOSIS] += [r for r in found if "signature" in r]
+        rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 
 
 def _guarded(ctx: Context, check: str, rows_of):
@@ -288,6 +296,7 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
+    tables[DIAGNOSIS] = _sorted(pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS))
     checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties")
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]

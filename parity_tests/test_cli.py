@@ -9,6 +9,7 @@ from parity import cli, reports, runner
 from parity.plant import ColumnBias, Raise, ScaleGradient
 
 REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "isolation.csv", "derivations.csv",
+                "diagnosis.csv",
                 "ties.csv",
                 "environment.json"}  # fmt: skip
 

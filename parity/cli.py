@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parity import curves, runner
+from parity import runner, training_report
 from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
 from parity.selftest import add_selftest_arguments, selftest_command
 
@@ -166,7 +166,7 @@ def run_command(args, user_code=None) -> int:
         return EXIT_USAGE
     if args.blog_printout:
         for result in results.curves:
-            print("\n".join(curves.blog_printout(result)) + "\n")
+            print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
     print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
           f"{results.seconds:.1f} s")  # fmt: skip
@@ -183,7 +183,7 @@ def status_counts(summary) -> str:
 
 def training_writer(results):
     """Writes training.csv, epochs.csv, divergence.csv and the plots into the run folder."""
-    return lambda folder: curves.write_outputs(results.curves, folder)
+    return lambda folder: training_report.write_outputs(results.curves, folder)
 
 
 def config_from_args(args, user_code=None) -> runner.RunConfig:

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from parity import runner, training_report
+from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
 from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
 from parity.selftest import add_selftest_arguments, selftest_command
 
@@ -93,6 +94,14 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
     training.add_argument("--batch-size", default="1", help="mini-batch size (default: 1)")
     training.add_argument(
         "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
+    )
+    training.add_argument(
+        "--keras-path",
+        default=",".join(DEFAULT_KERAS_PATHS),
+        help="free-running Keras path(s), comma-separated: epoch (Keras's own training step, "
+        "a whole epoch inside one tf.function: the fastest, bit-identical to fit, proven in "
+        "a test), fit (model.fit, the path users take), tape (one compiled tf.GradientTape "
+        "step per batch); lockstep always runs too (default: %(default)s)",
     )
     training.add_argument(
         "--blog-printout",
@@ -217,6 +226,7 @@ def training_from_args(args) -> runner.TrainingOptions | None:
         batch_size=_integer("--batch-size", args.batch_size, 1, 60_000),
         train_size=_integer("--train-size", args.train_size, 1, 60_000),
         test_size=_integer("--test-size", args.test_size, 1, 10_000),
+        keras_paths=_choices("--keras-path", args.keras_path, KERAS_PATHS),
     )  # fmt: skip
     return options if epochs else None
 

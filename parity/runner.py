@@ -22,7 +22,7 @@ import pandas as pd
 from parity.checks import common, derivations, forward, gradients, ties
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
-from parity.checks.training_config import KERAS_PATHS, TrainingConfig, pools_from
+from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
 from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
 from parity.progress import print_progress
 
@@ -44,7 +44,7 @@ class TrainingOptions:
     epochs: int = 3
     train_size: int = 1000
     test_size: int = 1000
-    keras_paths: tuple[str, ...] = KERAS_PATHS
+    keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS
 
     def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
         return TrainingConfig(model, dtype, seed=seed, **asdict(self))

@@ -2,7 +2,7 @@
 
 The scratch model trains with ``scratch.train.train`` (``parity.lockstep.train_scratch``);
 the twin trains on the same schedule (``parity.checks.training_config``) along each
-Keras path: ``fit`` and ``tape`` free-running (``reference.training``), ``lockstep``
+Keras path: ``epoch``, ``fit`` and ``tape`` free-running (``reference.training``), ``lockstep``
 re-synced to scratch before every step (``parity.lockstep``). The tables and verdicts
 are built by ``parity.checks.training_tables``.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from parity.checks.training_config import (
-    KERAS_PATHS,
+    DEFAULT_KERAS_PATHS,
     LOCKSTEP,
     Pools,
     TrainingConfig,
@@ -46,7 +46,7 @@ def training_check(
     train_size: int = 1000,
     test_size: int = 1000,
     seed: int = 0,
-    keras_paths: tuple[str, ...] = KERAS_PATHS,
+    keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS,
     lockstep: bool = True,
     progress: Callable[[ProgressEvent], None] | None = None,
     model_hooks: tuple = (),
@@ -64,8 +64,8 @@ def training_check(
         The first ``train_size`` training and ``test_size`` test images are used.
     optimizer, learning_rate, batch_size, epochs, train_size, test_size, seed
         The schedule (defaults: the blog's SGD 0.005, batch 1, 3 epochs, 1,000/1,000).
-    keras_paths : subset of ("fit", "tape")
-        The free-running Keras paths.
+    keras_paths : subset of ("epoch", "fit", "tape")
+        The free-running Keras paths (default: ``epoch``, bit-identical to ``fit``).
     lockstep : bool
         Also train the twin in lockstep (the verdict in float32).
     progress : callable(ProgressEvent), optional
@@ -206,10 +206,15 @@ def _train_keras(path, keras_model, model, x, y, orders, config, progress):
     from reference import training
 
     throttle = Throttle(progress, config, f"keras {path}", config.total_steps)
+
+    def during(done: int) -> None:  # the last line comes after the path ends
+        if done < config.total_steps:
+            throttle(done)
+
     t0 = time.perf_counter()
     run = training.train(
         path, keras_model, model, x, y, orders, batch_size=config.batch_size,
-        optimizer=config.optimizer, learning_rate=config.learning_rate,
+        optimizer=config.optimizer, learning_rate=config.learning_rate, progress=during,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     throttle(config.total_steps)

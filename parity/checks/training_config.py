@@ -6,8 +6,10 @@ Keras twin gets a copy of them) and see the same images in the same order: epoch
 ``np.random.default_rng([seed, SHUFFLE_STREAM, e]).permutation(train_size)``, cut into
 consecutive batches of ``batch_size`` (the last may be shorter, as in ``fit``).
 
-Keras paths: ``fit`` and ``tape`` run free (``reference.training``), each from the
-initial weights, never looking at scratch; ``lockstep`` (``parity.lockstep``) is
+Keras paths: ``epoch`` (a whole epoch of Keras's own step inside one ``tf.function``,
+bit-identical to ``fit``; the default), ``fit`` (the path users take) and ``tape`` (one
+compiled step per batch) run free (``reference.training``), each from the initial
+weights, never looking at scratch; ``lockstep`` (``parity.lockstep``) is
 re-synced to the scratch weights and optimizer state before every step. Lockstep is
 judged in every dtype, the free-running paths in float64 only (``judged``): float32
 free-running curves drift chaotically and are measured but not judged.
@@ -22,7 +24,8 @@ import numpy as np
 
 from parity import tolerances
 
-KERAS_PATHS = ("fit", "tape")  # the free-running Keras paths
+KERAS_PATHS = ("epoch", "fit", "tape")  # the free-running Keras paths (reference.training)
+DEFAULT_KERAS_PATHS = ("epoch",)  # the fastest, bit-identical to fit (reference.tf_training)
 LOCKSTEP = "lockstep"  # the Keras path re-synced to scratch before every step
 FREE_RUNNING_JUDGED = ("float64",)  # dtypes whose free-running curves are a verdict
 OPTIMIZERS = ("sgd", "adam")
@@ -72,7 +75,7 @@ class TrainingConfig:
     train_size: int = 1000
     test_size: int = 1000
     seed: int = 0
-    keras_paths: tuple[str, ...] = KERAS_PATHS  # free-running paths
+    keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS  # free-running paths
     lockstep: bool = True
 
     def __post_init__(self):

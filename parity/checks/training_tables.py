@@ -64,7 +64,7 @@ class CurveResult:
     epochs: pd.DataFrame
     divergence: pd.DataFrame
     comparisons: list[tuple[str, str, Comparison]]  # (keras_path, state, comparison)
-    seconds_per_step: dict[str, float]  # scratch, fit, tape
+    seconds_per_step: dict[str, float]  # scratch and each Keras path
     environment: dict = field(default_factory=dict)
 
     @property

@@ -178,7 +178,7 @@ def test_non_finite_scratch_ends_every_path_at_that_step(runs):
 
 
 def _snapshot(w, iterations=0):
-    from reference.training import OptimizerState
+    from reference.lockstep_step import OptimizerState
 
     return lockstep.Snapshot({"dense": {"kernel": np.asarray(w, dtype=np.float64)}},
                              OptimizerState(iterations))  # fmt: skip

@@ -107,7 +107,7 @@ def epoch_function(keras_model, optimizer, loss_fn, x: np.ndarray, y: np.ndarray
 
 def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
     """The compiled lockstep step, ``concrete(batch_size)`` (see
-    ``reference.training.LockstepStepper``).
+    ``reference.lockstep_step.LockstepStepper``).
 
     Flat tensor arguments ``(*weights, *momentums, *velocities, iterations, x, y)`` in the
     order of ``variables``. Returns ``concrete(batch_size)``, the function traced for that

@@ -142,7 +142,7 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
 
 def _lockstep(config: TrainingConfig, model, keras_model):
     from parity.lockstep import Lockstep
-    from reference.training import LockstepStepper
+    from reference.lockstep_step import LockstepStepper
 
     if keras_model is None:
         return None

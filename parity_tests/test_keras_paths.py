@@ -2,8 +2,8 @@
 check's default Keras path, gives fit's weights, per-step losses and correct flags bit for
 bit: same ops, same process, same CPU (not a cross-library float32 verdict).
 
-Two epochs of a 150-image prefix, chunks of 3 steps (chunk ends fall inside batches'
-epochs, the last chunk of an epoch is short, and at batch 32 so is the last batch).
+Two epochs of a 150-image prefix in chunks of 3 steps (an epoch's last chunk is short;
+at batch 32 so is its last batch), each epoch in its own order.
 """
 
 import numpy as np

@@ -174,7 +174,7 @@ def train_epoch(
     from reference.tf_training import epoch_function
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
-    chunk = positive_steps(chunk_steps) * setup.batch_size  # examples per call
+    chunk = _positive_steps(chunk_steps) * setup.batch_size  # examples per call
     setup.optimizer.build(keras_model.trainable_variables)
     run = epoch_function(keras_model, setup.optimizer, loss_function(), setup.x, setup.y,
                          setup.batch_size)  # fmt: skip
@@ -192,7 +192,7 @@ def train_epoch(
     return setup.result("epoch", losses, correct, steps, epoch_weights)
 
 
-def positive_steps(value) -> int:
+def _positive_steps(value) -> int:
     """``value`` if it is a positive int, else ValueError naming ``chunk_steps``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(

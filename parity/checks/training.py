@@ -2,9 +2,10 @@
 
 The scratch model trains with ``scratch.train.train`` (``parity.lockstep.train_scratch``);
 the twin trains on the same schedule (``parity.checks.training_config``) along each
-Keras path: ``epoch``, ``fit`` and ``tape`` free-running (``reference.training``), ``lockstep``
-re-synced to scratch before every step (``parity.lockstep``). The tables and verdicts
-are built by ``parity.checks.training_tables``.
+Keras path: ``epoch`` (the default), ``fit`` and ``tape`` free-running
+(``reference.training``), ``lockstep`` re-synced to scratch before every step
+(``parity.lockstep``). The tables and verdicts are built by
+``parity.checks.training_tables``.
 
 The work runs in the dtype's own process (``reference.backend.run_in_dtype_process``):
 Keras floatx must be set before any Keras object exists.

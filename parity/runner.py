@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from parity import curves
 from parity.checks import common, derivations, forward, gradients, isolation, ties
+from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
+from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
 from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
+from parity.progress import print_progress
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties")
@@ -36,7 +38,7 @@ DEFAULT_SEED = 0
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """The training-curve schedule (``parity.curves``); the blog's by default."""
+    """The training-curve schedule (``parity.checks.training``); the blog's by default."""
 
     optimizer: str = "sgd"
     learning_rate: float = 0.005
@@ -44,10 +46,10 @@ class TrainingOptions:
     epochs: int = 3
     train_size: int = 1000
     test_size: int = 1000
-    keras_paths: tuple[str, ...] = curves.KERAS_PATHS
+    keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS
 
-    def for_model(self, model: str, dtype: str, seed: int) -> curves.TrainingConfig:
-        return curves.TrainingConfig(model, dtype, seed=seed, **asdict(self))
+    def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
+        return TrainingConfig(model, dtype, seed=seed, **asdict(self))
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Batches:
 @dataclass
 class Results:
     tables: dict[str, pd.DataFrame]
-    curves: list = field(default_factory=list)  # parity.curves.CurveResult per model, dtype
+    curves: list = field(default_factory=list)  # a CurveResult per model, dtype (training)
     environment: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -189,8 +191,8 @@ def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
 def run_training(config: RunConfig, name: str, dtype: str, batches: Batches):
     """The training-curve check of one model in this (the dtype's) process."""
     training = config.training.for_model(name, dtype, config.seed)
-    pools = curves.pools_from(batches, training)
-    return curves.run_training(training, pools, curves.print_progress, config.model_hooks)
+    pools = pools_from(batches, training)
+    return training_curves.run_training(training, pools, print_progress, config.model_hooks)
 
 
 def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dict:

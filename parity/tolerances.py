@@ -41,7 +41,7 @@ DERIVATIONS_FLOAT64 = Tolerance(1e-10, 1e-7, measured=2.1e-9, reason=(
     "hand derivation vs central FD (EPS=1e-5), zhou/two-conv worst 2.1e-9, x50; rtol is the "
     "CS231n/issue bar. atol is FD's round-off floor (~10 ulp(loss 2.3) / (2 EPS) / 4 images "
     "= 5e-11): chw's input gradients are ~1e-5, measured 9.6e-7 relative = 9.4e-12 abs"))
-# Training curves, free-running (issue 6; measured by parity.curves on zhou, seed 0, SGD
+# Training curves, free-running (issue 6; measured by parity.checks.training on zhou, seed 0, SGD
 # 0.005, batch 1, 3 epochs x 1,000 images; atol on per-step |loss difference|, rtol on
 # weights after training). float64 only: float32 free-running curves drift chaotically
 # (two-conv's per-step loss 5.2e-2 off by step 1,581 of seed 1, on correct code), so they
@@ -50,7 +50,7 @@ TRAINING_LOSS_FLOAT64 = Tolerance(1e-13, 0.0, measured=1.07e-14, reason=(
     "per-step loss, absolute (losses are O(1)); rounding accumulates over 3,000 steps; x10"))
 TRAINING_WEIGHTS_FLOAT64 = Tolerance(0.0, 2e-14, measured=2.2e-15, reason=(
     "norm-wise weights after the last epoch (dense kernel worst); x10"))
-# Adam (issue 7; measured by parity.curves, Adam lr 0.001, batch 32, 3 epochs x 1,000 images,
+# Adam (issue 7; measured by the training check, Adam lr 0.001, batch 32, 3 epochs x 1,000 images,
 # models zhou, two-conv, chw, chw-relu x seeds 0-2). Adam divides by sqrt(v): where a batch
 # gradient cancels (a sum of mixed-sign terms), its summation-order error relative to itself
 # is large, and the normalised step turns it into O(lr * that error) in the weight, where SGD

@@ -191,7 +191,9 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
-    print(format_diagnosis(results.tables.get("diagnosis")))
+    diagnosis = format_diagnosis(results.tables.get("diagnosis"))
+    if diagnosis:
+        print(diagnosis)
     print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
           f"{results.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")

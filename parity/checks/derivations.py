@@ -46,8 +46,11 @@ IMAGES = 4  # derivation batch: the first IMAGES images of the check batch
 # ReLU kink); its pool input 0.218 (seed 10: dead channels make whole windows of zeros
 # tie, and the 4,720 points left still judge the derivation); zhou 0.92. A layer-wide
 # bug moves most points, so a tenth shows it. In 40 more seeds with training (README,
-# "Verdicts") two random-state first-conv biases kinked at every point (two-conv seed 39,
-# chw-relu seed 46): INCONCLUSIVE, as it should be; FD judged nothing there.
+# "Verdicts") two first-conv biases kinked at every point: INCONCLUSIVE, as it should be;
+# FD judged nothing there. two-conv seed 39, random state: the first ReLU's inputs are all
+# >= 2.9e-4 from 0, the kink is downstream (a conv2d_1 pre-activation 1.4e-7 from 0 moves
+# with the bias); chw-relu seed 46, trained state (not random): first-ReLU inputs within
+# 4.8e-7..7.8e-6 of 0 in every channel.
 FD_COVERAGE_FLOOR = 0.10
 PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
 TAIL_ULPS = 4  # a model's loss_from vs its full forward at the same weights: measured 0 ulp

@@ -78,14 +78,17 @@ def check_command(args, run_command) -> int:
     return run_command(args, user_code=code)
 
 
-def name_user_classes(results) -> None:
+def name_user_classes(results, code) -> None:
     """Add a ``user_class`` column (the user's class behind each layer) to every table
-    with a ``layer`` column: ``conv2d`` -> ``Conv3x3``; blank for ``loss`` and ``-``."""
-    from scratch.user_blog import USER_CLASSES
+    with a ``layer`` column: ``conv2d`` -> ``Conv3x3`` (``--api blog``) or ``Conv``
+    (``--api cs231n``); blank for ``loss`` and ``-``. ``code``: the located
+    ``scratch.user_code.UserCode``."""
+    from scratch import user_blog, user_cs231n
 
+    classes = {"blog": user_blog.USER_CLASSES, "cs231n": user_cs231n.USER_CLASSES}[code.api]
     for name, frame in results.tables.items():
         if "layer" in frame.columns:
-            column = frame["layer"].map(USER_CLASSES).fillna("")
+            column = frame["layer"].map(classes).fillna("")
             at = frame.columns.get_loc("layer") + 1
             results.tables[name] = _with_column(frame, at, "user_class", column)
 

@@ -1,4 +1,5 @@
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,18 @@ def test_cs231n_code_that_cannot_be_located_or_imported_exits_2(tmp_path, capsys
     assert cli.main(["check", str(target), *args[1:], "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words) and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [(("self.bias = np.zeros(out_features)", "self.bias = np.zeros((out_features, 1))"),
+      "Linear.bias: expected shape (10,) (the cs231n API), received (10, 1)."),
+     (("self.weights = 1e-3 *", "self.W = 1e-3 *"),
+      "Linear has no array attribute `weights` after construction")],
+    ids=["bias-column", "weights-renamed"],
+)  # fmt: skip
+def test_weights_of_the_wrong_name_or_shape_are_refused_naming_class_and_attribute(
+    tmp_path, edit, message
+):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        UserCs231nModel(load(locate(_planted(tmp_path, edit))))

@@ -181,7 +181,7 @@ def run_command(args, user_code=None) -> int:
     if user_code is not None:
         from parity.check import name_user_classes
 
-        name_user_classes(results)
+        name_user_classes(results, user_code)
     try:
         folder = write_report(results, args.out, extra_writers=[training_writer(results)])
     except ReportError as error:

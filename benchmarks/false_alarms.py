@@ -53,7 +53,7 @@ def sweep(dtype: str, models: tuple, seeds: range, epochs: int, csv: str) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=50, help="how many seeds, from --start")
     parser.add_argument("--start", type=int, default=0, help="first seed (to resume a sweep)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs; 0: none")
     parser.add_argument("--models", default=",".join(SHIPPED))
@@ -69,7 +69,7 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     os.makedirs(args.out, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(len(dtypes)) as pool:
-        seeds = range(args.start, args.seeds)
+        seeds = range(args.start, args.start + args.seeds)
         jobs = [pool.submit(run_in_dtype_process, d, sweep, d, models, seeds, args.epochs,
                             os.path.join(args.out, f"{d}.csv")) for d in dtypes]  # fmt: skip
         frame = pd.DataFrame([row for job in jobs for row in job.result()])

@@ -197,6 +197,27 @@ class MissingBiasGradient:
 
 
 @dataclass(frozen=True)
+class GradientBufferNeverReset:
+    """A layer adds each backward's weight gradients to a buffer it never zeroes."""
+
+    layer: str
+
+    def __call__(self, model) -> None:
+        layer = model.layer(self.layer)
+        original = layer._backward
+        buffer: dict = {}
+
+        def _backward(dout, need_dx=True):
+            dx = original(dout, need_dx)
+            for name, grad in layer.grads.items():
+                buffer[name] = buffer[name] + grad if name in buffer else grad.copy()  # the bug
+            layer.grads = {name: buffer[name].copy() for name in layer.grads}
+            return dx
+
+        layer._backward = _backward
+
+
+@dataclass(frozen=True)
 class BiasGradientAveraged:
     """A conv bias gradient averaged over batch and positions where it must be summed."""
 
@@ -567,6 +588,11 @@ ENTRIES: tuple[Entry, ...] = (
           "ReLU backward returns its local derivative (the 0/1 mask) and ignores the "
           "upstream gradient's scale and sign (chain rule forgotten).",
           ReluDropsUpstream("re_lu_1"), ("gradient:re_lu_1/input", "gradient:conv2d_1/kernel")),
+    Entry("gradient-buffer-never-reset", "two-conv",
+          "The second conv adds every backward's kernel and bias gradients to a buffer that "
+          "is never zeroed: the first call is right, every later one returns the running "
+          "sum (training drifts from the first step).",
+          GradientBufferNeverReset("conv2d_1"), ("training",), training=SGD_RUN),
     Entry("bias-grad-averaged", "two-conv",
           "Strided conv's bias gradient averaged over batch and output positions where it "
           "must be summed.",

@@ -1,9 +1,9 @@
-"""parity check PATH: the checks of `parity run` on your own blog-style numpy CNN.
+"""parity check PATH: the checks of `parity run` on your own numpy CNN.
 
-PATH is a folder laid out like the blog's repository (conv.py with Conv3x3, maxpool.py
-with MaxPool2, softmax.py with Softmax; no other file there is imported: the blog's
-cnn.py trains at import time) or one .py file defining the three classes. The blog API
-("CNNs, Part 2", Victor Zhou):
+``--api blog``: PATH is a folder laid out like the blog's repository (conv.py with Conv3x3,
+maxpool.py with MaxPool2, softmax.py with Softmax; no other file there is imported: the
+blog's cnn.py trains at import time) or one .py file defining the three classes. The blog
+API ("CNNs, Part 2", Victor Zhou):
 
   Conv3x3(num_filters)       holds `filters` (num_filters, 3, 3); forward(image) takes
                              (h, w) and returns (h-2, w-2, num_filters);
@@ -27,9 +27,23 @@ A backprop that returns None (the blog's first layer) makes that input gradient
 NOT_PROVIDED; so is softmax/input, the gradient of the logits (the blog's Softmax
 returns none; it equals the biases' gradient, compared as dense/bias). Training
 (--epochs, on by default) steps through your own backprop with the learning rate, in the
-blog's order. Defaults to --dtypes float64; with float32 the weights and inputs are
-float32 and arrays are reported in the dtype your code returns (np.zeros buffers are
-float64: a dtype FAIL). Could not find or import the code: exit 2.
+blog's order.
+
+``--api cs231n``: PATH is one .py file with the channels-first seed document's API
+(``scratch.user_cs231n``): Conv(in_channels, out_channels, filter_size, pad=0, stride=1)
+with `filters` (F, C, k, k) and `bias` (F,), MaxPool2x2(), Linear(in_features,
+out_features) with `weights` (in, out) and `bias` (out,), optionally ReLU(), each
+forward(x) taking one image (C, H, W) and backward(dout) returning dx or (dx, dw, db), and
+softmax_loss(scores (N, K), y (N,)) -> (mean loss, dscores / N). The network is
+Conv(1, 8, 3) -> [ReLU ->] MaxPool2x2 -> Linear(1352, 10) -> softmax_loss (models
+`chw-relu` / `chw`: inputs image / 255, their weights); training steps the returned
+(dw, db) with --optimizer. A layer that writes into the array it was given is a FAIL row
+(`gradients LAYER/input in place`, or `dout in place` for backward).
+
+``--api auto`` (the default) picks the API whose names the code defines. Defaults to
+--dtypes float64; with float32 the weights and inputs are float32 and arrays are reported
+in the dtype your code returns (np.zeros buffers are float64: a dtype FAIL). Could not
+find or import the code: exit 2.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ import pandas as pd
 
 from parity.compare import EXIT_USAGE
 
-CHECK_HELP = "run the parity checks on your own blog-style numpy CNN (PATH)"
+CHECK_HELP = "run the parity checks on your own numpy CNN (PATH): blog or cs231n API"
 DEFAULT_DTYPES = "float64"
 
 
@@ -54,11 +68,12 @@ def add_check_arguments(check: argparse.ArgumentParser, add_run_arguments) -> No
     check.add_argument(
         "path",
         metavar="PATH",
-        help="a folder with conv.py, maxpool.py, softmax.py, or one .py file",
+        help="a folder with conv.py, maxpool.py, softmax.py (blog), or one .py file "
+        "(blog or cs231n)",
     )
     check.add_argument("--api", default=AUTO,
-                       help=f"{', '.join((AUTO, *APIS))}: the API of the code; auto finds the "
-                            "blog's class names (default: %(default)s)")  # fmt: skip
+                       help=f"{', '.join((AUTO, *APIS))}: the API of the code; auto picks the "
+                            "one whose names the code defines (default: %(default)s)")  # fmt: skip
     add_run_arguments(check, models=False)
     check.set_defaults(dtypes=DEFAULT_DTYPES)
 
@@ -78,14 +93,17 @@ def check_command(args, run_command) -> int:
     return run_command(args, user_code=code)
 
 
-def name_user_classes(results) -> None:
+def name_user_classes(results, code) -> None:
     """Add a ``user_class`` column (the user's class behind each layer) to every table
-    with a ``layer`` column: ``conv2d`` -> ``Conv3x3``; blank for ``loss`` and ``-``."""
-    from scratch.user_blog import USER_CLASSES
+    with a ``layer`` column: ``conv2d`` -> ``Conv3x3`` (``--api blog``) or ``Conv``
+    (``--api cs231n``); blank for ``loss`` and ``-``. ``code``: the located
+    ``scratch.user_code.UserCode``."""
+    from scratch import user_blog, user_cs231n
 
+    classes = {"blog": user_blog.USER_CLASSES, "cs231n": user_cs231n.USER_CLASSES}[code.api]
     for name, frame in results.tables.items():
         if "layer" in frame.columns:
-            column = frame["layer"].map(USER_CLASSES).fillna("")
+            column = frame["layer"].map(classes).fillna("")
             at = frame.columns.get_loc("layer") + 1
             results.tables[name] = _with_column(frame, at, "user_class", column)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parity import curves, runner
+from parity import runner, training_report
+from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
 from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
 from parity.options import UsageError, choices, integer, positive
 from parity.selftest import add_selftest_arguments, selftest_command
@@ -109,6 +110,14 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
     )
     training.add_argument(
+        "--keras-path",
+        default=",".join(DEFAULT_KERAS_PATHS),
+        help="free-running Keras path(s), comma-separated: epoch (Keras's own training step, "
+        "a whole epoch inside one tf.function: the fastest, bit-identical to fit, proven in "
+        "a test), fit (model.fit, the path users take), tape (one compiled tf.GradientTape "
+        "step per batch); lockstep always runs too (default: %(default)s)",
+    )
+    training.add_argument(
         "--blog-printout",
         action="store_true",
         help="print the blog's log (loss, accuracy per 100 steps)",
@@ -172,7 +181,7 @@ def run_command(args, user_code=None) -> int:
     if user_code is not None:
         from parity.check import name_user_classes
 
-        name_user_classes(results)
+        name_user_classes(results, user_code)
     try:
         folder = write_report(results, args.out, extra_writers=[training_writer(results)])
     except ReportError as error:
@@ -180,8 +189,11 @@ def run_command(args, user_code=None) -> int:
         return EXIT_USAGE
     if args.blog_printout:
         for result in results.curves:
-            print("\n".join(curves.blog_printout(result)) + "\n")
+            print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
+    diagnosis = format_diagnosis(results.tables.get("diagnosis"))
+    if diagnosis:
+        print(diagnosis)
     print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
           f"{results.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")
@@ -197,7 +209,7 @@ def status_counts(summary) -> str:
 
 def training_writer(results):
     """Writes training.csv, epochs.csv, divergence.csv and the plots into the run folder."""
-    return lambda folder: curves.write_outputs(results.curves, folder)
+    return lambda folder: training_report.write_outputs(results.curves, folder)
 
 
 def config_from_args(args, user_code=None) -> runner.RunConfig:
@@ -231,6 +243,7 @@ def training_from_args(args) -> runner.TrainingOptions | None:
         batch_size=integer("--batch-size", args.batch_size, 1, 60_000),
         train_size=integer("--train-size", args.train_size, 1, 60_000),
         test_size=integer("--test-size", args.test_size, 1, 10_000),
+        keras_paths=choices("--keras-path", args.keras_path, KERAS_PATHS),
     )  # fmt: skip
     return options if epochs else None
 
@@ -248,6 +261,19 @@ def check_pools(config: runner.RunConfig, mnist) -> None:
                 f"Invalid value for argument `{option}`. Expected at most {len(pool)} (the "
                 f"{split} split size of {mnist.source}). Received {option}={size}."
             )  # fmt: skip
+
+
+def format_diagnosis(diagnosis) -> str:
+    """One paragraph per signature seen (``parity.diagnosis``), once per model, dtype and
+    layer (the first state that showed it); empty when none was seen."""
+    if diagnosis is None or diagnosis.empty:
+        return ""
+    first = diagnosis.drop_duplicates(["model", "dtype", "layer", "signature"])
+    lines = ["", "diagnosis:"]
+    for row in first.itertuples(index=False):
+        lines.append(f"  {row.model} {row.dtype} {row.layer}: {row.signature}: {row.evidence}.")
+        lines.append(f"    fix: {row.advice}.")
+    return "\n".join(lines)
 
 
 def format_table(summary) -> str:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STAGES = ("missing", "shape", "dtype", "values", "error", "not provided", "coverage")
+STAGES = ("missing", "shape", "dtype", "values", "error", "not provided", "coverage",
+          "in place")  # fmt: skip
 PASS, FAIL, ERROR, NOT_PROVIDED, INCONCLUSIVE = (
     "PASS", "FAIL", "ERROR", "NOT_PROVIDED", "INCONCLUSIVE",
 )  # fmt: skip
@@ -179,6 +180,18 @@ def not_provided(layer: str, quantity: str, reason: str, *, atol=0.0, rtol=0.0,
     base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
     message = f"not provided: layer `{layer}` quantity `{quantity}`: {reason}"
     return _mismatch(base, "not provided", "", "", message, status=NOT_PROVIDED)
+
+
+def modified_in_place(layer: str, quantity: str, message: str, *, atol=0.0, rtol=0.0,
+                      actual_side="scratch", desired_side="keras") -> Comparison:  # fmt: skip
+    """A ``FAIL`` record: the code under test wrote into an array its caller passed it.
+
+    A FAIL, not an ERROR: nothing raised, and the behaviour differs from the reference's
+    (a Keras layer never writes into its input); the values it computed are judged by the
+    other rows, which compare copies taken before the call.
+    """
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
+    return _mismatch(base, "in place", "", "", f"in place: {message}")
 
 
 def error(layer: str, quantity: str, exc: BaseException, *, atol=0.0, rtol=0.0,

@@ -8,7 +8,7 @@ scratch optimizer's state (iterations; for Adam the moments ``m`` and ``v``) are
 into the twin's variables and its Keras optimizer's slots. Then both sides take ONE step
 on the same batch: scratch through its own training code (``scratch.train.train``, the
 run the free-running paths compare against), Keras through its own optimizer
-(``reference.training.LockstepStepper``). What is compared, per step:
+(``reference.lockstep_step.LockstepStepper``). What is compared, per step:
 
 - the loss before the update (scratch vs Keras on identical weights);
 - every weight after the update (scratch's own update vs Keras's optimizer applied to
@@ -43,8 +43,8 @@ ITERATIONS = ("optimizer", "iterations")  # (layer, quantity) of the iteration c
 
 def scratch_state(optimizer):
     """A copy of a scratch optimizer's state (``scratch.optim.SGD``/``Adam``), in the
-    form the Keras side takes (``reference.training.OptimizerState``)."""
-    from reference.training import OptimizerState
+    form the Keras side takes (``reference.lockstep_step.OptimizerState``)."""
+    from reference.lockstep_step import OptimizerState
 
     state = OptimizerState(int(optimizer.iterations))
     moments = getattr(optimizer, "momentums", None)
@@ -70,7 +70,7 @@ class Snapshot:
     """Weights (scratch layout, copies) and optimizer state at one point of training."""
 
     weights: dict
-    state: object  # reference.training.OptimizerState
+    state: object  # reference.lockstep_step.OptimizerState
 
     @classmethod
     def take(cls, model, optimizer) -> Snapshot:

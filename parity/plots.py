@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 SMOOTH_WINDOW = 100  # steps per point of the smoothed loss curve (the blog's printout)
 ZERO_FLOOR = 1e-18  # where an exact zero difference is drawn on the log axis
-PATH_STYLES = {"fit": "-", "tape": "--"}
+PATH_STYLES = {"epoch": "-", "fit": "-.", "tape": "--"}
 
 
 def block_means(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:

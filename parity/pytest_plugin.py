@@ -65,9 +65,9 @@ class Parity:
         Parameters
         ----------
         path : str or os.PathLike
-            A folder laid out like the blog's repository, or one .py file.
+            A folder laid out like the blog's repository, or one .py file (blog or cs231n).
         api : str
-            ``auto`` or ``blog`` (``parity check --help`` lists them).
+            ``auto``, ``blog`` or ``cs231n`` (``parity check --help`` lists them).
         expect_pass : bool
             True (default): fail the test unless the exit code is 0. False: return the
             result whatever it is (for tests that expect a failure).

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-CSV_TABLES = ("summary", "forward", "gradients", "isolation", "derivations", "ties")
+CSV_TABLES = ("summary", "forward", "gradients", "isolation", "derivations", "ties", "diagnosis")
 FLOAT_FORMAT = "%.6e"  # every float column: 7 significant digits, always scientific
 
 

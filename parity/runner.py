@@ -19,13 +19,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from parity import curves
 from parity.checks import common, derivations, forward, gradients, isolation, ties
+from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
+from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
 from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
+from parity.progress import print_progress
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties")
+DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
+DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "evidence", "advice"]
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -34,7 +38,7 @@ DEFAULT_SEED = 0
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """The training-curve schedule (``parity.curves``); the blog's by default."""
+    """The training-curve schedule (``parity.checks.training``); the blog's by default."""
 
     optimizer: str = "sgd"
     learning_rate: float = 0.005
@@ -42,10 +46,10 @@ class TrainingOptions:
     epochs: int = 3
     train_size: int = 1000
     test_size: int = 1000
-    keras_paths: tuple[str, ...] = curves.KERAS_PATHS
+    keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS
 
-    def for_model(self, model: str, dtype: str, seed: int) -> curves.TrainingConfig:
-        return curves.TrainingConfig(model, dtype, seed=seed, **asdict(self))
+    def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
+        return TrainingConfig(model, dtype, seed=seed, **asdict(self))
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     images: int = DEFAULT_IMAGES
     data: str | None = None
-    checks: tuple[str, ...] = CHECKS
+    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS)
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
@@ -96,7 +100,7 @@ class Batches:
 @dataclass
 class Results:
     tables: dict[str, pd.DataFrame]
-    curves: list = field(default_factory=list)  # parity.curves.CurveResult per model, dtype
+    curves: list = field(default_factory=list)  # a CurveResult per model, dtype (training)
     environment: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -187,8 +191,8 @@ def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
 def run_training(config: RunConfig, name: str, dtype: str, batches: Batches):
     """The training-curve check of one model in this (the dtype's) process."""
     training = config.training.for_model(name, dtype, config.seed)
-    pools = curves.pools_from(batches, training)
-    return curves.run_training(training, pools, curves.print_progress, config.model_hooks)
+    pools = pools_from(batches, training)
+    return training_curves.run_training(training, pools, print_progress, config.model_hooks)
 
 
 def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dict:
@@ -201,7 +205,7 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     from reference.twin import copy_into_keras, twin
     from scratch.models import build
 
-    rows = {table: [] for table in (*TABLES, "errors")}
+    rows = {table: [] for table in (*TABLES, DIAGNOSIS, "errors")}
     ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed)
     try:
         ctx.model = build(name, seed=config.seed, dtype=dtype)
@@ -254,6 +258,12 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         )
     ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
+    if DIAGNOSIS in config.checks:
+        from parity.diagnosis.signatures import signature_rows
+
+        found = _guarded(ctx, DIAGNOSIS, signature_rows)
+        rows[DIAGNOSIS] += [r for r in found if "signature" in r]
+        rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 
 
 def _guarded(ctx: Context, check: str, rows_of):
@@ -288,6 +298,7 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
+    tables[DIAGNOSIS] = _sorted(pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS))
     checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties")
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]

@@ -6,9 +6,10 @@ on a freshly built, hooked scratch model, state by state as ``parity run`` does
 the trained and random states), stopping at the first state where a check fails. A
 catch counts only at the level of values: a comparison row with status ``FAIL`` at
 stage ``values``; an exception, a shape, dtype or missing-key failure is "not caught".
-Entries with a training run (``Entry.training``) get a short one (``parity.curves.
-run_training``, one epoch over a few dozen images, the tape path only) when their static
-checks pass; their static checks skip derivations (Keras's gradients already judge them).
+Entries with a training run (``Entry.training``) get a short one
+(``parity.checks.training.run_training``, one epoch over a few dozen images, the tape path
+only) when their static checks pass; their static checks skip derivations (Keras's
+gradients already judge them).
 
 The false-alarm sweep runs the correct implementation (every registered model, plus the
 catalog's correct variants such as chw through the pad=1 path) over ``seeds`` seeds in
@@ -279,13 +280,14 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
 
 
 def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, data=None):
-    """Comparison rows (check ``training``) of a short ``parity.curves`` training run."""
-    from parity import curves
+    """Comparison rows (check ``training``) of a short ``parity.checks.training`` run."""
+    from parity.checks.training import run_training
+    from parity.checks.training_config import pools_from
     from parity.data import load_mnist
 
     config = spec.for_model(model_name, dtype, seed)
-    pools = curves.pools_from(load_mnist(data), config)
-    result = curves.run_training(config, pools, None, tuple(hooks))
+    pools = pools_from(load_mnist(data), config)
+    result = run_training(config, pools, None, tuple(hooks))
     rows = result.comparison_rows()
     return [{**r, "_position": 10_000 + i} for i, r in enumerate(rows)]
 

@@ -210,7 +210,7 @@ def test_code_that_cannot_be_loaded_exits_2_naming_file_and_expectation(tmp_path
     "args,names",
     [
         (["nowhere"], ["PATH='", "nowhere", "no such file"]),
-        (["--api", "cs231n"], ["argument `--api`", "auto, blog", "'cs231n'"]),
+        (["--api", "keras"], ["argument `--api`", "auto, blog, cs231n", "'keras'"]),
     ],
     ids=["missing-path", "unknown-api"],
 )

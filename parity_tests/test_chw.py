@@ -3,27 +3,15 @@ import re
 import numpy as np
 import pytest
 
-from parity.compare import compare
 from parity.data import load_mnist
+from parity.finite_diff import central_difference
+from parity.testing import EXACT, FD_EPS, FD_RTOL, check, check_gradients, model_difference, probe
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax, softmax_loss
 from scratch.chw_model import build_chw, build_chw_relu
-from scratch.finite_diff import central_difference, model_difference
 
-# Measured worst norm-wise errors (float64, eps 1e-6) are written next to each constant.
-FD_RTOL = 1e-7  # the brief's bound; layer FD worst measured 2.4e-9 (Conv dx: FD rounding)
-NET_FD_RTOL = 1e-7  # network FD at O(1) weights, worst measured 9.0e-9 (softmax input)
 ADJOINT_RTOL = 1e-13  # <Ju,v> vs <u,J^T v> over sum|terms|, measured 4.8e-17 (summation order)
-EXACT = 0.0  # same formula on both sides, or an oracle that performs the same exact arithmetic
 ORACLE_RTOL = 1e-13  # oracles that sum in another order, measured 4.1e-16
-FD_EPS = 1e-6  # central-difference step
 MARGIN_FACTOR = 5  # network FD inputs keep every tie and kink 5 FD steps' reach away
-
-
-def _check(actual, desired, quantity, rtol, layer, side):
-    record = compare(actual, desired, layer=layer, quantity=quantity, atol=0.0, rtol=rtol,
-                     actual_side="scratch", desired_side=side)  # fmt: skip
-    assert record.passed, record.message
-    return record
 
 
 def _tie_free(shape, rng, step=1e-2):
@@ -40,8 +28,7 @@ def _fd_check(layer, x, quantity, seed=0):
     grads = dict(zip(("dx", "dw", "db"), result, strict=True))
     weights = getattr(layer, "filters", getattr(layer, "weights", None))
     target = {"dx": x, "dw": weights, "db": getattr(layer, "bias", None)}[quantity]
-    numeric = central_difference(lambda: float(np.sum(layer.forward(x) * v)), target, FD_EPS)
-    return _check(grads[quantity], numeric, quantity, FD_RTOL, type(layer).__name__, "fd")
+    check_gradients(probe(layer.forward, x, v), grads, {quantity: target}, type(layer).__name__)
 
 
 # ----------------------------------------------------------------------------- Conv
@@ -89,7 +76,7 @@ def test_conv_forward_matches_naive_cross_correlation(c, f, k, pad, stride, h, w
     conv, x = _conv(c, f, k, pad, stride, h, w, batch)
     xb = x if batch is not None else x[None]
     expected = _naive_conv(xb, conv.filters, conv.bias, pad, stride)
-    _check(conv.forward(xb), expected, "output", ORACLE_RTOL, "Conv", "naive")
+    check(conv.forward(xb), expected, ORACLE_RTOL, "Conv", "output", "naive")
 
 
 @pytest.mark.parametrize("c, f, k, pad, stride, h, w, batch", CONV_CASES)
@@ -115,8 +102,8 @@ def test_padding_leaves_batch_and_channel_axes_alone():
     conv, x = _conv(3, 2, 3, 1, 1, 5, 5, 2)
     out = conv.forward(x)
     assert out.shape == (2, 2, 5, 5)
-    _check(
-        out, _naive_conv(x, conv.filters, conv.bias, 1, 1), "output", ORACLE_RTOL, "Conv", "naive"
+    check(
+        out, _naive_conv(x, conv.filters, conv.bias, 1, 1), ORACLE_RTOL, "Conv", "output", "naive"
     )
     assert conv.backward(np.ones_like(out))[0].shape == x.shape
 
@@ -124,7 +111,7 @@ def test_padding_leaves_batch_and_channel_axes_alone():
 def test_conv_weights_are_seeded_normal_times_scale_and_bias_zero():
     conv = Conv(3, 4, 3, weight_scale=1e-3, rng=np.random.default_rng(5))
     expected = np.random.default_rng(5).standard_normal((4, 3, 3, 3)) * 1e-3
-    _check(conv.filters, expected, "kernel", EXACT, "Conv", "numpy")
+    check(conv.filters, expected, EXACT, "Conv", "kernel", "numpy")
     assert conv.bias.shape == (4,) and not conv.bias.any()
 
 
@@ -147,7 +134,7 @@ def test_maxpool_forward_is_the_max_of_each_2x2_window(shape):
     x = np.random.default_rng(2).standard_normal(shape)
     h, w = shape[-2] // 2 * 2, shape[-1] // 2 * 2
     x4 = x[..., :h, :w].reshape(*shape[:-2], h // 2, 2, w // 2, 2)
-    _check(MaxPool2x2().forward(x), x4.max(axis=(-3, -1)), "output", EXACT, "MaxPool2x2", "numpy")
+    check(MaxPool2x2().forward(x), x4.max(axis=(-3, -1)), EXACT, "MaxPool2x2", "output", "numpy")
 
 
 @pytest.mark.parametrize(
@@ -162,7 +149,7 @@ def test_maxpool_routes_a_tied_window_to_its_first_max_in_row_major_order(window
     pool = MaxPool2x2()
     pool.forward(np.array(window, dtype=float)[None, None])
     dx = pool.backward(np.ones((1, 1, 1, 1)))
-    _check(dx[0, 0], np.array(expected, dtype=float), "input", EXACT, "MaxPool2x2", "tf_rule")
+    check(dx[0, 0], np.array(expected, dtype=float), EXACT, "MaxPool2x2", "input", "tf_rule")
 
 
 # ----------------------------------------------------------------------------- ReLU
@@ -174,7 +161,7 @@ def test_relu_backward_matches_finite_differences_away_from_zero(shape):
 def test_relu_gradient_at_zero_is_zero():
     relu = ReLU()
     relu.forward(np.array([-1.0, 0.0, 2.0]))
-    _check(relu.backward(np.ones(3)), np.array([0.0, 0.0, 1.0]), "input", EXACT, "ReLU", "rule")
+    check(relu.backward(np.ones(3)), np.array([0.0, 0.0, 1.0]), EXACT, "ReLU", "input", "rule")
 
 
 # ----------------------------------------------------------------------------- Linear
@@ -205,7 +192,7 @@ def test_linear_flattens_in_c_h_w_order():
     linear, x = _linear((2, 3, 4, 5))
     w_chw = linear.weights.reshape(3, 4, 5, 7)  # row c*20 + h*5 + w multiplies x[:, c, h, w]
     expected = np.einsum("nchw,chwo->no", x, w_chw) + linear.bias
-    _check(linear.forward(x), expected, "output", ORACLE_RTOL, "Linear", "einsum")
+    check(linear.forward(x), expected, ORACLE_RTOL, "Linear", "output", "einsum")
 
 
 @pytest.mark.parametrize("shape", LINEAR_CASES)
@@ -226,8 +213,9 @@ def test_softmax_loss_gradient_matches_finite_differences(shape):
     rng = np.random.default_rng(4)
     scores, y = rng.standard_normal(shape) * 3, rng.integers(0, 10, shape[:-1])
     dscores = softmax_loss(scores, y)[1]
-    numeric = central_difference(lambda: softmax_loss(scores, y)[0], scores, FD_EPS)
-    _check(dscores, numeric, "input", FD_RTOL, "softmax_loss", "fd")
+    check_gradients(
+        lambda: softmax_loss(scores, y)[0], {"input": dscores}, {"input": scores}, "softmax_loss"
+    )
 
 
 def test_softmax_loss_is_the_batch_mean_of_minus_log_probability():
@@ -235,7 +223,7 @@ def test_softmax_loss_is_the_batch_mean_of_minus_log_probability():
     scores, y = rng.standard_normal((6, 10)), rng.integers(0, 10, 6)
     probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
     expected = -np.mean(np.log(probs[np.arange(6), y]))
-    _check(softmax_loss(scores, y)[0], expected, "loss", ORACLE_RTOL, "softmax_loss", "formula")
+    check(softmax_loss(scores, y)[0], expected, ORACLE_RTOL, "softmax_loss", "loss", "formula")
 
 
 def test_softmax_loss_is_shift_invariant_and_finite_at_huge_scores():
@@ -243,8 +231,8 @@ def test_softmax_loss_is_shift_invariant_and_finite_at_huge_scores():
     scores, y = np.round(rng.standard_normal((3, 10)) * 1024) / 1024, np.array([1, 2, 3])
     loss, dscores = softmax_loss(scores, y)
     shifted_loss, shifted_d = softmax_loss(scores + 1e4, y)  # exp(1e4) overflows unshifted
-    _check(shifted_loss, loss, "loss", EXACT, "softmax_loss", "unshifted")
-    _check(shifted_d, dscores, "input", EXACT, "softmax_loss", "unshifted")
+    check(shifted_loss, loss, EXACT, "softmax_loss", "loss", "unshifted")
+    check(shifted_d, dscores, EXACT, "softmax_loss", "input", "unshifted")
 
 
 # ----------------------------------------------------------------------------- network
@@ -324,7 +312,7 @@ def test_network_input_gradients_match_finite_differences_of_its_loss(
 ):
     model, labels, grads, inputs = fd_networks(model_name)
     numeric, live = _fd_tail(model, name, inputs[name].copy(), labels)
-    _check(grads[name]["input"] * live, numeric * live, "input", NET_FD_RTOL, name, "fd")
+    check(grads[name]["input"] * live, numeric * live, FD_RTOL, name, "input", "fd")
 
 
 @pytest.mark.parametrize("model_name", ["chw", "chw-relu"])
@@ -337,14 +325,7 @@ def test_network_weight_gradients_match_finite_differences_of_its_loss(
     array = model.params()[name][weight]
     # The loss from this layer's input on is the same function of `array`, with fewer layers.
     tail = lambda: model.loss_from(name, inputs[name], labels)  # noqa: E731
-    _check(
-        grads[name][weight],
-        central_difference(tail, array, FD_EPS),
-        weight,
-        NET_FD_RTOL,
-        name,
-        "fd",
-    )
+    check_gradients(tail, {weight: grads[name][weight]}, {weight: array}, name)
 
 
 @pytest.mark.parametrize("build", [build_chw, build_chw_relu], ids=["chw", "chw-relu"])
@@ -398,37 +379,37 @@ def test_reported_probabilities_are_the_ones_the_loss_used(dtype, mnist):
     model.set_params({n: {w: a + 0.3 for w, a in ws.items()} for n, ws in model.params().items()})
     x, y = model.preprocess(mnist.train_images[:4]), mnist.train_labels[:4]
     out = model.forward(x)
-    _check(out["softmax"], softmax(out["dense"]), "output", EXACT, "softmax", "softmax()")
+    check(out["softmax"], softmax(out["dense"]), EXACT, "softmax", "output", "softmax()")
     dscores = model.gradients(x, y)[1]["softmax"]["input"]
     onehot = np.eye(10, dtype=dtype)[y]
-    _check(
+    check(
         dscores,
         (out["softmax"] - onehot) / np.array(4, dtype),
-        "input",
         EXACT,
         "softmax",
+        "input",
         "(p-onehot)/N",
     )
 
 
 def test_network_is_seeded_and_float32_is_float64_rounded():
     a, b, c = build_chw(seed=3), build_chw(seed=3), build_chw(seed=4)
-    _check(
+    check(
         a.params()["dense"]["kernel"],
         b.params()["dense"]["kernel"],
-        "kernel",
         EXACT,
         "dense",
+        "kernel",
         "same_seed",
     )
     assert not np.array_equal(a.params()["conv2d"]["kernel"], c.params()["conv2d"]["kernel"])
     low = build_chw(seed=3, dtype="float32").params()["conv2d"]["kernel"]
-    _check(
+    check(
         low,
         a.params()["conv2d"]["kernel"].astype(np.float32),
-        "kernel",
         EXACT,
         "conv2d",
+        "kernel",
         "float64_cast",
     )
 
@@ -440,7 +421,7 @@ def test_params_are_live_and_gradients_update_nothing(mnist):
     model.gradients(x, y)
     for n, ws in model.params().items():
         for w, a in ws.items():
-            _check(a, before[n][w], w, EXACT, n, "before")
+            check(a, before[n][w], EXACT, n, w, "before")
     model.params()["dense"]["bias"][3] = 5.0
     assert model.forward(x)["dense"][0, 3] == pytest.approx(5.0, abs=0.1)
 
@@ -449,7 +430,7 @@ def test_preprocess_is_image_over_255_channels_first(mnist):
     model = build_chw(dtype="float32")
     x = model.preprocess(mnist.train_images[:2])
     expected = (mnist.train_images[:2].astype(np.float32) / np.float32(255))[:, None]
-    _check(x, expected, "input", EXACT, "preprocess", "image/255")
+    check(x, expected, EXACT, "preprocess", "input", "image/255")
     assert x.min() == 0.0 and x.max() == 1.0
 
 
@@ -585,7 +566,7 @@ def test_harness_model_difference_agrees_on_chw_relu(fd_networks, name):
     model, labels, grads, inputs = fd_networks("chw-relu")
     cells = np.arange(0, grads[name]["input"].size, 97)  # a spread sample of elements
     numeric = model_difference(model, inputs["conv2d"], labels, name, "input", FD_EPS, cells)
-    _check(grads[name]["input"].reshape(-1)[cells], numeric, "input", NET_FD_RTOL, name, "fd")
+    check(grads[name]["input"].reshape(-1)[cells], numeric, FD_RTOL, name, "input", "fd")
 
 
 def test_loss_from_names_the_layer_it_does_not_know():

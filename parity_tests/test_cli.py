@@ -9,6 +9,7 @@ from parity import cli, reports, runner
 from parity.plant import ColumnBias, Raise, ScaleGradient
 
 REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "isolation.csv", "derivations.csv",
+                "diagnosis.csv",
                 "ties.csv",
                 "environment.json"}  # fmt: skip
 
@@ -42,6 +43,8 @@ def _folders(tmp_path):
         (["--epochs", "0", "--optimizer", "bogus"], "--optimizer", "'bogus'"),
         (["--epochs", "0", "--lr", "-1"], "--lr", "'-1'"),
         (["--epochs", "0", "--batch-size", "0"], "--batch-size", "'0'"),
+        (["--keras-path", "fast"], "--keras-path", "'fast'"),
+        (["--keras-path", "fit,fit"], "--keras-path", "'fit,fit'"),
     ],
     ids=[
         "unknown-model",
@@ -61,6 +64,8 @@ def _folders(tmp_path):
         "unused-optimizer",
         "unused-lr",
         "unused-batch-size",
+        "unknown-keras-path",
+        "repeated-keras-path",
     ],  # fmt: skip
 )
 def test_bad_option_exits_2_naming_argument_rule_and_value(tmp_path, capsys, args, option,
@@ -162,7 +167,7 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     assert _run(tmp_path, "--images", "4", "--blog-printout") == 0
     out = capsys.readouterr().out
     assert "[Step 100] Past 100 steps: Average Loss" in out
-    assert re.search(r"training +zhou +float64 +\S+ +loss/per-step loss \(fit\)", out)
+    assert re.search(r"training +zhou +float64 +\S+ +loss/per-step loss \(epoch\)", out)
     folder = tmp_path / "out" / _folders(tmp_path)[0]
     names = {p.name for p in folder.iterdir()}
     assert REPORT_FILES | TRAINING_FILES <= names
@@ -170,7 +175,7 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     training = pd.read_csv(folder / "training.csv")
     counts = training.groupby(["dtype", "keras_path"]).size()
     assert counts.to_dict() == {
-        (d, p): 3000 for d in ("float32", "float64") for p in ("fit", "tape", "lockstep")
+        (d, p): 3000 for d in ("float32", "float64") for p in ("epoch", "lockstep")
     }
     epochs = pd.read_csv(folder / "epochs.csv")
     assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()
@@ -216,6 +221,17 @@ def test_help_documents_statuses_and_exit_codes(capsys):
     out = capsys.readouterr().out
     assert all(s in out for s in ("NOT_PROVIDED", "INCONCLUSIVE", "3 an ERROR row"))
     assert "``" not in out  # no reStructuredText markup in the terminal
+    assert "--keras-path" in out and "bit-identical to fit" in out
+
+
+@pytest.mark.slow
+def test_keras_path_fit_runs_fit_beside_the_epoch_function(tmp_path):
+    args = ("--dtypes", "float64", "--images", "4", "--epochs", "1", "--train-size", "60")
+    assert _run(tmp_path, *args, "--keras-path", "fit,epoch") == 0
+    training = pd.read_csv(tmp_path / "out" / _folders(tmp_path)[0] / "training.csv")
+    loss = {path: rows.keras_loss.to_numpy() for path, rows in training.groupby("keras_path")}
+    assert sorted(loss) == ["epoch", "fit", "lockstep"] and len(loss["fit"]) == 60
+    assert (loss["fit"] == loss["epoch"]).all()  # float64 CSV with 17 digits: exact
 
 
 def test_abbreviated_options_are_refused(tmp_path, capsys):

@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from parity import curves, plots
+from parity import plots, progress, training_report
 from parity.catalog import AdamEpsilonInsideSqrt  # patches Adam in the dtype's child only
+from parity.checks import training, training_config
 from parity.data import load_mnist
+from parity.diagnosis import divergence
 from parity.plant import BlogAllTiesMaxPool
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -17,14 +19,15 @@ def mnist():
 
 @pytest.fixture(scope="module", params=["float64", "float32"])
 def zhou_default(request, mnist):
-    return curves.training_check("zhou", request.param, mnist)
+    return training.training_check("zhou", request.param, mnist)
 
 
 # -- unit tests (fast) --------------------------------------------------------------------
 
 
 def test_epoch_orders_are_fresh_per_epoch_and_reproducible():
-    first, again = curves.epoch_orders(0, 3, 1000), curves.epoch_orders(0, 3, 1000)
+    orders = training_config.epoch_orders
+    first, again = orders(0, 3, 1000), orders(0, 3, 1000)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[0], first[1])
     assert sorted(first[2]) == list(range(1000))
@@ -37,12 +40,12 @@ def test_epoch_orders_are_fresh_per_epoch_and_reproducible():
 )  # fmt: skip
 def test_bad_config_names_the_argument(field, value):
     with pytest.raises(ValueError, match=f"argument `{field}`.*Received"):
-        curves.TrainingConfig(**{"model": "zhou", "dtype": "float64", field: value})
+        training_config.TrainingConfig(**{"model": "zhou", "dtype": "float64", field: value})
 
 
 def test_train_size_larger_than_pool_is_refused(mnist):
     with pytest.raises(ValueError, match="`train_size`. Expected at most 4000"):
-        curves.training_check("zhou", "float64", mnist, train_size=5000)
+        training.training_check("zhou", "float64", mnist, train_size=5000)
 
 
 def _frame(diffs):
@@ -57,9 +60,9 @@ def _frame(diffs):
 
 def test_first_exceeding_names_the_first_step_and_nan_counts():
     frame = _frame([0.0, 1e-16, 3e-12, 1e-3])
-    assert curves.first_exceeding(frame, "tape", 1e-13)["global_step"] == 3
-    assert curves.first_exceeding(frame, "tape", 1e-2) is None
-    assert curves.first_exceeding(_frame([0.0, np.nan]), "tape", 1.0)["global_step"] == 2
+    assert divergence.first_exceeding(frame, "tape", 1e-13)["global_step"] == 3
+    assert divergence.first_exceeding(frame, "tape", 1e-2) is None
+    assert divergence.first_exceeding(_frame([0.0, np.nan]), "tape", 1.0)["global_step"] == 2
 
 
 def test_block_means_of_100_steps():
@@ -68,7 +71,7 @@ def test_block_means_of_100_steps():
 
 
 def test_progress_line_has_rate_and_time_left():
-    line = curves.ProgressEvent("zhou", "float64", "scratch", 500, 3000, 2.0).line()
+    line = progress.ProgressEvent("zhou", "float64", "scratch", 500, 3000, 2.0).line()
     assert "500/3000 steps" in line and "250 steps/s" in line and "10s left" in line
 
 
@@ -88,7 +91,7 @@ def test_plots_are_png(tmp_path):
 @pytest.mark.slow
 def test_default_run_has_3000_steps_per_keras_path(zhou_default):
     counts = zhou_default.training.groupby("keras_path").size().to_dict()
-    assert counts == {"fit": 3000, "tape": 3000, "lockstep": 3000}
+    assert counts == {"epoch": 3000, "lockstep": 3000}
 
 
 @pytest.mark.slow
@@ -103,17 +106,17 @@ def test_scratch_zhou_reaches_75_percent_test_accuracy(zhou_default):
 
 @pytest.mark.slow
 def test_default_run_writes_tables_and_plots(zhou_default, tmp_path):
-    names = {p.name for p in curves.write_outputs([zhou_default], tmp_path)}
+    names = {p.name for p in training_report.write_outputs([zhou_default], tmp_path)}
     dtype = zhou_default.config.dtype
     assert {"training.csv", "epochs.csv", "divergence.csv"} <= names
     assert {f"training_loss_zhou_{dtype}.png", f"training_diff_zhou_{dtype}.png"} <= names
-    assert len(pd.read_csv(tmp_path / "training.csv")) == 9000
-    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 9
+    assert len(pd.read_csv(tmp_path / "training.csv")) == 6000  # epoch, lockstep
+    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 6
 
 
 @pytest.mark.slow
 def test_blog_printout_every_100_steps(zhou_default):
-    lines = curves.blog_printout(zhou_default)
+    lines = training_report.blog_printout(zhou_default)
     steps = [line for line in lines if line.startswith("[Step ")]
     assert len(steps) == 30 and lines[1] == "--- Epoch 1 ---"
     assert steps[0].startswith("[Step 100] Past 100 steps: Average Loss 2.")
@@ -125,10 +128,10 @@ def test_blog_printout_every_100_steps(zhou_default):
 @pytest.mark.slow
 def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
     hooks = (BlogAllTiesMaxPool(),)
-    result = curves.training_check("zhou", "float64", mnist, epochs=1, train_size=200,
+    result = training.training_check("zhou", "float64", mnist, epochs=1, train_size=200,
                                    keras_paths=("tape",), model_hooks=hooks)  # fmt: skip
     loss = next(c for _, _, c in result.comparisons if c.layer == "loss")
-    first = result.first_exceeding("tape", curves.STEP_LOSS_ATOL["float64"])
+    first = result.first_exceeding("tape", training_config.STEP_LOSS_ATOL["float64"])
     assert not loss.passed and first["global_step"] == 2
     assert (
         "first step with |scratch-keras| > 1.0e-13: epoch 1 step 2 (global step 2" in loss.message
@@ -136,7 +139,7 @@ def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
 
 
 def adam_run(dtype, mnist, hook):
-    return curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
+    return training.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
                                  batch_size=32, epochs=1, keras_paths=("tape",),
                                  model_hooks=(hook,))  # fmt: skip
 
@@ -144,7 +147,7 @@ def adam_run(dtype, mnist, hook):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_adam_with_epsilon_inside_sqrt_is_caught_by_lockstep_at_step_1(mnist, dtype):
-    result = curves.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
+    result = training.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
                                    batch_size=32, epochs=1, keras_paths=("tape",),
                                    model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
     lockstep = result.training[result.training["keras_path"] == "lockstep"]
@@ -153,11 +156,12 @@ def test_adam_with_epsilon_inside_sqrt_is_caught_by_lockstep_at_step_1(mnist, dt
 
 @pytest.mark.slow
 def test_adam_with_epsilon_inside_sqrt_drifts_the_float64_curve_at_step_2(mnist):
-    result = curves.training_check("chw", "float64", mnist, optimizer="adam",
+    result = training.training_check("chw", "float64", mnist, optimizer="adam",
                                    learning_rate=0.001, batch_size=32, epochs=1,
                                    keras_paths=("tape",), lockstep=False,
                                    model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
-    assert result.first_exceeding("tape", curves.STEP_LOSS_ATOL["float64"])["global_step"] == 2
+    atol = training_config.STEP_LOSS_ATOL["float64"]
+    assert result.first_exceeding("tape", atol)["global_step"] == 2
 
 
 @pytest.mark.slow
@@ -179,7 +183,7 @@ def test_adam_hook_with_the_epsilon_bug_removed_raises_no_alarm(mnist, dtype):
     ids=["f64_sgd_b1", "f32_sgd_b1", "f64_adam_b32", "f32_adam_b32"],
 )  # fmt: skip
 def test_chw_three_epochs_pass(mnist, model, dtype, optimizer, lr, batch):
-    result = curves.training_check(model, dtype, mnist, optimizer=optimizer, learning_rate=lr,
-                                   batch_size=batch)  # fmt: skip
+    result = training.training_check(model, dtype, mnist, optimizer=optimizer, learning_rate=lr,
+                                     batch_size=batch)  # fmt: skip
     assert result.passed, result.failures()
-    assert len(result.training) == 3 * 3 * -(-1000 // batch)  # fit, tape, lockstep
+    assert len(result.training) == 2 * 3 * -(-1000 // batch)  # epoch, lockstep

@@ -5,22 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.compare import compare
-from scratch.finite_diff import central_difference
+from parity.testing import EXACT, check, check_gradients, probe
 from scratch.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax, same_padding
 
-FD_RTOL = 1e-7  # CS231n bar for correct code; measured worst 5.0e-9 (conv2d input, float64)
 ADJOINT_RTOL = 1e-13  # <Ju, v> vs <u, J^T v>: two float64 sums; measured worst 1.4e-15
 PIECEWISE_ADJOINT_RTOL = 1e-10  # J u by central difference, exact but rounding; measured 7.9e-13
-EXACT = 0.0  # same arithmetic on both sides
-
-
-def check(actual, desired, rtol, layer, quantity, desired_side="fd"):
-    record = compare(
-        actual, desired, layer=layer, quantity=quantity, atol=0.0, rtol=rtol,
-        actual_side="scratch", desired_side=desired_side,
-    )  # fmt: skip
-    assert record.passed, record.message
 
 
 def built(layer, shape, seed=0, dtype="float64"):
@@ -33,15 +22,12 @@ def built(layer, shape, seed=0, dtype="float64"):
 
 def fd_check_layer(layer, x, seed=0):
     """Every gradient of sum(out * w) against central differences, float64."""
-    out = layer.forward(x)
-    w = np.random.default_rng(seed).normal(size=out.shape)
-    dx = layer.backward(w)
-    grads = dict(layer.grads)
-    assert set(grads) == set(layer.params)
-    objective = lambda: float(np.sum(layer.forward(x) * w))  # noqa: E731
-    check(dx, central_difference(objective, x), FD_RTOL, layer.label, "input")
-    for name, weight in layer.params.items():
-        check(grads[name], central_difference(objective, weight), FD_RTOL, layer.label, name)
+    w = np.random.default_rng(seed).normal(size=layer.forward(x).shape)
+    gradients = {"input": layer.backward(w), **layer.grads}
+    assert set(layer.grads) == set(layer.params)
+    check_gradients(
+        probe(layer.forward, x, w), gradients, {"input": x, **layer.params}, layer.label
+    )
 
 
 def random_input(shape, seed=0):

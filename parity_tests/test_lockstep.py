@@ -3,9 +3,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from parity import curves, lockstep
+from parity import lockstep
 from parity.catalog import UpdateBeforeInputGradient
-from parity.checks import ties
+from parity.checks import ties, training, training_config
 from parity.data import load_mnist
 from reference.backend import run_in_dtype_process
 
@@ -66,22 +66,22 @@ def runs(request, mnist):
     """Every run of ``RUNS`` in one process of the dtype."""
     jobs = []
     for model, hooks, options in RUNS.values():
-        config = curves.TrainingConfig(model, request.param, **{**SHORT, "keras_paths": (),
+        config = training_config.TrainingConfig(model, request.param, **{**SHORT, "keras_paths": (),
                                                                 **options})  # fmt: skip
-        jobs.append((config, curves.pools_from(mnist, config), hooks))
-    results = run_in_dtype_process(request.param, curves.run_many, jobs)
+        jobs.append((config, training_config.pools_from(mnist, config), hooks))
+    results = run_in_dtype_process(request.param, training.run_many, jobs)
     return dict(zip(RUNS, results, strict=True))
 
 
 def _lockstep(result) -> list:
-    return [c for path, _, c in result.comparisons if path == curves.LOCKSTEP]
+    return [c for path, _, c in result.comparisons if path == training_config.LOCKSTEP]
 
 
 def _failed(result) -> list[str]:
     return [f"{c.layer}/{c.quantity}" for _, _, c in result.comparisons if not c.passed]
 
 
-def _step_rows(result, path=curves.LOCKSTEP):
+def _step_rows(result, path=training_config.LOCKSTEP):
     rows = result.training
     return rows[rows["keras_path"] == path].set_index("global_step")
 
@@ -121,7 +121,7 @@ def test_gradient_ascent_fails_lockstep_at_step_1(runs):
     result = runs["gradient-ascent"]
     step_1 = _step_rows(result).loc[1]
     assert step_1["update_budget_use"] > 1  # while the loss before the update agrees:
-    assert step_1["abs_diff"] <= curves.LOCKSTEP_LOSS_ATOL[result.config.dtype]
+    assert step_1["abs_diff"] <= training_config.LOCKSTEP_LOSS_ATOL[result.config.dtype]
     assert {"conv2d/kernel update", "dense/kernel update", "dense/bias update"} <= set(
         _failed(result)
     )
@@ -178,7 +178,7 @@ def test_non_finite_scratch_ends_every_path_at_that_step(runs):
 
 
 def _snapshot(w, iterations=0):
-    from reference.training import OptimizerState
+    from reference.lockstep_step import OptimizerState
 
     return lockstep.Snapshot({"dense": {"kernel": np.asarray(w, dtype=np.float64)}},
                              OptimizerState(iterations))  # fmt: skip
@@ -254,10 +254,10 @@ def test_relu_sign_within_rounding_is_re_synced():
 
 def test_a_check_without_any_keras_path_is_refused():
     with pytest.raises(ValueError, match="argument `keras_paths`.*non-empty when lockstep=False"):
-        curves.TrainingConfig("zhou", "float64", keras_paths=(), lockstep=False)
+        training_config.TrainingConfig("zhou", "float64", keras_paths=(), lockstep=False)
 
 
 def test_truncated_schedule_cuts_at_the_step_where_training_ended():
     orders = [np.arange(10), np.arange(10, 20)]
-    cut = curves._truncated(orders, 6, 3)  # 4 steps per epoch (3, 3, 3, 1)
+    cut = training._truncated(orders, 6, 3)  # 4 steps per epoch (3, 3, 3, 1)
     assert [o.tolist() for o in cut] == [list(range(10)), [10, 11, 12, 13, 14, 15]]

@@ -4,20 +4,12 @@ import numpy as np
 import pytest
 
 from parity.compare import compare
+from parity.testing import EXACT, check
 from scratch.optim import SGD, Adam, AdamW, RMSprop, keras_beta_power, keras_cast
 
-EXACT = 0.0  # the same arithmetic on both sides
 FORMULA_RTOL = 1e-13  # Adam vs the formula re-associated, 100 steps; measured 7.5e-17
 KERAS_FLOAT64_RTOL = 1e-15  # one-ulp TF pow at rare steps (docstring); measured 3.7e-18
 STEPS = 100
-
-
-def check(actual, desired, rtol, layer, quantity, desired_side="formula"):
-    record = compare(
-        actual, desired, layer=layer, quantity=quantity, atol=0.0, rtol=rtol,
-        actual_side="scratch", desired_side=desired_side,
-    )  # fmt: skip
-    assert record.passed, record.message
 
 
 def problem(dtype="float64", steps=STEPS, seed=0):
@@ -67,7 +59,7 @@ def test_sgd_is_w_minus_lr_times_g_with_lr_in_the_weights_dtype(dtype):
     for layer, weights in expected.items():
         for name, w in weights.items():
             want = w - np.dtype(dtype).type(0.005) * grads[0][layer][name]
-            check(params[layer][name], want, EXACT, layer, name)
+            check(params[layer][name], want, EXACT, layer, name, "formula")
 
 
 def test_sgd_learning_rate_in_float32_is_the_rounded_constant():
@@ -94,7 +86,8 @@ def test_missing_gradient_is_rejected_before_anything_is_updated():
         "Invalid value for argument `grads`. Expected a gradient for every weight. "
         "Received none for layer `dense` weight `kernel`."
     )
-    check(params["conv2d"]["kernel"], before["conv2d"]["kernel"], EXACT, "conv2d", "kernel")
+    check(params["conv2d"]["kernel"], before["conv2d"]["kernel"], EXACT, "conv2d", "kernel",
+          "before")  # fmt: skip
 
 
 def test_gradient_of_the_wrong_shape_is_rejected():
@@ -140,7 +133,7 @@ def test_adam_matches_the_formula_in_its_docstring():
     for layer, weights in params.items():
         for name, w in weights.items():
             want = adam_formula(start[layer][name], [g[layer][name] for g in grads])
-            check(w, want, FORMULA_RTOL, layer, name)
+            check(w, want, FORMULA_RTOL, layer, name, "formula")
 
 
 @pytest.mark.parametrize(

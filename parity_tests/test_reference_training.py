@@ -226,5 +226,7 @@ def test_training_rejects_bad_arguments(data):
         training.train_tape(keras_model, model, x, labels, [np.arange(5)])
     with pytest.raises(ValueError, match=r"argument `path`.*Received path='eager'"):
         training.train("eager", keras_model, model, x, labels, [np.arange(4)])
+    with pytest.raises(ValueError, match=r"argument `chunk_steps`.*Received chunk_steps=0"):
+        training.train("epoch", keras_model, model, x, labels, [np.arange(4)], chunk_steps=0)
     with pytest.raises(ValueError, match=r"Expected float64 inputs"):
         training.train_tape(keras_model, model, x.astype(np.float32), labels, [np.arange(4)])

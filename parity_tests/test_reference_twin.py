@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from parity import tolerances
 from parity.compare import compare
 from parity.data import load_mnist
 from reference import layout as layout_module
@@ -21,8 +22,8 @@ from spec.networks import CHW_RELU, NETWORKS
 
 pytestmark = pytest.mark.keras
 
-FORWARD_RTOL = 1e-12  # issue 4's bound; measured worst 1.5e-14 (softmax, O(1) weights)
-GRADIENT_RTOL = 1e-10  # issue 4's bound; measured worst 1.4e-14 (O(1) weights)
+FORWARD_RTOL = tolerances.FORWARD_FLOAT64.rtol  # measured worst 1.45e-14 (zhou softmax, O(1))
+GRADIENT_RTOL = tolerances.GRADIENTS_FLOAT64.rtol  # measured worst 1.45e-14 (zhou, O(1))
 LOSS_RTOL = 1e-12  # measured worst 4e-16 (summation order of the batch mean)
 MIN_TIE_FRACTION = 0.5  # "most windows tie": measured 0.7-0.9 on these images
 N_IMAGES = 32

@@ -1,29 +1,21 @@
 import numpy as np
 import pytest
 
-from parity.compare import compare
+from parity import tolerances
 from parity.data import load_mnist
+from parity.testing import EXACT, FD_RTOL, check, model_difference
 from reference import layout
 from scratch import models
-from scratch.finite_diff import central_difference, model_difference
 from scratch.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
 from scratch.optim import SGD
 from scratch.sequential import Sequential
 
-FD_RTOL = 1e-7  # CS231n bar; measured worst 2.1e-8 (conv2d input: rounding, 1e-16*loss/eps)
-CROSS_RTOL = 1e-12  # zhou.py vs zhou-seq, two implementations of one network; measured 1.8e-15
-EXACT = 0.0  # the same arithmetic on both sides
+# zhou.py vs zhou-seq, two implementations of one network differing in summation order only,
+# like scratch vs Keras: their budget; measured 1.8e-15
+CROSS_RTOL = tolerances.GRADIENTS_FLOAT64.rtol
 FD_SAMPLES = 300  # elements per large tensor: enough to see a wrong row, keeps the test ~5 s
 JITTER = 0.1  # breaks real images' exact ties; 1e-3 left positive windows 1e-7 from a tie
 KINK_MARGIN = 2e-6  # FD (eps 1e-6) must not cross a ReLU zero or a max-pool tie
-
-
-def check(actual, desired, rtol, layer, quantity, desired_side="fd"):
-    record = compare(
-        actual, desired, layer=layer, quantity=quantity, atol=0.0, rtol=rtol,
-        actual_side="scratch", desired_side=desired_side,
-    )  # fmt: skip
-    assert record.passed, record.message
 
 
 @pytest.fixture(scope="module")
@@ -305,25 +297,6 @@ def test_kernel_larger_than_the_input_is_rejected_at_build():
         "padded input (4, 4) (padding='valid', layer `conv2d_1`). Received "
         "kernel_size=(5, 5)."
     )
-
-
-# ---------------------------------------------------------------- finite differences
-
-
-def test_central_difference_restores_every_element_bit_exactly():
-    x = np.random.default_rng(0).uniform(size=(10, 10)) * 1e-3
-    assert np.any((x + 1e-6) - 1e-6 != x)  # so restoring by arithmetic would be caught
-    before = x.copy()
-    fd = central_difference(lambda: float(np.sum(x**2)), x)
-    assert np.array_equal(x, before)
-    check(fd, 2 * before, FD_RTOL, "fd", "d sum(x^2)", "formula")
-
-
-def test_central_difference_at_chosen_indices_and_non_contiguous_views():
-    base = np.random.default_rng(1).normal(size=(4, 6))
-    view = base[:, ::2]  # perturbing it must reach the array f reads
-    fd = central_difference(lambda: float(np.sum(base**2)), view, indices=[0, 5, 11])
-    check(fd, 2 * view.ravel()[[0, 5, 11]], FD_RTOL, "fd", "d sum(x^2)", "formula")
 
 
 def test_model_difference_rejects_an_unknown_weight():

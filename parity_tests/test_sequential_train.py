@@ -1,23 +1,14 @@
 import numpy as np
 import pytest
 
-from parity.compare import compare
 from parity.data import load_mnist
+from parity.testing import EXACT, check
 from scratch import models
 from scratch.losses import count_correct
 from scratch.optim import SGD, Adam
 from scratch.train import train
 
-EXACT = 0.0  # the same arithmetic on both sides
 N_IMAGES = 20
-
-
-def check(actual, desired, rtol, layer, quantity, desired_side="replay"):
-    record = compare(
-        actual, desired, layer=layer, quantity=quantity, atol=0.0, rtol=rtol,
-        actual_side="scratch", desired_side=desired_side,
-    )  # fmt: skip
-    assert record.passed, record.message
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +47,7 @@ def test_each_record_is_the_pre_update_loss_and_correct_count_of_its_batch(data)
         optimizer.update(replay.params(), grads)
     for layer, weights in replay.params().items():
         for name, w in weights.items():
-            check(model.params()[layer][name], w, EXACT, layer, name)
+            check(model.params()[layer][name], w, EXACT, layer, name, "replay")
 
 
 def test_epoch_summaries_weight_losses_by_batch_size_like_keras(data):

@@ -4,15 +4,12 @@ import numpy as np
 import pytest
 
 from parity.data import load_mnist
-from scratch.finite_diff import central_difference, model_difference
+from parity.testing import FD_EPS, FD_RTOL, check, check_gradients, model_difference, probe
 from scratch.zhou import Conv3x3, MaxPool2, Softmax, ZhouCNN
 from scratch.zhou_model import LAYER_NAMES, ZhouModel, build_zhou
 
-# CS231n's bar for correct code: norm-wise max|a-b| / max|ref|. Measured on this code
-# (float64): worst 8.4e-9 trained (eps 1e-6), 5.5e-8 at the blog's init (eps below);
-# a real bug is > 1e-3.
-FD_RTOL = 1e-7
-FD_EPS = 1e-6  # central_difference's default: truncation ~1e-12, rounding ~1e-10 abs
+# FD_RTOL (parity.testing, norm-wise): measured on this code (float64) worst 8.4e-9 trained
+# (eps 1e-6), 5.5e-8 at the blog's init (eps below); a real bug is > 1e-3.
 # At the blog's nearly flat init the activation gradients are ~1e-3, so eps=1e-6
 # rounding noise reaches 3.4e-7 relative (measured); a larger eps cuts it (3.2e-8 at
 # 1e-5), but max_pooling2d's input is perturbed directly and must stay below MIN_GAP.
@@ -31,21 +28,6 @@ TARGET_ACCURACY = 0.75  # issue 3; the blog reports 78% on its own 1,000-image s
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist()
-
-
-def rel_error(actual, desired) -> float:
-    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
-    return float(np.abs(actual - desired).max() / np.abs(desired).max())
-
-
-def assert_close(actual, desired, rtol, what):
-    assert actual.shape == desired.shape, f"{what}: shape {actual.shape} vs {desired.shape}"
-    error = rel_error(actual, desired)
-    worst = np.unravel_index(np.argmax(np.abs(actual - desired)), actual.shape)
-    assert error <= rtol, (
-        f"{what}: norm-wise relative error {error:.3e} > {rtol:.1e}; worst at {worst}: "
-        f"scratch={actual[worst]!r}, reference={desired[worst]!r}"
-    )
 
 
 def window_gap(model: ZhouModel, x) -> float:
@@ -96,8 +78,8 @@ def test_gradient_matches_finite_differences(mnist, state, layer, quantity):
     _, grads = model.gradients(x, labels)
     eps = INIT_INPUT_EPS[layer] if state == "init" and quantity == "input" else FD_EPS
     fd = model_difference(model, x, labels, layer, quantity, eps=eps)
-    assert_close(grads[layer][quantity], fd.reshape(grads[layer][quantity].shape), FD_RTOL,
-                 f"{state} {layer}.{quantity} vs finite differences")  # fmt: skip
+    check(grads[layer][quantity], fd.reshape(grads[layer][quantity].shape), FD_RTOL, layer,
+          f"{quantity} ({state})")  # fmt: skip
 
 
 def test_batch_gradients_are_the_mean_over_images(mnist):
@@ -111,7 +93,7 @@ def test_batch_gradients_are_the_mean_over_images(mnist):
             expected = np.concatenate([s[1][layer][quantity] for s in singles]) / 3
         else:
             expected = np.mean([s[1][layer][quantity] for s in singles], axis=0)
-        assert_close(grads[layer][quantity], expected, 1e-15, f"batch {layer}.{quantity}")
+        check(grads[layer][quantity], expected, 1e-15, layer, quantity, "mean of singles")
 
 
 def test_weight_gradients_match_finite_differences_on_real_images_with_ties(mnist):
@@ -121,7 +103,7 @@ def test_weight_gradients_match_finite_differences_on_real_images_with_ties(mnis
     assert window_gap(model, x) == 0.0  # real MNIST: tied windows exist
     _, grads = model.gradients(x, labels)
     fd = model_difference(model, x, labels, "conv2d", "kernel")
-    assert_close(grads["conv2d"]["kernel"], fd, FD_RTOL, "conv2d.kernel on tied images")
+    check(grads["conv2d"]["kernel"], fd, FD_RTOL, "conv2d", "kernel (tied images)")
 
 
 def linear_probe(shape, seed):
@@ -134,24 +116,21 @@ def test_conv3x3_gradients_any_size(hw):
     rng = np.random.default_rng(3)
     conv = Conv3x3(4, rng=rng)
     image = rng.standard_normal(hw)
-    probe = linear_probe((hw[0] - 2, hw[1] - 2, 4), 4)
+    v = linear_probe((hw[0] - 2, hw[1] - 2, 4), 4)
     conv.forward(image)
-    d_input = conv.backward(probe)
-    loss = lambda: float(np.sum(conv.forward(image) * probe))  # noqa: E731
-    assert_close(d_input, central_difference(loss, image), FD_RTOL, "conv input")
-    d_filters = conv.d_L_d_filters.copy()
-    assert_close(d_filters, central_difference(loss, conv.filters), FD_RTOL, "conv filters")
+    gradients = {"input": conv.backward(v), "filters": conv.d_L_d_filters.copy()}
+    arrays = {"input": image, "filters": conv.filters}
+    check_gradients(probe(conv.forward, image, v), gradients, arrays, "Conv3x3")
 
 
 @pytest.mark.parametrize("hwc", [(4, 4, 1), (7, 9, 3), (6, 5, 2)], ids=["4x4x1", "7x9x3", "6x5x2"])
 def test_maxpool2_input_gradient_any_size_tie_free(hwc):
     x = np.random.default_rng(5).permutation(np.prod(hwc)).reshape(hwc) * 1.0  # distinct
     pool = MaxPool2()
-    probe = linear_probe((hwc[0] // 2, hwc[1] // 2, hwc[2]), 6)
+    v = linear_probe((hwc[0] // 2, hwc[1] // 2, hwc[2]), 6)
     pool.forward(x)
-    d_input = pool.backward(probe)
-    loss = lambda: float(np.sum(pool.forward(x) * probe))  # noqa: E731
-    assert_close(d_input, central_difference(loss, x, eps=1e-3), FD_RTOL, "pool input")
+    gradients = {"input": pool.backward(v)}  # values 1 apart: a 1e-3 step stays tie-free
+    check_gradients(probe(pool.forward, x, v), gradients, {"input": x}, "MaxPool2", eps=1e-3)
 
 
 def test_softmax_layer_gradients_for_any_upstream_gradient():
@@ -159,14 +138,12 @@ def test_softmax_layer_gradients_for_any_upstream_gradient():
     layer = Softmax(12, 5, rng=rng)
     layer.weights[...] = rng.standard_normal((12, 5))  # O(1) weights, not the flat init
     x = rng.standard_normal((2, 3, 2))
-    probe = linear_probe(5, 8)
+    v = linear_probe(5, 8)
     layer.forward(x)
-    d_input = layer.backward(probe)
-    d_w, d_b = layer.d_L_d_w.copy(), layer.d_L_d_b.copy()
-    loss = lambda: float(layer.forward(x) @ probe)  # noqa: E731
-    assert_close(d_input, central_difference(loss, x), FD_RTOL, "softmax input")
-    assert_close(d_w, central_difference(loss, layer.weights), FD_RTOL, "softmax weights")
-    assert_close(d_b, central_difference(loss, layer.biases), FD_RTOL, "softmax biases")
+    gradients = {"input": layer.backward(v), "weights": layer.d_L_d_w.copy(),
+                 "biases": layer.d_L_d_b.copy()}  # fmt: skip
+    arrays = {"input": x, "weights": layer.weights, "biases": layer.biases}
+    check_gradients(probe(layer.forward, x, v), gradients, arrays, "Softmax")
 
 
 @pytest.mark.parametrize(
@@ -198,7 +175,7 @@ def test_forward_matches_the_blogs_loops(mnist):
     totals = pooled.flatten() @ net.softmax.weights + net.softmax.biases
     probs = np.exp(totals) / np.sum(np.exp(totals))
     out, loss, acc = net.forward(image, label)
-    assert_close(out, probs, 1e-15, "probabilities")
+    check(out, probs, 1e-15, "softmax", "output", "blog loops")
     assert loss == pytest.approx(-np.log(probs[label]), rel=1e-14)
     assert acc == int(np.argmax(probs) == label)
 

@@ -212,3 +212,28 @@ def configured_floatx() -> tuple:
     from reference.backend import configured_dtype
 
     return configured_dtype(), _floatx()
+
+
+def keras_path_runs(cases: dict, images, labels, epochs: int, chunk_steps: int) -> dict:
+    """``{case: {path: TrainingRun}}`` of the twin trained by ``fit`` and by the epoch
+    function (``reference.training``) from the same weights on the same schedule, in this
+    process's dtype. ``cases``: ``{id: (model, optimizer, learning rate, batch size)}``;
+    ``images``/``labels``: the training prefix, visited in a seeded order per epoch."""
+    from reference import training
+    from reference import twin as twin_module
+    from reference.backend import configured_dtype
+
+    dtype, out = configured_dtype(), {}
+    orders = [np.random.default_rng([0, epoch]).permutation(len(images)) for epoch in range(epochs)]
+    for case, (name, optimizer, learning_rate, batch_size) in cases.items():
+        out[case] = {}
+        for path in ("fit", "epoch"):
+            model = build_model(name, dtype=dtype)
+            kwargs = dict(batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate)
+            if path == "epoch":
+                kwargs["chunk_steps"] = chunk_steps
+            x = model.preprocess(images)
+            out[case][path] = training.train(
+                path, twin_module.twin(model, dtype), model, x, labels, orders, **kwargs
+            )
+    return out

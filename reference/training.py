@@ -1,5 +1,8 @@
-"""Train the twin on a given schedule, two ways, with exact per-step losses.
+"""Train the twin on a given schedule, three ways, with exact per-step losses.
 
+- ``train_epoch``: a whole epoch of Keras's own training step inside one
+  ``tf.function`` (``reference.tf_training.epoch_function``): the fastest path, and
+  bit-identical to ``fit`` (weights and per-step losses; proven in a test);
 - ``train_fit``: ``model.fit(batch_size=..., shuffle=False, epochs=1)`` once per epoch,
   the path users take. Keras 3's ``logs["loss"]`` in ``on_train_batch_end`` is the
   epoch's running mean, so the step's loss is read another way: the compiled loss is a
@@ -8,7 +11,7 @@
   callback reads after every batch (``steps_per_execution=1``). No de-averaging.
 - ``train_tape``: a ``tf.GradientTape`` step inside a ``tf.function``, called per batch.
 
-Both take the scratch model's preprocessed inputs (native layout) and integer labels,
+All take the scratch model's preprocessed inputs (native layout) and integer labels,
 one index array per epoch (``orders``, as ``scratch.train.train``), train the twin in
 place, and return a :class:`TrainingRun` whose weights are in scratch layout.
 
@@ -32,7 +35,8 @@ from reference.probes import one_hot
 
 OPTIMIZERS = ("sgd", "adam")
 ADAM_EPSILON = 1e-7  # Keras's default, and scratch.optim.Adam's
-PATHS = ("fit", "tape")
+PATHS = ("epoch", "fit", "tape")
+EPOCH_CHUNK_STEPS = 5000  # steps per call of the epoch function (progress between calls)
 
 
 @dataclass
@@ -81,19 +85,21 @@ def make_optimizer(name: str, learning_rate: float, dtype: str):
 
 
 def train_fit(
-    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005
-) -> TrainingRun:
+    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005,
+    progress=None,
+) -> TrainingRun:  # fmt: skip
     """Train ``keras_model`` in place with ``fit``, one ``fit`` call per epoch.
 
     ``x``: the scratch model's preprocessed inputs ``(N, ...)``; ``labels``: ``(N,)``
-    integers; ``orders``: one index array per epoch (batches are consecutive slices).
+    integers; ``orders``: one index array per epoch (batches are consecutive slices);
+    ``progress(steps done)``, optional, is called after every step.
     """
     import keras
-    import tensorflow as tf
+
+    from reference.tf_training import recording_variables
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
-    loss_var = tf.Variable(tf.zeros([], dtype=setup.dtype), trainable=False)
-    correct_var = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]), trainable=False)
+    loss_var, correct_var = recording_variables(setup.dtype)
     keras_model.compile(
         optimizer=setup.optimizer,
         loss=_recording_class()(loss_var, correct_var),
@@ -107,6 +113,8 @@ def train_fit(
         def on_train_batch_end(self, batch, logs=None):
             losses.append(loss_var.numpy())
             correct.append(correct_var.numpy())
+            if progress is not None:
+                progress(len(losses))
 
     for order in setup.orders:
         before = len(losses)
@@ -125,48 +133,84 @@ def train_fit(
 
 
 def train_tape(
-    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005
-) -> TrainingRun:
-    """Train ``keras_model`` in place with a ``tf.GradientTape`` step in a ``tf.function``."""
-    import tensorflow as tf
-
+    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005,
+    progress=None,
+) -> TrainingRun:  # fmt: skip
+    """Train ``keras_model`` in place with a ``tf.GradientTape`` step in a ``tf.function``
+    called per batch; ``progress(steps done)`` after every step."""
     from reference.probes import loss_function
+    from reference.tf_training import tape_step
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
-    variables = keras_model.trainable_variables
-    opt, loss_fn = setup.optimizer, loss_function()
-    opt.build(variables)
-
-    @tf.function(reduce_retracing=True)
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            probs = keras_model(xb, training=True)
-            loss = loss_fn(yb, probs)
-        opt.apply(tape.gradient(loss, variables), variables)
-        return loss, tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
-
+    setup.optimizer.build(keras_model.trainable_variables)
+    step = tape_step(keras_model, setup.optimizer, loss_function())
     losses, correct, epoch_weights, steps = [], [], [], []
     for order in setup.orders:
         count = 0
         for start in range(0, order.size, batch_size):
             batch = order[start : start + batch_size]
-            loss, flags = step(tf.constant(setup.x[batch]), tf.constant(setup.y[batch]))
-            losses.append(loss.numpy())
-            correct.append(flags.numpy())
+            loss, flags = step(setup.x[batch], setup.y[batch])
+            losses.append(loss)
+            correct.append(flags)
             count += 1
+            if progress is not None:
+                progress(len(losses))
         steps.append(count)
         epoch_weights.append(_scratch_weights(keras_model, model))
     return setup.result("tape", losses, correct, steps, epoch_weights)
 
 
+def train_epoch(
+    keras_model, model, x, labels, orders, *, batch_size=1, optimizer="sgd", learning_rate=0.005,
+    chunk_steps=EPOCH_CHUNK_STEPS, progress=None,
+) -> TrainingRun:  # fmt: skip
+    """Train ``keras_model`` in place, many steps per ``tf.function`` call: each epoch in
+    chunks of ``chunk_steps`` steps (one chunk per epoch of up to 5,000 steps).
+
+    Bit-identical to ``train_fit`` (``reference.tf_training``); ``progress(steps done)``
+    is called after every chunk.
+    """
+    from reference.probes import loss_function
+    from reference.tf_training import epoch_function
+
+    setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
+    chunk = _positive_steps(chunk_steps) * setup.batch_size  # examples per call
+    setup.optimizer.build(keras_model.trainable_variables)
+    run = epoch_function(keras_model, setup.optimizer, loss_function(), setup.x, setup.y,
+                         setup.batch_size)  # fmt: skip
+    losses, correct, epoch_weights, steps = [], [], [], []
+    for order in setup.orders:
+        before = len(losses)
+        for start in range(0, order.size, chunk):
+            chunk_losses, chunk_correct = run(order[start : start + chunk])
+            losses.extend(chunk_losses)
+            correct.append(chunk_correct)
+            if progress is not None:
+                progress(len(losses))
+        steps.append(_check_steps(len(losses) - before, order.size, batch_size, "epoch"))
+        epoch_weights.append(_scratch_weights(keras_model, model))
+    return setup.result("epoch", losses, correct, steps, epoch_weights)
+
+
+def _positive_steps(value) -> int:
+    """``value`` if it is a positive int, else ValueError naming ``chunk_steps``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            "Invalid value for argument `chunk_steps`. Expected a positive int. "
+            f"Received chunk_steps={value!r}."
+        )
+    return int(value)
+
+
 def train(path: str, keras_model, model, x, labels, orders, **kwargs) -> TrainingRun:
-    """``train_fit`` (``path="fit"``) or ``train_tape`` (``path="tape"``)."""
-    if path not in PATHS:
+    """``train_epoch`` (``path="epoch"``), ``train_fit`` (``"fit"``) or ``train_tape``
+    (``"tape"``); ``kwargs`` are theirs."""
+    functions = {"epoch": train_epoch, "fit": train_fit, "tape": train_tape}
+    if path not in functions:
         raise ValueError(
             f"Invalid value for argument `path`. Expected one of {PATHS}. Received path={path!r}."
         )
-    function = train_fit if path == "fit" else train_tape
-    return function(keras_model, model, x, labels, orders, **kwargs)
+    return functions[path](keras_model, model, x, labels, orders, **kwargs)
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -302,227 +346,3 @@ def _scratch_weights(keras_model, model) -> Tree:
 
     layout = layout_module.layout_for(model)
     return layout.weights_from_keras(keras_weights(keras_model), model.params())
-
-
-# -- lockstep: one Keras step from given weights and optimizer state ------------------
-
-
-@dataclass
-class OptimizerState:
-    """An optimizer's state in scratch layout, as it is at the start (or end) of a step.
-
-    ``iterations``: steps taken so far (Keras's ``optimizer.iterations``, scratch's
-    ``optimizer.iterations``). ``momentums``/``velocities``: Adam's first and second
-    moments per weight, ``{layer: {weight: array}}`` shaped like the weights (``None``
-    for SGD, which has no slots).
-    """
-
-    iterations: int
-    momentums: Tree | None = None
-    velocities: Tree | None = None
-
-
-@dataclass
-class KerasStep:
-    """What one lockstep Keras step produced (scratch layout).
-
-    ``loss``: the batch's mean loss before the update; ``correct``: ``(batch,)`` flags
-    of that forward pass; ``weights``, ``state``: after the update.
-    """
-
-    loss: np.floating
-    correct: np.ndarray
-    weights: Tree
-    state: OptimizerState
-
-
-class LockstepStepper:
-    """Keras's own training step, started from weights and optimizer state given in
-    scratch layout (lockstep training: the twin never runs free).
-
-    Every call assigns the weights and, for Adam, the moments and the iteration count to
-    the twin's variables and its optimizer's slots, then takes one ``tf.GradientTape``
-    step with Keras's optimizer (``opt.apply``), all inside one compiled ``tf.function``,
-    and reads everything back. Keras 3 keeps Adam's slots in ``optimizer._momentums`` /
-    ``_velocities``, one per variable in the order the optimizer was built with (here:
-    the twin's weights in layer order, each mapped to its scratch key by the layout).
-
-    Parameters
-    ----------
-    keras_model : the twin (``reference.twin.twin(model)``)
-    model : the scratch ``HarnessModel`` (its layout and keys; its weights are not read)
-    optimizer, learning_rate : as ``make_optimizer``
-    """
-
-    def __init__(self, keras_model, model, *, optimizer="sgd", learning_rate=0.005):
-        from reference.probes import loss_function
-        from reference.twin import keras_weight_variables
-
-        self.dtype = check_dtype(np.dtype(model.dtype).name)
-        self.keras_model, self.model, self.optimizer_name = keras_model, model, optimizer
-        self.layout = layout_module.layout_for(model)
-        self.units = int(keras_model.output_shape[-1])
-        params = model.params()
-        scratch_key = {self.layout.keras_key(layer, weight): (layer, weight)
-                       for layer in params for weight in params[layer]}  # fmt: skip
-        self.keys, variables = [], []
-        for k_layer, weights in keras_weight_variables(keras_model).items():
-            for k_weight, variable in weights.items():
-                if (k_layer, k_weight) not in scratch_key:
-                    raise ValueError(
-                        f"Lockstep for `{model.name}`: Keras weight `{k_layer}/{k_weight}` has "
-                        f"no scratch counterpart (scratch keys: {sorted(scratch_key.values())})."
-                    )
-                self.keys.append(scratch_key[(k_layer, k_weight)])
-                variables.append(variable)
-        self._variables = variables
-        self.optimizer = make_optimizer(optimizer, learning_rate, self.dtype)
-        self.optimizer.build(variables)
-        slots = self._slots(keras_model)
-        self._slot_list, self._loss_fn = slots[0] + slots[1], loss_function()
-        self._step = _compiled_step(keras_model, variables, self.optimizer, slots, self._loss_fn)
-
-    def _slots(self, keras_model) -> tuple[list, list]:
-        if self.optimizer_name != "adam":
-            return [], []
-        momentums = getattr(self.optimizer, "_momentums", None)
-        velocities = getattr(self.optimizer, "_velocities", None)
-        if momentums is None or velocities is None or len(momentums) != len(self.keys):
-            import keras
-
-            raise RuntimeError(
-                f"Keras {keras.__version__}: Adam keeps no `_momentums`/`_velocities` list "
-                f"with one slot per weight ({len(self.keys)}); lockstep cannot set its state."
-            )
-        return list(momentums), list(velocities)
-
-    def __call__(self, weights: Tree, state: OptimizerState, x, labels, nudges=None) -> KerasStep:
-        """One Keras step from ``weights`` and ``state`` on the batch ``x`` (scratch layout,
-        preprocessed) with integer ``labels``.
-
-        ``nudges``: ``{scratch layer: array}`` added to those layers' inputs (scratch
-        layout of the input) during the step; the step then runs eagerly (rarely needed:
-        ``parity.lockstep`` re-syncs a max-pool or ReLU decision that way).
-        """
-        import tensorflow as tf
-
-        to_keras = self.layout.to_keras
-        arrays = [to_keras(layer, weight, weights[layer][weight]) for layer, weight in self.keys]
-        moments = ([], [])
-        if self.optimizer_name == "adam":
-            moments = tuple(
-                [to_keras(layer, weight, self._moment(tree, layer, weight))
-                 for layer, weight in self.keys]
-                for tree in (state.momentums, state.velocities)
-            )  # fmt: skip
-        x_keras = self.layout.input_to_keras(np.asarray(x))
-        y = one_hot(labels, self.units, self.dtype)
-        args = [*arrays, *moments[0], *moments[1], np.int64(state.iterations), x_keras, y]
-        tensors = [tf.constant(a) for a in args]
-        if nudges:
-            added = {self.layout.keras_key(layer, "input")[0]: to_keras(layer, "input", array)
-                     for layer, array in nudges.items()}  # fmt: skip
-            loss, correct, *reads = self._eager_step(tensors, added)
-        else:
-            loss, correct, *reads = self._step(len(y))(*tensors)
-        n = len(self.keys)
-        after = OptimizerState(int(reads[-1].numpy()))
-        if self.optimizer_name == "adam":
-            after.momentums = self._tree(reads[n : 2 * n])
-            after.velocities = self._tree(reads[2 * n : 3 * n])
-        return KerasStep(loss.numpy(), correct.numpy(), self._tree(reads[:n]), after)
-
-    def _eager_step(self, tensors, added: dict):
-        """The compiled step's work, eagerly, with ``added[keras layer]`` added to inputs."""
-        import tensorflow as tf
-
-        slots = self._slot_list
-        n_w, n_s = len(self._variables), len(slots)
-        for variable, value in zip(self._variables + slots, tensors[: n_w + n_s], strict=True):
-            variable.assign(value)
-        self.optimizer.iterations.assign(tensors[n_w + n_s])
-        h, yb = tensors[-2], tensors[-1]
-        with tf.GradientTape() as tape:
-            for layer in self.keras_model.layers:
-                if layer.name in added:
-                    h = h + tf.constant(added[layer.name])
-                h = layer(h, training=True)
-            loss = self._loss_fn(yb, h)
-        self.optimizer.apply(tape.gradient(loss, self._variables), self._variables)
-        correct = tf.equal(tf.argmax(h, axis=-1), tf.argmax(yb, axis=-1))
-        reads = [tf.identity(v) for v in [*self._variables, *slots, self.optimizer.iterations]]
-        return (loss, correct, *reads)
-
-    def forward(self, weights: Tree, x) -> dict[str, np.ndarray]:
-        """Every layer's output of the twin at ``weights`` (``reference.probes.forward``),
-        for looking at a step again; the next ``__call__`` assigns its own weights."""
-        from reference.probes import forward
-
-        for (layer, weight), variable in zip(self.keys, self._variables, strict=True):
-            variable.assign(self.layout.to_keras(layer, weight, weights[layer][weight]))
-        return forward(self.keras_model, self.model, x)
-
-    def _moment(self, tree: Tree | None, layer: str, weight: str) -> np.ndarray:
-        """A moment in scratch layout; zeros before the first step (Keras's initial value)."""
-        if tree is None or weight not in tree.get(layer, {}):
-            return np.zeros_like(self.model.params()[layer][weight])
-        return tree[layer][weight]
-
-    def _tree(self, tensors) -> Tree:
-        out: Tree = {}
-        for (layer, weight), tensor in zip(self.keys, tensors, strict=True):
-            array = self.layout.from_keras(layer, weight, tensor.numpy())
-            out.setdefault(layer, {})[weight] = array
-        return out
-
-
-def _compiled_step(keras_model, variables, optimizer, slots, loss_fn):
-    """The concrete ``tf.function`` of one lockstep step (see ``LockstepStepper``).
-
-    Flat tensor arguments ``(*weights, *momentums, *velocities, iterations, x, y)`` in the
-    order of ``variables``. Returns ``concrete(batch_size)``, the function traced for that
-    batch size (cached; at most two: full batches and the shorter last one). Calling a
-    concrete function skips ``tf.function``'s per-call signature matching (most of a small
-    step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
-    """
-    import tensorflow as tf
-
-    momentums, velocities = slots
-    slot_list = momentums + velocities
-    n_w, n_s = len(variables), len(slot_list)
-
-    @tf.function
-    def step(*args):
-        weights, slot_values = args[:n_w], args[n_w : n_w + n_s]
-        iterations, xb, yb = args[n_w + n_s :]
-        for variable, value in zip(variables, weights, strict=True):
-            variable.assign(value)
-        for slot, value in zip(slot_list, slot_values, strict=True):
-            slot.assign(value)
-        optimizer.iterations.assign(iterations)
-        with tf.GradientTape() as tape:
-            probs = keras_model(xb, training=True)
-            loss = loss_fn(yb, probs)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        correct = tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
-        reads = [tf.identity(v) for v in [*variables, *slot_list, optimizer.iterations]]
-        return (loss, correct, *reads)
-
-    def spec(variable):
-        return tf.TensorSpec(variable.shape, variable.dtype)
-
-    batch, units = keras_model.inputs[0], int(keras_model.output_shape[-1])
-    traced = {}
-
-    def concrete(batch_size: int):
-        if batch_size not in traced:
-            traced[batch_size] = step.get_concrete_function(
-                *(spec(v) for v in variables),
-                *(spec(s) for s in slot_list),
-                tf.TensorSpec([], tf.int64),
-                tf.TensorSpec([batch_size, *batch.shape[1:]], batch.dtype),
-                tf.TensorSpec([batch_size, units], batch.dtype),
-            )
-        return traced[batch_size]
-
-    return concrete

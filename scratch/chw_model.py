@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax, softmax_loss
-from scratch.protocol import HarnessModel, Tree, check_dtype
+from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax_loss
+from scratch.cs231n_api import ChannelsFirstModel
+from scratch.protocol import check_dtype
 from spec import Network
 from spec.networks import CHW, CHW_ODD, CHW_RELU
-
-WEIGHTS = {"Conv2D": ("filters", "bias"), "Dense": ("weights", "bias")}  # kind -> attributes
 
 
 def _conv(item, shapes, pad, rng, dtype, scale) -> Conv:
@@ -84,7 +83,8 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
 
 
 class ChwNet:
-    """The document-style network: a list of layers and a separate softmax loss.
+    """The document-style network: a list of layers and a separate softmax loss (called
+    through ``scratch.cs231n_api``, as a user's own layers are).
 
     Parameters
     ----------
@@ -98,7 +98,7 @@ class ChwNet:
         Standard deviation of every weight initialisation (the document's 1e-3).
 
     ``conv``, ``pool`` and ``linear`` are the first Conv, the first pool and the last
-    Linear (the self-test plants bugs there); ``scores`` names the layer giving the scores.
+    Linear (the self-test plants bugs there).
     """
 
     def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64", weight_scale=1e-3):
@@ -112,15 +112,6 @@ class ChwNet:
         self.conv = found[Conv][0] if found[Conv] else None
         self.pool = found[MaxPool2x2][0] if found[MaxPool2x2] else None
         self.linear = found[Linear][-1] if found[Linear] else None
-        self.scores = self.layers[-1][0]
-
-    def forward(self, x) -> dict[str, np.ndarray]:
-        """Every layer's output, ``{name: array}`` in forward order; the last = scores."""
-        outputs = {}
-        for name, layer in self.layers:
-            x = layer.forward(x)
-            outputs[name] = x
-        return outputs
 
     def forward_from(self, name: str, h) -> np.ndarray:
         """The scores when ``h`` is fed as the input of layer ``name`` (``"softmax"``: ``h``)."""
@@ -130,25 +121,12 @@ class ChwNet:
             h = layer.forward(h)
         return h
 
-    def backward(self, dscores) -> dict[str, tuple]:
-        """Backward through the cached forward: ``{name: (dx, dw, db)}`` or ``{name: dx}``."""
-        results = {}
-        d = dscores
-        for name, layer in reversed(self.layers):
-            result = layer.backward(d)
-            results[name] = result
-            d = result[0] if isinstance(result, tuple) else result
-        return results
 
-    def loss(self, x, y) -> tuple[float, dict[str, tuple]]:
-        """Mean softmax cross-entropy over the batch and every layer's backward result."""
-        scores = self.forward(x)[self.scores]
-        loss, dscores = softmax_loss(scores, y)
-        return loss, self.backward(dscores)
-
-
-class ChwModel(HarnessModel):
-    """``ChwNet`` as the harness sees it (``scratch.protocol.HarnessModel``).
+class ChwModel(ChannelsFirstModel):
+    """``ChwNet`` as the harness sees it, through the channels-first adapter every such
+    implementation goes through, a user's own file included (``scratch.cs231n_api``): its
+    layers' own ``forward``/``backward`` and ``softmax_loss``, the whole batch at once
+    (these classes take batches).
 
     For ``chw-relu``: ``forward`` -> ``{"conv2d": (N, 8, 26, 26), "re_lu": (N, 8, 26, 26),
     "max_pooling2d": (N, 8, 13, 13), "dense": scores (N, 10), "softmax": (N, 10)}``;
@@ -158,62 +136,19 @@ class ChwModel(HarnessModel):
     Any description that :func:`make_layers` can build works the same way.
     """
 
+    per_image = False  # scratch.chw's layers take (N, C, H, W)
+    loss_function = staticmethod(softmax_loss)
+
     def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64"):
         self.spec = network
         self.name = network.name
         self.net = ChwNet(network, seed=seed, dtype=dtype)
         self.dtype = self.net.dtype
-        self._softmax = network.layers[-1].name
-        self._input = network.native_shape(network.native_names[0], "input")[1:]  # (C, H, W)
+        self._adapter_state()
 
     @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.net.layers) + (self._softmax,)
-
-    def preprocess(self, images) -> np.ndarray:
-        """``(N, H, W)`` uint8 -> ``image / 255`` as ``(N, 1, H, W)`` in ``dtype``."""
-        images = np.asarray(images)
-        channels, height, width = self._input
-        if images.ndim != 3 or images.shape[1:] != (height, width) or channels != 1:
-            raise ValueError(
-                f"Invalid value for argument `images`. Expected shape (N, {height}, {width}). "
-                f"Received images.shape={images.shape}."
-            )
-        # In the target dtype: one correctly rounded division, no double rounding.
-        scaling = self.spec.preprocess
-        scaled = images.astype(self.dtype) / self.dtype.type(scaling.divisor)
-        if scaling.offset:
-            scaled += self.dtype.type(scaling.offset)
-        return scaled[:, None]
-
-    def _check_x(self, x) -> None:
-        shape = np.shape(x)
-        if len(shape) != 4 or shape[1:] != self._input:
-            expected = ", ".join(["N", *map(str, self._input)])
-            raise ValueError(
-                f"Invalid value for argument `x`. Expected shape ({expected}) "
-                f"(channels-first batch). Received x.shape={shape}."
-            )
-
-    def forward(self, x) -> dict[str, np.ndarray]:
-        self._check_x(x)
-        outputs = self.net.forward(x)
-        outputs[self._softmax] = softmax(outputs[self.net.scores])  # softmax_loss's function
-        return outputs
-
-    def gradients(self, x, labels) -> tuple[np.floating, Tree]:
-        self._check_x(x)
-        scores = self.net.forward(x)[self.net.scores]
-        loss, dscores = softmax_loss(scores, labels)
-        tree: Tree = {self._softmax: {"input": dscores}}
-        for name, result in self.net.backward(dscores).items():
-            if isinstance(result, tuple):
-                dx, dw, db = result
-                tree[name] = {"input": dx, "kernel": dw, "bias": db}
-            else:
-                tree[name] = {"input": result}
-        loss = self.dtype.type(loss)  # computed in dtype: the cast is exact
-        return loss, {name: tree[name] for name in self.layer_names}
+    def layers(self) -> tuple:
+        return self.net.layers
 
     def loss_from(self, layer_name: str, h, labels) -> float:
         """Mean loss when ``h`` is fed as the input of ``layer_name`` (for finite differences)."""
@@ -223,18 +158,6 @@ class ChwModel(HarnessModel):
                 f"Received layer_name={layer_name!r}."
             )
         return softmax_loss(self.net.forward_from(layer_name, h), labels)[0]
-
-    def params(self) -> Tree:
-        """``{layer: {"kernel", "bias"}}`` for every Conv and Linear (the live arrays)."""
-        layers = dict(self.net.layers)
-        out = {}
-        for name in self.spec.weight_shapes():
-            kernel, bias = WEIGHTS[self.spec.layer(name).kind]
-            out[name] = {
-                "kernel": getattr(layers[name], kernel),
-                "bias": getattr(layers[name], bias),
-            }
-        return out
 
 
 def build_chw_relu(seed=0, dtype="float64") -> ChwModel:

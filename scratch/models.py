@@ -34,14 +34,18 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # builds it: ``{name: scratch.user_code.UserCode}``. The description is picklable; the
 # classes are imported from its path in the process that builds the model.
 _USER_CODE: dict = {}
+_USER_BUILDERS = {  # the API of the user's code -> its adapter, "module:function(code, ...)"
+    "blog": "scratch.user_blog:build_user_blog",
+    "cs231n": "scratch.user_cs231n:build_user_cs231n",
+}
 
 
 def build(name: str, seed: int = 0, dtype="float64") -> HarnessModel:
     """The registered model ``name``, initialised from ``seed``, in ``dtype``."""
     if name in _USER_CODE:
-        from scratch.user_blog import build_user_blog
-
-        return build_user_blog(_USER_CODE[name], seed=seed, dtype=check_dtype(dtype))
+        module, function = _USER_BUILDERS[_USER_CODE[name].api].split(":")
+        build_user = getattr(importlib.import_module(module), function)
+        return build_user(_USER_CODE[name], seed=seed, dtype=check_dtype(dtype))
     builders = {**_BUILDERS, **_INTERNAL}
     if name not in builders:
         raise ValueError(

@@ -97,6 +97,13 @@ class HarnessModel(abc.ABC):
         report these NOT_PROVIDED. Known once ``gradients`` ran; empty by default."""
         return {}
 
+    def modified_inputs(self) -> dict[tuple[str, str], str]:
+        """``{(layer, call): message}``: calls (``forward``, ``backward``) found writing
+        into the array they were given (a ReLU clipping the caller's array in place); the
+        gradients check reports each as a FAIL. Empty when nothing was found, or when the
+        adapter does not watch (by default)."""
+        return {}
+
     def set_params(self, values: Tree) -> None:
         """Copy ``values`` into the live weights; shapes must match exactly."""
         live = self.params()

@@ -4,10 +4,17 @@ A :class:`UserCode` is a picklable description (a path and an API): the dtype pr
 load the classes themselves from it (classes imported from a path cannot be pickled by
 name). Nothing here runs the user's methods; only importing runs their module code.
 
-The ``blog`` API (Victor Zhou's "CNNs, Part 2"): a folder laid out like the blog's
-repository, ``conv.py`` with ``Conv3x3``, ``maxpool.py`` with ``MaxPool2``, ``softmax.py``
-with ``Softmax``, or one ``.py`` file defining all three. Only those files are imported,
-never another file of the folder (the blog's ``cnn.py`` trains at import time).
+Two APIs (:data:`REQUIRED` names what each must define):
+
+- ``blog`` (Victor Zhou's "CNNs, Part 2"): a folder laid out like the blog's repository,
+  ``conv.py`` with ``Conv3x3``, ``maxpool.py`` with ``MaxPool2``, ``softmax.py`` with
+  ``Softmax``, or one ``.py`` file defining all three. Only those files are imported, never
+  another file of the folder (the blog's ``cnn.py`` trains at import time).
+- ``cs231n`` (the channels-first seed document): one ``.py`` file defining ``Conv``,
+  ``MaxPool2x2``, ``Linear`` and ``softmax_loss``, and optionally ``ReLU``.
+
+``auto`` reads the names a file defines (with ``ast``, before importing) and picks the API
+whose names are all there; both or neither is an error listing what was found.
 
 Every failure to locate or import is a :class:`UserCodeError` whose message names the
 file, what was found and what was expected (the command exits 2 on it).
@@ -23,13 +30,20 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-APIS = ("blog",)
+APIS = ("blog", "cs231n")
 AUTO = "auto"
 BLOG_FILES = {"Conv3x3": "conv.py", "MaxPool2": "maxpool.py", "Softmax": "softmax.py"}
+REQUIRED = {
+    "blog": tuple(BLOG_FILES),
+    "cs231n": ("Conv", "MaxPool2x2", "Linear", "softmax_loss"),
+}
+OPTIONAL = {"blog": (), "cs231n": ("ReLU",)}
 EXPECTED = {
     "blog": "the blog API: class Conv3x3 in conv.py, MaxPool2 in maxpool.py and Softmax in "
     "softmax.py (a folder laid out like the blog's repository), or all three classes in "
     "one .py file",
+    "cs231n": "the cs231n API: one .py file defining the classes Conv, MaxPool2x2 and Linear "
+    "and the function softmax_loss (ReLU optional)",
 }
 
 
@@ -46,59 +60,83 @@ class UserCode:
     path : str
         Absolute path of the folder or of the one ``.py`` file.
     api : str
-        ``blog``.
+        ``blog`` or ``cs231n``.
     name : str
         The model name in reports (``user``).
+    network : str
+        ``cs231n`` only: the name of a description in ``spec.networks.NETWORKS`` to build
+        the user's classes on instead of the API's fixed network (``chw-odd`` reaches
+        C > 1, stride 2 and padding); not on the command line yet. Empty: the fixed one.
     """
 
     path: str
     api: str = "blog"
     name: str = "user"
+    network: str = ""
 
     def files(self) -> dict[str, Path]:
-        """``{class name: file that must define it}``."""
+        """``{required name: file that must define it}``."""
         path = Path(self.path)
-        if path.is_dir():
+        if path.is_dir() and self.api == "blog":
             return {cls: path / file for cls, file in BLOG_FILES.items()}
-        return {cls: path for cls in BLOG_FILES}
+        return {name: path for name in REQUIRED[self.api]}
 
 
 def locate(path, api: str = AUTO) -> UserCode:
-    """Check ``path`` and resolve ``api`` (``auto`` -> ``blog`` when the blog's class
-    names are found) without importing anything; raises :class:`UserCodeError`."""
+    """Check ``path`` and resolve ``api`` (``auto``: the API whose names the code defines)
+    without importing anything; raises :class:`UserCodeError`."""
     if api != AUTO and api not in APIS:
         raise UserCodeError(
             f"Invalid value for argument `--api`. Expected one of {', '.join((AUTO, *APIS))}. "
             f"Received --api={api!r}."
         )
     resolved = Path(path).expanduser().resolve()
+    wanted = " or ".join(EXPECTED[a] for a in (APIS if api == AUTO else (api,)))
     if not resolved.exists():
         raise UserCodeError(
             f"Invalid value for argument `PATH`. Expected a folder or a .py file with "
-            f"{EXPECTED['blog']}. Received PATH='{path}' (no such file or folder)."
+            f"{wanted}. Received PATH='{path}' (no such file or folder)."
         )
     if resolved.is_file() and resolved.suffix != ".py":
         raise UserCodeError(
             f"Invalid value for argument `PATH`. Expected a folder or a .py file. "
             f"Received PATH='{path}' (a {resolved.suffix or 'suffix-less'} file)."
         )
-    code = UserCode(str(resolved), "blog")
-    found = defined_names(code)
-    missing = [cls for cls, file in code.files().items() if cls not in found.get(file, ())]
-    if missing:
-        wanted = EXPECTED["blog"] if api == AUTO else EXPECTED[api]
-        what = "cannot tell which API it follows" if api == AUTO else f"not the {api} API"
+    if resolved.is_dir() and api == "cs231n":
         raise UserCodeError(
-            f"{path}: {what}. Expected {wanted}. Found: {_describe_found(code, found)}; "
-            f"missing: {', '.join(missing)}."
+            f"Invalid value for argument `PATH`. Expected {EXPECTED['cs231n']}. "
+            f"Received PATH='{path}' (a folder)."
         )
-    return code
+    candidates = (api,) if api != AUTO else (APIS if resolved.is_file() else ("blog",))
+    codes = {a: UserCode(str(resolved), a) for a in candidates}
+    found = {a: defined_names(code, wanted) for a, code in codes.items()}
+    missing = {a: _missing(codes[a], found[a]) for a in candidates}
+    complete = [a for a in candidates if not missing[a]]
+    if len(complete) == 1:
+        return codes[complete[0]]
+    described = _describe_found(codes[candidates[0]], found[candidates[0]])
+    if complete:  # auto, a file with both sets of names
+        raise UserCodeError(
+            f"{path}: cannot tell which API it follows: it defines the names of both "
+            f"{EXPECTED['blog']} and {EXPECTED['cs231n']}. Found: {described}. Pass "
+            "--api blog or --api cs231n, or keep one set of names in the file."
+        )
+    what = "cannot tell which API it follows" if api == AUTO else f"not the {api} API"
+    lacking = "; ".join(f"{', '.join(missing[a])} (for {a})" for a in candidates)
+    raise UserCodeError(
+        f"{path}: {what}. Expected {wanted}. Found: {described}; missing: {lacking}."
+    )
 
 
-def defined_names(code: UserCode) -> dict[Path, set[str]]:
-    """Top-level names each candidate file defines (classes, imports, assignments), read
-    with ``ast`` (nothing is run). A missing file maps to nothing; a syntax error raises."""
-    names: dict[Path, set[str]] = {}
+def _missing(code: UserCode, found: dict[Path, set[str]]) -> list[str]:
+    return [name for name, file in code.files().items() if name not in found.get(file, ())]
+
+
+def defined_names(code: UserCode, expected: str | None = None) -> dict[Path, dict[str, str]]:
+    """Top-level names each candidate file defines, ``{name: kind}`` (``class``,
+    ``function``, ``import``, ``assignment``), read with ``ast`` (nothing is run). A missing
+    file maps to nothing; a syntax error raises (naming ``expected``, default the API's)."""
+    names: dict[Path, dict[str, str]] = {}
     for file in dict.fromkeys(code.files().values()):
         if not file.is_file():
             continue
@@ -107,7 +145,7 @@ def defined_names(code: UserCode) -> dict[Path, set[str]]:
         except SyntaxError as error:
             raise UserCodeError(
                 f"{file}:{error.lineno}: syntax error ({error.msg}); cannot import it. "
-                f"Expected {EXPECTED[code.api]}."
+                f"Expected {expected or EXPECTED[code.api]}."
             ) from None
         except (OSError, ValueError) as error:
             raise UserCodeError(f"{file}: cannot read it ({error}).") from None
@@ -115,46 +153,56 @@ def defined_names(code: UserCode) -> dict[Path, set[str]]:
     return names
 
 
-def _top_level_names(tree: ast.Module) -> set[str]:
-    names = set()
+def _top_level_names(tree: ast.Module) -> dict[str, str]:
+    names = {}
     for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names[node.name] = "class"
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names[node.name] = "function"
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            names.update({(a.asname or a.name).split(".")[0]: "import" for a in node.names})
         elif isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            names.update({t.id: "assignment" for t in node.targets if isinstance(t, ast.Name)})
     return names
 
 
-def _describe_found(code: UserCode, found: dict[Path, set[str]]) -> str:
+def _describe_found(code: UserCode, found: dict[Path, dict[str, str]]) -> str:
+    """``conv.py: Conv3x3; net.py: Linear, softmax_loss``: classes, then functions."""
     parts = []
     for file in dict.fromkeys(code.files().values()):
         if file not in found:
             parts.append(f"{file.name}: no such file")
         else:
-            classes = sorted(n for n in found[file] if n[:1].isupper())
-            parts.append(f"{file.name}: {', '.join(classes) or 'no class'}")
+            names = [n for kind in ("class", "function")
+                     for n in sorted(k for k, v in found[file].items() if v == kind)]  # fmt: skip
+            parts.append(f"{file.name}: {', '.join(names) or 'no class or function'}")
     return "; ".join(parts)
 
 
-def load(code: UserCode) -> dict[str, type]:
-    """Import the files of ``code`` and return ``{class name: class}`` (``Conv3x3``,
-    ``MaxPool2``, ``Softmax``); raises :class:`UserCodeError` naming the file."""
+def load(code: UserCode) -> dict[str, object]:
+    """Import the files of ``code`` and return ``{name: class or function}``: the API's
+    required names (:data:`REQUIRED`) and its optional ones the code defines (``ReLU``);
+    raises :class:`UserCodeError` naming the file."""
     modules: dict[Path, object] = {}
-    classes = {}
-    for cls, file in code.files().items():
+    found = {}
+    files = code.files()
+    optional = {name: next(iter(files.values())) for name in OPTIONAL[code.api]}
+    for name, file in {**files, **optional}.items():
         if file not in modules:
             modules[file] = _import(file, code)
-        obj = getattr(modules[file], cls, None)
-        if not isinstance(obj, type):
-            public = sorted(n for n in vars(modules[file]) if n[:1].isupper())
+        obj = getattr(modules[file], name, None)
+        if obj is None and name in optional:
+            continue
+        kind = "class" if name[:1].isupper() else "function"
+        if not (isinstance(obj, type) if kind == "class" else callable(obj)):
+            public = sorted(n for n in vars(modules[file]) if not n.startswith("_"))
             raise UserCodeError(
-                f"{file}: defines no class `{cls}` after import (found: "
-                f"{', '.join(public) or 'no class'}). Expected {EXPECTED[code.api]}."
+                f"{file}: defines no {kind} `{name}` after import (found: "
+                f"{', '.join(public) or 'nothing'}). Expected {EXPECTED[code.api]}."
             )
-        classes[cls] = obj
-    return classes
+        found[name] = obj
+    return found
 
 
 def _import(file: Path, code: UserCode):

@@ -6,10 +6,13 @@ import numpy as np
 
 from parity import tolerances
 from parity.checks.common import Context
-from parity.compare import compare, missing, not_provided
+from parity.compare import compare, missing, modified_in_place, not_provided
 
 CHECK = "gradients"
 LOSS = ("loss", "value")  # the mean cross-entropy itself, as a (layer, quantity) row
+# A call that wrote into its argument (model.modified_inputs(), found while the scratch
+# gradients were taken): forward's x or backward's dout, a row of its own.
+IN_PLACE = {"forward": "input in place", "backward": "dout in place"}
 
 
 def expected(model) -> list[tuple[str, str]]:
@@ -42,6 +45,9 @@ def gradient_rows(ctx: Context) -> list[dict]:
         else:
             record = compare(a, b, layer=layer, quantity=quantity, expected_dtype=ctx.dtype,
                              **limits)  # fmt: skip
+        rows.append(ctx.row(CHECK, record))
+    for (layer, call), message in ctx.model.modified_inputs().items():
+        record = modified_in_place(layer, IN_PLACE[call], message, **limits)
         rows.append(ctx.row(CHECK, record))
     return rows
 

@@ -1,0 +1,1 @@
+"""Diagnosis: what a failure means, in words (signatures of well-known mistakes)."""

@@ -1,0 +1,67 @@
+"""The training check's files and printout: training.csv, epochs.csv, divergence.csv,
+the plots (``parity.plots``), and the blog's training log (``--blog-printout``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from parity.checks.training_config import LOCKSTEP_LOSS_ATOL, STEP_LOSS_ATOL
+from parity.checks.training_tables import CurveResult
+
+BLOG_EVERY = 100  # the blog prints every 100 steps
+
+
+def blog_printout(result: CurveResult, every: int = BLOG_EVERY) -> list[str]:
+    """The blog's training log for the scratch side, from the recorded steps.
+
+    ``--- Epoch 1 ---`` per epoch, then every ``every`` steps
+    ``[Step 100] Past 100 steps: Average Loss 2.302 | Accuracy: 12%`` (average of the
+    step losses, percent of images correct), then the test loss and accuracy.
+    """
+    frame = result.training
+    longest = frame["keras_path"].value_counts().idxmax()  # scratch losses are in every path
+    frame = frame[frame["keras_path"] == longest]
+    lines = [f"== {result.config.model} {result.config.dtype} (scratch) =="]
+    for epoch, part in frame.groupby("epoch", sort=True):
+        lines.append(f"--- Epoch {epoch} ---")
+        for start in range(0, len(part) - every + 1, every):
+            block = part.iloc[start : start + every]
+            accuracy = 100.0 * block["scratch_correct"].sum() / block["batch_size"].sum()
+            lines.append(
+                f"[Step {start + every}] Past {every} steps: Average Loss "
+                f"{block['scratch_loss'].mean():.3f} | Accuracy: {accuracy:.0f}%"
+            )
+    last = result.epochs[result.epochs["epoch"] == result.epochs["epoch"].max()].iloc[0]
+    lines += [
+        "--- Testing the CNN ---",
+        f"Test Loss: {last['scratch_test_loss']}",
+        f"Test Accuracy: {last['scratch_test_accuracy']}",
+    ]
+    return lines
+
+
+def write_outputs(results: list[CurveResult], folder) -> list:
+    """Write training.csv, epochs.csv, divergence.csv and the plots into ``folder``.
+
+    For ``reports.py``: call it on the temporary run folder before the rename. Returns the
+    paths written. Rows are sorted by model, dtype (run order), Keras path, step.
+    """
+    from parity.plots import write_training_plots  # matplotlib: only when writing
+
+    folder = Path(folder)
+    if not results:
+        return []
+    written = []
+    for name, attribute in (("training", "training"), ("epochs", "epochs"),
+                            ("divergence", "divergence")):  # fmt: skip
+        frame = pd.concat([getattr(r, attribute) for r in results], ignore_index=True)
+        path = folder / f"{name}.csv"
+        frame.to_csv(path, index=False, float_format="%.17g")
+        written.append(path)
+    training = pd.concat([r.training for r in results], ignore_index=True)
+    # the red line: float64's free-running budget; float32's lockstep one (its verdict)
+    thresholds = {**LOCKSTEP_LOSS_ATOL, **STEP_LOSS_ATOL}
+    written += write_training_plots(training, folder, thresholds=thresholds)
+    return written

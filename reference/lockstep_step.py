@@ -1,0 +1,169 @@
+"""Lockstep training's Keras side: one Keras step from given weights and optimizer state.
+
+``parity.lockstep`` re-syncs the twin to the scratch model before every step; this
+module takes that step (``LockstepStepper``, one compiled ``tf.function`` from
+``reference.tf_training``) and reads everything back in scratch layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reference import layout as layout_module
+from reference.backend import check_dtype
+from reference.layout import Tree
+from reference.probes import one_hot
+from reference.training import make_optimizer
+
+
+@dataclass
+class OptimizerState:
+    """An optimizer's state in scratch layout, as it is at the start (or end) of a step.
+
+    ``iterations``: steps taken so far (Keras's ``optimizer.iterations``, scratch's
+    ``optimizer.iterations``). ``momentums``/``velocities``: Adam's first and second
+    moments per weight, ``{layer: {weight: array}}`` shaped like the weights (``None``
+    for SGD, which has no slots).
+    """
+
+    iterations: int
+    momentums: Tree | None = None
+    velocities: Tree | None = None
+
+
+@dataclass
+class KerasStep:
+    """What one lockstep Keras step produced (scratch layout).
+
+    ``loss``: the batch's mean loss before the update; ``correct``: ``(batch,)`` flags
+    of that forward pass; ``weights``, ``state``: after the update.
+    """
+
+    loss: np.floating
+    correct: np.ndarray
+    weights: Tree
+    state: OptimizerState
+
+
+class LockstepStepper:
+    """Keras's own training step, started from weights and optimizer state given in
+    scratch layout (lockstep training: the twin never runs free).
+
+    Every call assigns the weights and, for Adam, the moments and the iteration count to
+    the twin's variables and its optimizer's slots, then takes one ``tf.GradientTape``
+    step with Keras's optimizer (``opt.apply``), all inside one compiled ``tf.function``,
+    and reads everything back. Keras 3 keeps Adam's slots in ``optimizer._momentums`` /
+    ``_velocities``, one per variable in the order the optimizer was built with (here:
+    the twin's weights in layer order, each mapped to its scratch key by the layout).
+
+    Parameters
+    ----------
+    keras_model : the twin (``reference.twin.twin(model)``)
+    model : the scratch ``HarnessModel`` (its layout and keys; its weights are not read)
+    optimizer, learning_rate : as ``make_optimizer``
+    """
+
+    def __init__(self, keras_model, model, *, optimizer="sgd", learning_rate=0.005):
+        from reference.probes import loss_function
+        from reference.tf_training import lockstep_step
+        from reference.twin import keras_weight_variables
+
+        self.dtype = check_dtype(np.dtype(model.dtype).name)
+        self.keras_model, self.model, self.optimizer_name = keras_model, model, optimizer
+        self.layout = layout_module.layout_for(model)
+        self.units = int(keras_model.output_shape[-1])
+        params = model.params()
+        scratch_key = {self.layout.keras_key(layer, weight): (layer, weight)
+                       for layer in params for weight in params[layer]}  # fmt: skip
+        self.keys, variables = [], []
+        for k_layer, weights in keras_weight_variables(keras_model).items():
+            for k_weight, variable in weights.items():
+                if (k_layer, k_weight) not in scratch_key:
+                    raise ValueError(
+                        f"Lockstep for `{model.name}`: Keras weight `{k_layer}/{k_weight}` has "
+                        f"no scratch counterpart (scratch keys: {sorted(scratch_key.values())})."
+                    )
+                self.keys.append(scratch_key[(k_layer, k_weight)])
+                variables.append(variable)
+        self._variables = variables
+        self.optimizer = make_optimizer(optimizer, learning_rate, self.dtype)
+        self.optimizer.build(variables)
+        slots = self._slots(keras_model)
+        self._slots, self._loss_fn = slots, loss_function()
+        self._step = lockstep_step(keras_model, variables, self.optimizer, slots, self._loss_fn)
+
+    def _slots(self, keras_model) -> tuple[list, list]:
+        if self.optimizer_name != "adam":
+            return [], []
+        momentums = getattr(self.optimizer, "_momentums", None)
+        velocities = getattr(self.optimizer, "_velocities", None)
+        if momentums is None or velocities is None or len(momentums) != len(self.keys):
+            import keras
+
+            raise RuntimeError(
+                f"Keras {keras.__version__}: Adam keeps no `_momentums`/`_velocities` list "
+                f"with one slot per weight ({len(self.keys)}); lockstep cannot set its state."
+            )
+        return list(momentums), list(velocities)
+
+    def __call__(self, weights: Tree, state: OptimizerState, x, labels, nudges=None) -> KerasStep:
+        """One Keras step from ``weights`` and ``state`` on the batch ``x`` (scratch layout,
+        preprocessed) with integer ``labels``.
+
+        ``nudges``: ``{scratch layer: array}`` added to those layers' inputs (scratch
+        layout of the input) during the step; the step then runs eagerly (rarely needed:
+        ``parity.lockstep`` re-syncs a max-pool or ReLU decision that way).
+        """
+        from reference.tf_training import call_lockstep, eager_lockstep_step
+
+        to_keras = self.layout.to_keras
+        arrays = [to_keras(layer, weight, weights[layer][weight]) for layer, weight in self.keys]
+        moments = ([], [])
+        if self.optimizer_name == "adam":
+            moments = tuple(
+                [to_keras(layer, weight, self._moment(tree, layer, weight))
+                 for layer, weight in self.keys]
+                for tree in (state.momentums, state.velocities)
+            )  # fmt: skip
+        x_keras = self.layout.input_to_keras(np.asarray(x))
+        y = one_hot(labels, self.units, self.dtype)
+        args = [*arrays, *moments[0], *moments[1], np.int64(state.iterations), x_keras, y]
+        if nudges:
+            added = {self.layout.keras_key(layer, "input")[0]: to_keras(layer, "input", array)
+                     for layer, array in nudges.items()}  # fmt: skip
+            loss, correct, *reads = eager_lockstep_step(
+                self.keras_model, self._variables, self.optimizer, self._slots, self._loss_fn,
+                args, added,
+            )  # fmt: skip
+        else:
+            loss, correct, *reads = call_lockstep(self._step(len(y)), args)
+        n = len(self.keys)
+        after = OptimizerState(int(reads[-1]))
+        if self.optimizer_name == "adam":
+            after.momentums = self._tree(reads[n : 2 * n])
+            after.velocities = self._tree(reads[2 * n : 3 * n])
+        return KerasStep(loss, correct, self._tree(reads[:n]), after)
+
+    def forward(self, weights: Tree, x) -> dict[str, np.ndarray]:
+        """Every layer's output of the twin at ``weights`` (``reference.probes.forward``),
+        for looking at a step again; the next ``__call__`` assigns its own weights."""
+        from reference.probes import forward
+
+        for (layer, weight), variable in zip(self.keys, self._variables, strict=True):
+            variable.assign(self.layout.to_keras(layer, weight, weights[layer][weight]))
+        return forward(self.keras_model, self.model, x)
+
+    def _moment(self, tree: Tree | None, layer: str, weight: str) -> np.ndarray:
+        """A moment in scratch layout; zeros before the first step (Keras's initial value)."""
+        if tree is None or weight not in tree.get(layer, {}):
+            return np.zeros_like(self.model.params()[layer][weight])
+        return tree[layer][weight]
+
+    def _tree(self, arrays) -> Tree:
+        out: Tree = {}
+        for (layer, weight), keras_array in zip(self.keys, arrays, strict=True):
+            array = self.layout.from_keras(layer, weight, keras_array)
+            out.setdefault(layer, {})[weight] = array
+        return out

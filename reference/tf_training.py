@@ -1,0 +1,182 @@
+"""What the twin's training needs from TensorFlow itself, in one module.
+
+Keras 3 on the TensorFlow backend. ``reference.training`` holds what is not specific to
+a backend (schedules, argument checks, layouts, results, Keras's optimizers and loss);
+the graphs, tapes, tensor arrays and variables are here. Importing this module imports
+TensorFlow, so ``reference.training`` imports it only inside the functions that train.
+
+One training step, written once (``_train_step``) and traced into every compiled path:
+the forward pass ``keras_model(x, training=True)``, the loss, ``tf.GradientTape``'s
+gradient of it, and ``optimizer.apply`` with Keras's own optimizer. That is what Keras's
+``fit`` runs per batch (``keras/src/backend/tensorflow/trainer.py``, ``train_step``: the
+compiled loss adds nothing to one loss with weight 1, and ``apply_gradients`` is
+``apply``), so every path below gives ``fit``'s weights and losses bit for bit
+(``parity_tests/test_reference_training.py`` proves it on a prefix, both dtypes, SGD
+and Adam):
+
+- ``tape_step``: one step per call (a ``tf.function`` called once per batch);
+- ``epoch_function``: many steps per call, a whole epoch (or a chunk of one) inside one
+  ``tf.function``: no Python between steps, the fastest of the three on CPU;
+- ``lockstep_step``: one step from weights and optimizer state assigned inside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def _train_step(keras_model, variables, optimizer, loss_fn, xb, yb):
+    """One Keras training step on the batch ``(xb, yb)`` (one-hot ``yb``).
+
+    Returns the batch's mean loss before the update and ``(batch,)`` correct flags.
+    """
+    with tf.GradientTape() as tape:
+        probs = keras_model(xb, training=True)
+        loss = loss_fn(yb, probs)
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    return loss, tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
+
+
+def recording_variables(dtype: str) -> tuple:
+    """``(loss, correct)`` variables that ``fit``'s recording loss assigns every step:
+    a scalar of ``dtype`` and ``(batch,)`` bools."""
+    loss_var = tf.Variable(tf.zeros([], dtype=dtype), trainable=False)
+    correct_var = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]), trainable=False)
+    return loss_var, correct_var
+
+
+def tape_step(keras_model, optimizer, loss_fn):
+    """``step(xb, yb) -> (loss, correct)`` on numpy batches, one compiled step per call."""
+    variables = keras_model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        return _train_step(keras_model, variables, optimizer, loss_fn, xb, yb)
+
+    def call(xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loss, correct = step(tf.constant(xb), tf.constant(yb))
+        return loss.numpy(), correct.numpy()
+
+    return call
+
+
+def epoch_function(keras_model, optimizer, loss_fn, x: np.ndarray, y: np.ndarray, batch_size):
+    """``run(order) -> (losses (steps,), correct (order.size,))``: the steps of ``order``
+    (indices into ``x``, cut into consecutive batches of ``batch_size``, the last one
+    possibly shorter) inside one ``tf.function``, in a ``tf.while_loop``.
+
+    ``x``: ``(N, ...)`` inputs in Keras layout; ``y``: ``(N, units)`` one-hot. Both are
+    copied into tensors once and passed to every call (not captured as graph constants:
+    full MNIST would be a 400 MB constant). The order's length is dynamic: one trace
+    serves every epoch and chunk.
+    """
+    variables = keras_model.trainable_variables
+    x_t, y_t = tf.constant(x), tf.constant(y)
+    size = int(batch_size)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec(x_t.shape, x_t.dtype),
+            tf.TensorSpec(y_t.shape, y_t.dtype),
+        ]
+    )
+    def run(order, xs, ys):
+        n = tf.shape(order)[0]
+        steps = (n + size - 1) // size
+        losses = tf.TensorArray(xs.dtype, size=steps)
+        flags = tf.TensorArray(tf.bool, size=steps, infer_shape=False, element_shape=[None])
+        for k in tf.range(steps):
+            batch = order[k * size : tf.minimum((k + 1) * size, n)]
+            xb, yb = tf.gather(xs, batch), tf.gather(ys, batch)
+            loss, correct = _train_step(keras_model, variables, optimizer, loss_fn, xb, yb)
+            losses = losses.write(k, loss)
+            flags = flags.write(k, correct)
+        return losses.stack(), flags.concat()
+
+    def call(order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        losses, correct = run(tf.constant(order, tf.int64), x_t, y_t)
+        return losses.numpy(), correct.numpy()
+
+    return call
+
+
+# -- lockstep: one step from given weights and optimizer state ------------------------
+
+
+def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
+    """The compiled lockstep step, ``concrete(batch_size)`` (see
+    ``reference.lockstep_step.LockstepStepper``).
+
+    Flat tensor arguments ``(*weights, *momentums, *velocities, iterations, x, y)`` in the
+    order of ``variables``. Returns ``concrete(batch_size)``, the function traced for that
+    batch size (cached; at most two: full batches and the shorter last one). Calling a
+    concrete function skips ``tf.function``'s per-call signature matching (most of a small
+    step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
+    The concrete function returns ``(loss, correct, *weights, *slots, iterations)`` after
+    the step.
+    """
+    momentums, velocities = slots
+    slot_list = momentums + velocities
+    n_w, n_s = len(variables), len(slot_list)
+
+    @tf.function
+    def step(*args):
+        weights, slot_values = args[:n_w], args[n_w : n_w + n_s]
+        iterations, xb, yb = args[n_w + n_s :]
+        for variable, value in zip(variables, weights, strict=True):
+            variable.assign(value)
+        for slot, value in zip(slot_list, slot_values, strict=True):
+            slot.assign(value)
+        optimizer.iterations.assign(iterations)
+        loss, correct = _train_step(keras_model, variables, optimizer, loss_fn, xb, yb)
+        reads = [tf.identity(v) for v in [*variables, *slot_list, optimizer.iterations]]
+        return (loss, correct, *reads)
+
+    def spec(variable):
+        return tf.TensorSpec(variable.shape, variable.dtype)
+
+    batch, units = keras_model.inputs[0], int(keras_model.output_shape[-1])
+    traced = {}
+
+    def concrete(batch_size: int):
+        if batch_size not in traced:
+            traced[batch_size] = step.get_concrete_function(
+                *(spec(v) for v in variables),
+                *(spec(s) for s in slot_list),
+                tf.TensorSpec([], tf.int64),
+                tf.TensorSpec([batch_size, *batch.shape[1:]], batch.dtype),
+                tf.TensorSpec([batch_size, units], batch.dtype),
+            )
+        return traced[batch_size]
+
+    return concrete
+
+
+def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, arrays, added: dict):
+    """``lockstep_step``'s work, eagerly, with ``added[keras layer]`` (an array in Keras
+    layout) added to that layer's input during the step; ``arrays`` as its arguments.
+    Returns the same tuple, as numpy arrays."""
+    slot_list = slots[0] + slots[1]
+    n_w, n_s = len(variables), len(slot_list)
+    for variable, value in zip(variables + slot_list, arrays[: n_w + n_s], strict=True):
+        variable.assign(value)
+    optimizer.iterations.assign(arrays[n_w + n_s])
+    h, yb = tf.constant(arrays[-2]), tf.constant(arrays[-1])
+    with tf.GradientTape() as tape:
+        for layer in keras_model.layers:
+            if layer.name in added:
+                h = h + tf.constant(added[layer.name])
+            h = layer(h, training=True)
+        loss = loss_fn(yb, h)
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    correct = tf.equal(tf.argmax(h, axis=-1), tf.argmax(yb, axis=-1))
+    reads = [v.numpy() for v in [*variables, *slot_list, optimizer.iterations]]
+    return (loss.numpy(), correct.numpy(), *reads)
+
+
+def call_lockstep(concrete, arrays) -> tuple:
+    """Call a ``lockstep_step`` concrete function on numpy ``arrays``; numpy results."""
+    results = concrete(*(tf.constant(a) for a in arrays))
+    return tuple(r.numpy() for r in results)

@@ -55,7 +55,9 @@ def _records(network, batch, weights):
     x = model.preprocess(batch[0])
     ours_out, theirs_out = model.forward(x), probes.forward(keras_model, model, x)
     loss, ours = model.gradients(x, batch[1])
-    loss_k, theirs = probes.gradients(keras_model, model, x, batch[1])
+    # kinked layers (LeakyReLU here) anchored on the scratch side's input, as the gradients
+    # check does
+    loss_k, theirs = probes.gradients(keras_model, model, x, batch[1], ours_out)
     records = [compare(ours_out[n], theirs_out[n], layer=n, quantity="output", atol=0.0,
                        rtol=FORWARD_RTOL) for n in model.layer_names]  # fmt: skip
     records += [compare(ours[n][q], theirs[n][q], layer=n, quantity=q, atol=0.0,
@@ -73,6 +75,12 @@ def test_every_new_kind_matches_its_twin_layer_forward_and_backward(network, wei
     assert len(records) == len(network.layers) + sum(
         1 + len(w) for w in (network.weight_shapes().get(n.name, {}) for n in network.layers)
     )
+
+
+def test_leaky_relu_is_anchored_and_tanh_is_not():
+    model = Sequential.from_network(KINDS)
+    kinked = probes.kinked_layers(twin_module.twin(model), model)
+    assert kinked == [("leaky_re_lu", "leaky_re_lu")]
 
 
 def test_twin_rows_build_the_keras_layers_the_kinds_name():

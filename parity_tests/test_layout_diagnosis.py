@@ -9,6 +9,7 @@ import pytest
 from parity import catalog, runner
 from parity.checks.common import Context, randomize
 from parity.diagnosis import layout as diagnosis
+from parity.plant import ScaleOutput  # not a layout bug: every candidate is tried
 from spec import Flip
 
 pytestmark = pytest.mark.keras
@@ -67,23 +68,11 @@ def test_correct_code_gets_no_layout_diagnosis_even_when_every_layer_is_searched
     assert _layout_rows(results).empty
 
 
-@dataclass(frozen=True)
-class ScaledOutput:
-    """Not a layout bug: a layer's forward output scaled by 1.5 (every candidate tried)."""
-
-    layer: str
-
-    def __call__(self, model) -> None:
-        layer = model.layer(self.layer)
-        original = layer._forward
-        layer._forward = lambda x: original(x) * 1.5
-
-
 @pytest.mark.parametrize("model,hooks", [
     ("zhou", catalog.hooks_of(catalog.BY_NAME["off-by-one-window"])),
     ("zhou", catalog.hooks_of(catalog.BY_NAME["softmax-jacobian-wrong-sign"])),
-    ("two-conv", (ScaledOutput("conv2d_1"),)),
-    ("two-conv", (ScaledOutput("dense"),)),
+    ("two-conv", (ScaleOutput("conv2d_1", 1.5),)),
+    ("two-conv", (ScaleOutput("dense", 1.5),)),
 ], ids=["off-by-one-window", "softmax-jacobian-wrong-sign", "scaled-conv",
         "scaled-dense"])  # fmt: skip
 def test_a_bug_that_is_not_a_layout_gets_no_layout_diagnosis(model, hooks):
@@ -157,7 +146,7 @@ def test_the_search_restores_the_twins_weights_bit_for_bit():
     from scratch.models import build
 
     model = build("two-conv", seed=0, dtype="float64")
-    ScaledOutput("conv2d_1")(model)
+    ScaleOutput("conv2d_1", 1.5)(model)
     randomize(model, 0)
     data = load_mnist()
     ctx = Context("two-conv", "float64", model, data.test_images[:4], data.test_labels[:4], 0)

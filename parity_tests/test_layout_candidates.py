@@ -90,3 +90,14 @@ def test_inverse_and_batch_shift_records():
     assert not shifted[0].any()
     with pytest.raises(T.TransformError, match="cannot be undone"):
         ShiftBatch(1).from_keras(a)
+
+
+def test_the_console_prints_each_layout_candidate_of_a_layer_once():
+    import pandas as pd
+
+    from parity.cli import format_diagnosis
+
+    row = dict(model="m", dtype="float64", state="random", layer="conv2d", signature="layout",
+               evidence="e", advice="a")  # fmt: skip
+    rows = [{**row, "transform": t} for t in ("true-convolution", "true-convolution", "x")]
+    assert format_diagnosis(pd.DataFrame(rows)).count("conv2d: layout") == 2

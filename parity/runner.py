@@ -30,7 +30,9 @@ CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties", SWEEP)
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
-DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "evidence", "advice"]
+# transform: the layout candidate's name (parity.diagnosis.layout rows only)
+DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
+                     "advice"]  # fmt: skip
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -280,9 +282,13 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
     ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
     if DIAGNOSIS in config.checks:
+        from parity.diagnosis import layout
         from parity.diagnosis.signatures import signature_rows
 
         found = _guarded(ctx, DIAGNOSIS, signature_rows)
+        failing = layout.failing_layers(rows, ctx.state)
+        if failing and ctx.state == layout.STATE:  # nothing fails: nothing to search
+            found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing))
         rows[DIAGNOSIS] += [r for r in found if "signature" in r]
         rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 

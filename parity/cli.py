@@ -268,7 +268,8 @@ def format_diagnosis(diagnosis) -> str:
     layer (the first state that showed it); empty when none was seen."""
     if diagnosis is None or diagnosis.empty:
         return ""
-    first = diagnosis.drop_duplicates(["model", "dtype", "layer", "signature"])
+    keys = ["model", "dtype", "layer", "signature", "transform"]  # two layouts: two lines
+    first = diagnosis.drop_duplicates([k for k in keys if k in diagnosis.columns])
     lines = ["", "diagnosis:"]
     for row in first.itertuples(index=False):
         lines.append(f"  {row.model} {row.dtype} {row.layer}: {row.signature}: {row.evidence}.")

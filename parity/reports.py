@@ -21,7 +21,16 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-CSV_TABLES = ("summary", "forward", "gradients", "isolation", "derivations", "ties", "diagnosis")
+CSV_TABLES = (  # fmt: skip
+    "summary",
+    "forward",
+    "gradients",
+    "isolation",
+    "derivations",
+    "ties",
+    "sweep",
+    "diagnosis",
+)
 FLOAT_FORMAT = "%.6e"  # every float column: 7 significant digits, always scientific
 
 

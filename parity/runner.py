@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from parity.checks import common, derivations, forward, gradients, isolation, ties
+from parity.checks import common, derivations, forward, gradients, isolation, sweep, ties
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
@@ -27,9 +27,12 @@ from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_s
 from parity.progress import print_progress
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
-TABLES = ("forward", "gradients", "isolation", "derivations", "ties")
+SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
+TABLES = ("forward", "gradients", "isolation", "derivations", "ties", SWEEP)
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
-DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "evidence", "advice"]
+# transform: the layout candidate's name (parity.diagnosis.layout rows only)
+DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
+                     "advice"]  # fmt: skip
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -61,7 +64,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     images: int = DEFAULT_IMAGES
     data: str | None = None
-    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS)
+    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS, SWEEP)
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
@@ -227,7 +230,27 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
         ctx.set_twin(keras_model, state)
         _run_state(ctx, config, rows)
         progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
+    if SWEEP in config.checks:
+        rows[SWEEP] += _sweep(ctx, config)
     return rows
+
+
+def _sweep(ctx: Context, config: RunConfig) -> list[dict]:
+    """The sweep of a user's code whose API has one (``parity.checks.sweep``: cs231n), in
+    the float64 process; nothing for the harness's own models or another dtype."""
+    code = next((c for c in config.user_code if c.name == ctx.name), None)
+    if code is None or code.api not in SWEEPS or ctx.dtype != sweep.DTYPE:
+        return []
+    from scratch.user_code import load
+
+    ctx.state = "random"
+    try:
+        return SWEEPS[code.api](load(code), ctx.name, config.seed)
+    except Exception as exc:  # outside any one setting (drawing them, loading the code)
+        return [ctx.row(SWEEP, error("-", "-", exc))]
+
+
+SWEEPS = {"cs231n": sweep.sweep_rows}  # API -> its sweep (the blog's classes take none)
 
 
 SETUP = "setup"  # the check name of an ERROR raised before any check ran
@@ -259,9 +282,13 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
     ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
     if DIAGNOSIS in config.checks:
+        from parity.diagnosis import layout
         from parity.diagnosis.signatures import signature_rows
 
         found = _guarded(ctx, DIAGNOSIS, signature_rows)
+        failing = layout.failing_layers(rows, ctx.state)
+        if failing and ctx.state == layout.STATE:  # nothing fails: nothing to search
+            found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing))
         rows[DIAGNOSIS] += [r for r in found if "signature" in r]
         rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 
@@ -297,9 +324,11 @@ def gather(parts: list[dict]) -> Results:
     for part in parts:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
-    tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES}
+    # sweep.csv only where a sweep ran (a user's cs231n code): `parity run`'s folder is unchanged
+    tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES
+              if t != SWEEP or merged.get(t)}  # fmt: skip
     tables[DIAGNOSIS] = _sorted(pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS))
-    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties")
+    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties", SWEEP)
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from parity import cli, runner
+from parity.checks import sweep
 from parity.compare import ERROR, FAIL, PASS, is_failure
 from scratch.chw_model import build_chw_relu
 from scratch.cs231n_api import ChannelsFirstModel
@@ -33,6 +34,8 @@ DX_STRIDE_MISSING = (
     "dx_pad[:, i : i + dout.shape[1], j : j + dout.shape[2]] +=",
 )
 BACKWARD_ONLY_DX = ("return dx, dw, dout.copy()", "return dx")
+PAD_EVERY_AXIS = ("np.pad(x, ((0, 0), (p, p), (p, p)))", "np.pad(x, p)")
+SWEEP_ONLY = dict(checks=("sweep",), states=())
 
 
 def _planted(tmp_path, *edits) -> Path:
@@ -163,6 +166,75 @@ def test_exception_in_the_users_method_is_an_error_row_exit_3(tmp_path, check, c
     message = summary.loc[summary["status"] == ERROR, "message"].iloc[0]
     assert "Linear.backward returned an array of shape (8, 13, 13)" in message
     assert "(dx, dw, db)" in message and "Traceback" not in capsys.readouterr().err
+
+
+# -- the sweep: each layer alone at settings the fixed network never uses ----------------------
+
+
+def _sweep(path, seed=0) -> pd.DataFrame:
+    code = UserCode(str(path), "cs231n")
+    config = runner.RunConfig(models=(code.name,), dtypes=("float64",), seed=seed,
+                              user_code=(code,), **SWEEP_ONLY)  # fmt: skip
+    return runner.run(config, in_process=True).tables["sweep"]
+
+
+def _bad(rows) -> pd.DataFrame:
+    return rows[rows["status"] != PASS]
+
+
+@pytest.mark.keras
+def test_sweep_passes_the_example_at_every_setting_it_draws():
+    rows = _sweep(EXAMPLE)
+    assert len(rows) == 54 and set(rows["status"]) == {PASS}  # 6 convs x 4, 3 x (2+2+4+2)
+    assert {"conv2d", "max_pooling2d", "re_lu", "dense", "softmax"} == set(rows["layer"])
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    "edit,failing,status,words",
+    [(DW_F_C_SWAPPED, {"conv2d/kernel"}, {FAIL}, ""),
+     (DX_STRIDE_MISSING, {"conv2d/input"}, {FAIL}, "stride=2"),
+     (PAD_EVERY_AXIS, {"conv2d/-"}, {ERROR}, "pad=1")],
+    ids=["dw-f-c-swapped", "dx-stride-missing", "np-pad-pads-the-channel-axis"],
+)  # fmt: skip
+def test_sweep_catches_faults_the_fixed_network_passes_naming_layer_and_setting(
+    tmp_path, edit, failing, status, words
+):
+    bad = _bad(_sweep(_planted(tmp_path, edit)))
+    assert set(bad["layer"] + "/" + bad["quantity"]) == failing and set(bad["status"]) == status
+    assert all(m.startswith(f"{s}: ") for s, m in zip(bad["setting"], bad["message"], strict=True))
+    assert all(words in s for s in bad["setting"]), set(bad["setting"])
+
+
+@pytest.mark.keras
+def test_sweep_rows_reach_the_summary_and_the_exit_code(tmp_path, check):
+    code, summary = check(_planted(tmp_path, DW_F_C_SWAPPED), *FAST)
+    failed = summary[summary["status"] == FAIL]
+    assert code == 1 and list(failed["check"] + " " + failed["layer"]) == ["sweep conv2d"]
+    assert failed["message"].iloc[0].startswith("conv C=")
+
+
+@pytest.mark.keras
+def test_sweep_reruns_with_the_same_seed_give_identical_rows():
+    first, again, other = _sweep(EXAMPLE, seed=7), _sweep(EXAMPLE, seed=7), _sweep(EXAMPLE, seed=8)
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["setting"]) != list(other["setting"])
+
+
+def test_sweep_settings_are_the_ones_the_fixed_network_never_uses():
+    drawn = sweep.draw_settings(seed=3)
+    assert drawn == sweep.draw_settings(seed=3)
+    kinds = {
+        kind: [s for s in drawn if s.kind == kind]
+        for kind in ("conv", "pool", "relu", "linear", "loss")
+    }
+    assert [len(v) for v in kinds.values()] == [6, 3, 3, 3, 3]
+    convs = kinds["conv"]
+    assert all(s.C > 1 and s.F > 1 and s.F != s.C and s.H % 2 == s.W % 2 == 1 for s in convs)
+    assert all(s.H != s.W for s in convs) and sum(s.stride == 2 and s.pad == 1 for s in convs) >= 3
+    assert all(s.H % 2 == s.W % 2 == 1 for s in kinds["pool"])
+    assert all(s.C * s.H * s.W != s.out for s in kinds["linear"])
+    assert all(s.N > 1 for s in kinds["loss"])
 
 
 # -- in place, without Keras: the adapter's watch ---------------------------------------------

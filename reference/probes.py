@@ -205,7 +205,7 @@ def _lookup(arrays: dict, k_layer: str, layer: str, model):
         ) from None
 
 
-def isolated(keras_model, model, layer: str, x, upstream=None, labels=None):
+def isolated(keras_model, model, layer: str, x, upstream=None, labels=None, layout=None):
     """One scratch layer judged alone: its Keras counterpart fed the scratch side's own input.
 
     Parameters
@@ -225,6 +225,9 @@ def isolated(keras_model, model, layer: str, x, upstream=None, labels=None):
     labels : ndarray (N,) of int, or None
         The last layer's labels. With neither ``upstream`` nor ``labels`` only the
         forward output is computed (``grads`` is empty).
+    layout : reference.layout.Layout or None
+        The conversions of both sides (default ``layout_for(model)``); the layout diagnosis
+        passes a candidate layout (the twin's weights set through it).
 
     Returns
     -------
@@ -235,7 +238,7 @@ def isolated(keras_model, model, layer: str, x, upstream=None, labels=None):
     """
     import tensorflow as tf
 
-    layout = layout_module.layout_for(model)
+    layout = layout or layout_module.layout_for(model)
     names = list(model.layer_names)
     span = _span(keras_model, layout, layer)
     x_k = tf.constant(layout.to_keras(layer, "input", x))

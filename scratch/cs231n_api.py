@@ -154,15 +154,33 @@ class ChannelsFirstModel(HarnessModel):
         pieces = self._pieces(x)
         scores = self._join([[self._forward_piece(piece)[-1]] for _, piece in pieces])[0]
         loss, dscores = self._loss(scores, labels)
+        tree: Tree = {self._softmax: {"input": dscores}}
+        tree.update(self._backward(pieces, dscores, rerun=len(pieces) > 1))
+        return loss, {name: tree[name] for name in self.layer_names}
+
+    def backward_from(self, x, dout) -> Tree:
+        """The layers' backward pass from ``dout``, d loss / d (last layer's output) in
+        its native layout ``(N, ...)``, instead of the loss's ``dscores``: ``{layer:
+        {"input": dx, "kernel": dw, "bias": db}}`` for every layer but the Softmax, ``x``
+        run forward first (``parity.checks.sweep`` judges one layer alone this way)."""
+        self._check_x(x)
+        return self._backward(self._pieces(x), np.asarray(dout), rerun=True)
+
+    def _backward(self, pieces: list, d, rerun: bool) -> Tree:
+        """Per piece, (``rerun``: forward again, then) backward from its rows of ``d``;
+        gathered per layer."""
         per_piece = []
         for index, piece in pieces:
-            if len(pieces) > 1:
+            if rerun:
                 self._forward_piece(piece)  # the layers' caches hold this image again
-            per_piece.append(self._backward_piece(dscores[index]))
-        tree: Tree = {self._softmax: {"input": dscores}}
-        for name, _ in self.layers:
-            tree[name] = self._gather(name, [grads[name] for grads in per_piece])
-        return loss, {name: tree[name] for name in self.layer_names}
+            per_piece.append(self._backward_piece(d[index]))
+        return {name: self._gather(name, [grads[name] for grads in per_piece])
+                for name, _ in self.layers}  # fmt: skip
+
+    def loss(self, scores, labels) -> tuple:
+        """``softmax_loss(scores (N, K), labels (N,))`` through the adapter's checks (its
+        result's form, a write into ``scores``): ``(mean loss, dscores (N, K))``."""
+        return self._loss(scores, labels)
 
     def _loss(self, scores, labels) -> tuple:
         given, seen = np.array(scores, copy=True), np.array(scores, copy=True)

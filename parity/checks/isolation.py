@@ -31,31 +31,41 @@ def expected(model) -> list[tuple[str, str]]:
 
 
 def isolation_rows(ctx: Context) -> list[dict]:
+    rows = []
+    for layer in ctx.model.layer_names:
+        rows += [ctx.row(CHECK, record) for record in layer_records(ctx, layer).values()]
+    return rows
+
+
+def layer_records(ctx: Context, layer: str, *, layout=None, backward: bool = True) -> dict:
+    """``{quantity: Comparison}`` of one scratch layer judged alone: ``output``, then (with
+    ``backward``) ``input`` and each weight. ``layout`` (a ``reference.layout.Layout``,
+    default the model's) converts between the two sides; the layout diagnosis passes a
+    candidate one, with the twin's weights set through it."""
     from reference import probes
 
     names = list(ctx.model.layer_names)
+    i = names.index(layer)
+    weights = tuple(ctx.model.params().get(layer, {}))
     outputs = ctx.outputs("scratch")
     _, grads = ctx.grads("scratch")
     absent = dict(ctx.model.not_provided())  # known once the scratch gradients were taken
-    rows = []
-    for i, layer in enumerate(names):
-        last = i == len(names) - 1
-        x = ctx.x() if i == 0 else outputs[names[i - 1]]
-        upstream = None if last else grads.get(names[i + 1], {}).get("input")
-        if not last and upstream is None:  # nothing to feed the backward pass
-            reason = f"no upstream gradient: `{names[i + 1]}` returned no input gradient"
-            absent.update(
-                {(layer, q): reason for q in ("input", *ctx.model.params().get(layer, {}))}
-            )
-        labels = ctx.labels if last else None
-        output, theirs = probes.isolated(ctx.twin, ctx.model, layer, x, upstream, labels)
-        theirs = {"output": output, **theirs}
-        ours = {"output": outputs[layer], **grads.get(layer, {})}
-        for quantity in ("output", "input", *ctx.model.params().get(layer, {})):
-            record = _record(ctx, layer, quantity, ours.get(quantity), theirs.get(quantity),
-                             absent.get((layer, quantity)))  # fmt: skip
-            rows.append(ctx.row(CHECK, record))
-    return rows
+    last = i == len(names) - 1
+    x = ctx.x() if i == 0 else outputs[names[i - 1]]
+    upstream = None if last else grads.get(names[i + 1], {}).get("input")
+    if not last and upstream is None:  # nothing to feed the backward pass
+        reason = f"no upstream gradient: `{names[i + 1]}` returned no input gradient"
+        absent.update({(layer, q): reason for q in ("input", *weights)})
+    labels = ctx.labels if last else None
+    if not backward:
+        upstream = labels = None
+    output, theirs = probes.isolated(ctx.twin, ctx.model, layer, x, upstream, labels,
+                                     layout=layout)  # fmt: skip
+    theirs = {"output": output, **theirs}
+    ours = {"output": outputs[layer], **grads.get(layer, {})}
+    quantities = ("output", "input", *weights) if backward else ("output",)
+    return {q: _record(ctx, layer, q, ours.get(q), theirs.get(q), absent.get((layer, q)))
+            for q in quantities}  # fmt: skip
 
 
 def _record(ctx: Context, layer: str, quantity: str, ours, theirs, reason):

@@ -1,0 +1,252 @@
+"""Lockstep judging: the per-step budgets and the judge of one step's loss, weight
+updates and optimizer state (``parity.lockstep`` drives the steps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parity import tolerances
+from parity.compare import Comparison, compare
+from parity.lockstep_state import ITERATIONS, Snapshot, quantities
+
+# -- budgets ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The per-step budgets of one lockstep run (``parity.tolerances``, ``LOCKSTEP_*``).
+
+    A step's update ``d = after - before`` of one weight array passes when::
+
+        max|d_scratch - d_keras| <= eps * max|before| + rtol * M
+
+    ``eps * max|before|``: each side rounds ``before + d`` once (half an ulp of the largest
+    value each; ``eps`` the dtype's machine epsilon). ``rtol * M``: the rounding of the
+    update itself, ``M`` being the step's largest update over EVERY weight array of the
+    model (for Adam's moments: over every momentum, resp. velocity). Two measured reasons
+    for this scale. Not the weights: an SGD step moves a weight by ``lr * g``, far less
+    than the weight, so a weight-relative rule would lose a wrong gradient in the last
+    digits. Not each array's own update: a gradient element is a sum of many terms and
+    its rounding is relative to the terms, not to the sum; an array whose sums cancel at
+    a step (chw-relu's 8 conv biases at well-classified images, ~1e-3 of the terms) has a
+    relative error ~1,000x eps, the model's largest update does not cancel (at batch 1 the
+    dense kernel's gradient is an outer product: one term per element).
+
+    Adam's weights: the update ``alpha * m / (sqrt(v) + eps)`` is judged after taking out
+    what the moments' differences explain to first order (``Judge._explained``); the
+    moments are judged on their own, so a wrong gradient still fails there, and a wrong
+    update rule (epsilon inside the root, a missing bias correction) fails here.
+    """
+
+    loss_atol: float
+    weight_rtol: float
+    state_rtol: float  # Adam's moments
+    eps: float
+
+    @classmethod
+    def of(cls, dtype: str, optimizer: str) -> Budgets:
+        weights = "lockstep-weights-adam" if optimizer == "adam" else "lockstep-weights"
+        return cls(
+            loss_atol=tolerances.get("lockstep-loss", dtype).atol,
+            weight_rtol=tolerances.get(weights, dtype).rtol,
+            state_rtol=tolerances.get("lockstep-adam-state", dtype).rtol,
+            eps=float(np.finfo(dtype).eps),
+        )
+
+    def rtol(self, quantity: str) -> float:
+        if quantity == ITERATIONS[1]:
+            return 0.0
+        return self.state_rtol if quantity_kind(quantity) != "weights" else self.weight_rtol
+
+
+def quantity_kind(quantity: str) -> str:
+    """``weights``, ``momentum``, ``velocity`` or ``iterations``: what shares a scale ``M``."""
+    if quantity == ITERATIONS[1]:
+        return "iterations"
+    return quantity.rsplit(" ", 1)[-1] if quantity.endswith(("momentum", "velocity")) else "weights"
+
+
+# -- per-step judging ---------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One quantity at one step: the share of its budget it used (``> 1``: over)."""
+
+    layer: str
+    quantity: str
+    use: float  # max|d_s - d_k| / allowance; inf if not finite
+    allowance: float  # eps * max|before| + rtol * M (0 for iterations: exact)
+    scale: float  # M, the step's largest update of this kind
+    before: np.ndarray
+    mine: np.ndarray  # scratch after the step
+    theirs: np.ndarray  # keras after the step
+    note: str = ""  # what went non-finite
+    explained: np.ndarray | None = None  # Adam: update difference the moments explain
+
+
+@dataclass
+class _Track:
+    """One quantity over the steps: its worst step and its first step over budget."""
+
+    worst: tuple | None = None  # (entry, where)
+    first_over: tuple | None = None
+
+
+@dataclass
+class Judge:
+    """Measures lockstep steps (``measure``), keeps them (``record``) and turns them into
+    verdict records (``comparisons``): per quantity its worst step."""
+
+    dtype: str
+    budgets: Budgets
+    adam: bool
+    adam_rule: tuple | None = None  # Adam's (learning_rate, beta_1, beta_2, epsilon)
+    tracks: dict = field(default_factory=dict)  # (layer, quantity) -> _Track
+    resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
+    steps: int = 0
+
+    def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot) -> list[Entry]:
+        rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
+        scales: dict = {}
+        for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
+            quantities(before, self.adam), quantities(scratch, self.adam),
+            quantities(keras, self.adam), strict=True,
+        ):  # fmt: skip
+            b = _zeros_if_none(b, s)  # Adam's moments start at zero, as in Keras
+            arrays = None
+            if quantity != ITERATIONS[1]:
+                arrays = tuple(np.asarray(a, dtype=np.float64) for a in (b, s, k))
+                if np.isfinite(arrays[2]).all():
+                    kind = quantity_kind(quantity)
+                    step = float(np.max(np.abs(arrays[2] - arrays[0]), initial=0.0))
+                    scales[kind] = max(scales.get(kind, 0.0), step)
+            rows.append((layer, quantity, b, s, k, arrays))
+        explained = self._explained(rows, keras.state.iterations) if self.adam_rule else {}
+        return [self._entry(*row, scales.get(quantity_kind(row[1]), 0.0), explained.get(row[:2]))
+                for row in rows]  # fmt: skip
+
+    def _explained(self, rows, t: int) -> dict:
+        """Adam: per weight, the update difference its moments' differences explain.
+
+        ``d = alpha * m / (sqrt(v) + eps)``: to first order a moment difference ``dm``,
+        ``dv`` moves the update by ``|dd/dm| |dm| + |dd/dv| |dv|``. The moments are judged
+        on their own; what is left of the update difference is Adam's update rule. This
+        matters at step 1, where ``|dd/dg| = alpha * (1 - beta_1) / eps`` (316 x) for a
+        gradient element that cancels to ~0: its summation-order rounding alone would
+        move the update by up to 1e-2 of the largest one in float32.
+        """
+        lr, beta_1, beta_2, epsilon = self.adam_rule
+        alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        moments = {(layer, quantity): arrays for layer, quantity, _, _, _, arrays in rows}
+        out = {}
+        for layer, quantity, *_ in rows:
+            if quantity_kind(quantity) != "weights":
+                continue
+            m = moments.get((layer, f"{quantity} momentum"))
+            v = moments.get((layer, f"{quantity} velocity"))
+            if m is None or v is None:
+                continue
+            (_, m_s, m_k), (_, v_s, v_k) = m, v
+            root = np.sqrt(np.maximum(v_k, 0.0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                by_v = np.where(root > 0, alpha * np.abs(m_k) / (2 * root * (root + epsilon) ** 2),
+                                0.0)  # fmt: skip
+            out[(layer, quantity)] = (alpha / (root + epsilon)) * np.abs(m_s - m_k) + by_v * (
+                np.abs(v_s - v_k)
+            )
+        return out
+
+    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale,
+               explained=None) -> Entry:  # fmt: skip
+        args = (layer, quantity)
+        if arrays is None:  # the iteration count: exact
+            use = 0.0 if int(mine) == int(theirs) else np.inf
+            return Entry(*args, use, 0.0, 0.0, before, mine, theirs)
+        b, s, k = arrays
+        if not (np.isfinite(s).all() and np.isfinite(k).all()):
+            note = f"{nonfinite_sides(s, k)} {layer}/{quantity}"
+            return Entry(*args, np.inf, 0.0, scale, before, mine, theirs, note)
+        allowance = self.budgets.eps * float(np.max(np.abs(b), initial=0.0))
+        allowance += self.budgets.rtol(quantity) * scale
+        diff = np.abs(s - k)  # = |d_s - d_k|: same `before`
+        if explained is not None:
+            diff = np.maximum(diff - explained, 0.0)
+        err = float(np.max(diff, initial=0.0))
+        use = err / allowance if allowance > 0 else (0.0 if err == 0 else np.inf)
+        return Entry(*args, use, allowance, scale, before, mine, theirs, "", explained)
+
+    def record(self, entries: list[Entry], where: str) -> None:
+        self.steps += 1
+        for entry in entries:
+            track = self.tracks.setdefault((entry.layer, entry.quantity), _Track())
+            if track.worst is None or entry.use > track.worst[0].use:
+                track.worst = (entry, where)
+            if track.first_over is None and entry.use > 1.0:
+                track.first_over = (entry, where)
+
+    def comparisons(self) -> list[Comparison]:
+        """One record per quantity: its worst step; the message names the first step over
+        budget (when one was) and the steps whose decisions were re-synced."""
+        return [self._record(key, track) for key, track in self.tracks.items()]
+
+    def _record(self, key, track: _Track) -> Comparison:
+        (entry, where), (layer, quantity) = track.worst, key
+        if quantity == ITERATIONS[1]:
+            c = compare(entry.mine, entry.theirs, layer=layer, quantity=quantity, atol=0.0,
+                        rtol=0.0, expected_dtype=np.int64)  # fmt: skip
+        else:  # the allowance is absolute: it scales with the step's largest update
+            c = compare(entry.mine, entry.theirs, layer=layer, quantity=f"{quantity} update",
+                        atol=0.0, rtol=0.0, expected_dtype=self.dtype)  # fmt: skip
+            if c.stage == "values":  # dtypes right: compare the updates (exact, in float64)
+                mine, theirs = (np.asarray(a, np.float64) - entry.before
+                                for a in (entry.mine, entry.theirs))  # fmt: skip
+                if entry.explained is not None:  # Keras's update, moved by what m, v explain
+                    theirs = theirs + np.clip(mine - theirs, -entry.explained, entry.explained)
+                c = compare(mine, theirs, layer=layer, quantity=f"{quantity} update",
+                            atol=entry.allowance, rtol=0.0)  # fmt: skip
+        parts = []
+        if track.first_over is not None and track.first_over[1] != where:
+            first, first_where = track.first_over
+            parts.append(f"first step over budget {first_where} ({first.use:.2g} x budget)")
+        if entry.note:
+            parts.append(f"{entry.note} went non-finite at {where}; lockstep ends there")
+        else:
+            parts.append(f"worst step {where} ({entry.use:.2g} x budget{self._rule(entry)})")
+        if self.resynced:
+            listed = ", ".join(w for w, _ in self.resynced[:3])
+            more = f" and {len(self.resynced) - 3} more" if len(self.resynced) > 3 else ""
+            parts.append(f"{len(self.resynced)} step(s) judged after re-syncing a max-pool/"
+                         f"ReLU decision rounding took differently ({listed}{more})")  # fmt: skip
+        return _with_message(c, f"lockstep, {'; '.join(parts)}: {c.message}")
+
+    def _rule(self, entry: Entry) -> str:
+        if entry.quantity == ITERATIONS[1]:
+            return ""
+        rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
+                f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
+                f" + {self.budgets.rtol(entry.quantity):.1e}*{entry.scale:.3e}, M the step's "
+                f"largest {quantity_kind(entry.quantity)} update")  # fmt: skip
+        if entry.explained is not None:
+            rule += (f"; keras's update moved by what the m, v differences explain (up to "
+                     f"{float(np.max(entry.explained, initial=0.0)):.3e})")  # fmt: skip
+        return rule
+
+
+def _zeros_if_none(array, like) -> np.ndarray:
+    return np.zeros(np.shape(like)) if array is None else np.asarray(array, np.float64)
+
+
+def _with_message(c: Comparison, message: str) -> Comparison:
+    import dataclasses
+
+    return dataclasses.replace(c, message=message)
+
+
+def nonfinite_sides(scratch_value, keras_value) -> str:
+    """``"scratch"``, ``"keras"``, ``"scratch and keras"`` or ``""``: who is not finite."""
+    sides = [side for side, v in (("scratch", scratch_value), ("keras", keras_value))
+             if not np.isfinite(np.asarray(v, dtype=np.float64)).all()]  # fmt: skip
+    return " and ".join(sides)

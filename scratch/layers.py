@@ -377,25 +377,15 @@ class Conv2D(Layer):
         return dxp[:, top : top + self.input_shape[0], left : left + self.input_shape[1]]
 
 
-class MaxPool2D(Layer):
-    """Max pooling, NHWC, padding 'valid'.
+class Pool2D(Layer):
+    """Base of the 2-D pools, NHWC, padding 'valid': the window geometry they share.
 
-    Backward routes each window's gradient to the window's FIRST maximum in
-    row-major order (TensorFlow's rule for ties, which are the norm on MNIST).
-    Windows overlap when ``strides < pool_size``; their gradients then add.
-
-    Parameters
-    ----------
-    pool_size : int or (int, int), default 2
-    strides : int or (int, int), optional
-        Defaults to ``pool_size`` (Keras).
-    padding : {"valid"}
-    name : str, optional
-
-    Shapes: input ``(N, H, W, C)``; output ``(N, (H-p)//s + 1, (W-q)//t + 1, C)``.
+    ``pool_size`` and ``strides`` (default: ``pool_size``, as Keras) as ``(rows, cols)``;
+    ``_indices`` ``(p*q, oh, ow, C)``: each window's flat per-example input positions,
+    window position first (row-major inside the window), so reductions over a window
+    run along a leading axis, vectorized over everything else.
     """
 
-    base_name = "max_pooling2d"
     input_rank = 3
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
@@ -417,15 +407,39 @@ class MaxPool2D(Layer):
             )
         oh, ow = (height - p) // sh + 1, (width - q) // sw + 1
         idx = window_indices(height, width, channels, (p, q), (sh, sw), (oh, ow))
-        # (p*q, oh, ow, C): window position first (row-major inside the window), so the
-        # reductions over it run along a leading axis, vectorized over everything else.
         self._indices = np.ascontiguousarray(idx.transpose(2, 3, 0, 1, 4)).reshape(
             p * q, oh, ow, channels
         )
+        return (oh, ow, channels)
+
+
+class MaxPool2D(Pool2D):
+    """Max pooling, NHWC, padding 'valid'.
+
+    Backward routes each window's gradient to the window's FIRST maximum in
+    row-major order (TensorFlow's rule for ties, which are the norm on MNIST).
+    Windows overlap when ``strides < pool_size``; their gradients then add.
+
+    Parameters
+    ----------
+    pool_size : int or (int, int), default 2
+    strides : int or (int, int), optional
+        Defaults to ``pool_size`` (Keras).
+    padding : {"valid"}
+    name : str, optional
+
+    Shapes: input ``(N, H, W, C)``; output ``(N, (H-p)//s + 1, (W-q)//t + 1, C)``.
+    """
+
+    base_name = "max_pooling2d"
+
+    def _build(self, shape, rng):
+        out = super()._build(shape, rng)
+        (p, q), (sh, sw) = self.pool_size, self.strides
         self._offsets = self._indices[:, 0, 0, 0] - self._indices[0, 0, 0, 0]  # (p*q,)
         self._first_bit = _lowest_set_bit_table(p * q)
         self._overlap = sh < p or sw < q
-        return (oh, ow, channels)
+        return out
 
     def _forward(self, x):
         windows = gather(x, self._indices)  # (N, p*q, oh, ow, C)

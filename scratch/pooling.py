@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from scratch.layers import Layer, gather, int_pair, invalid_argument, scatter_add, window_indices
+from scratch.layers import Layer, Pool2D, gather, scatter_add
 
 
-class AveragePooling2D(Layer):
+class AveragePooling2D(Pool2D):
     """Mean over each ``pool_size`` window, padding 'valid' (a partial window is dropped).
 
     Backward: each window's upstream gradient divided by the window's size ``p*q`` goes to
@@ -32,32 +32,6 @@ class AveragePooling2D(Layer):
     """
 
     base_name = "average_pooling2d"
-    input_rank = 3
-
-    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
-        super().__init__(name)
-        self.pool_size = int_pair("pool_size", pool_size)
-        self.strides = self.pool_size if strides is None else int_pair("strides", strides)
-        if padding != "valid":
-            raise invalid_argument("padding", "one of ('valid',)", padding)
-        self.padding = padding
-
-    def _build(self, shape, rng):
-        height, width, channels = shape
-        (p, q), (sh, sw) = self.pool_size, self.strides
-        if p > height or q > width:
-            raise invalid_argument(
-                "pool_size",
-                f"a window no larger than the input {(height, width)} (layer `{self.label}`)",
-                self.pool_size,
-            )
-        oh, ow = (height - p) // sh + 1, (width - q) // sw + 1
-        # (p*q, oh, ow, C): the window position first, so the mean runs along axis 1.
-        idx = window_indices(height, width, channels, (p, q), (sh, sw), (oh, ow))
-        self._indices = np.ascontiguousarray(idx.transpose(2, 3, 0, 1, 4)).reshape(
-            p * q, oh, ow, channels
-        )
-        return (oh, ow, channels)
 
     def _forward(self, x):
         self._keep(x.shape[0], True)

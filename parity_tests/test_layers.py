@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity.testing import EXACT, check, check_gradients, probe
-from scratch.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax, same_padding
+from scratch.layers import Conv2D, Dense, Flatten, ReLU, Softmax, same_padding
+from scratch.pooling import MaxPool2D
 
 ADJOINT_RTOL = 1e-13  # <Ju, v> vs <u, J^T v>: two float64 sums; measured worst 1.4e-15
 PIECEWISE_ADJOINT_RTOL = 1e-10  # J u by central difference, exact but rounding; measured 7.9e-13

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from scratch.layers import Conv2D, Dense, MaxPool2D, ReLU
+from scratch.layers import Conv2D, Dense, ReLU
+from scratch.pooling import MaxPool2D
 
 CONSTRUCTOR_ERRORS = [
     (lambda: Conv2D(0, 3), "Invalid value for argument `filters`. Expected a strictly "

@@ -6,8 +6,9 @@ from parity.data import load_mnist
 from parity.testing import EXACT, FD_RTOL, check, model_difference
 from reference import layout
 from scratch import models
-from scratch.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
+from scratch.layers import Conv2D, Dense, Flatten, ReLU, Softmax
 from scratch.optim import SGD
+from scratch.pooling import MaxPool2D
 from scratch.sequential import Sequential
 
 # zhou.py vs zhou-seq, two implementations of one network differing in summation order only,

@@ -6,6 +6,7 @@ import pytest
 from parity.checks import derivations, ties
 from scratch import layers as SL
 from scratch.models import build
+from scratch.pooling import MaxPool2D
 from scratch.sequential import Sequential
 from spec import (
     ExpandDims,
@@ -305,7 +306,7 @@ def test_adapter_preprocessing_is_the_description_formula(name, dtype):
 
 
 def test_pools_and_kinks_are_found_by_kind_not_by_name():
-    stack_ = [SL.Conv2D(2, 3, name="c"), SL.ReLU(name="act"), SL.MaxPool2D(2, name="pool"),
+    stack_ = [SL.Conv2D(2, 3, name="c"), SL.ReLU(name="act"), MaxPool2D(2, name="pool"),
               SL.Flatten(name="f"), SL.Dense(10, name="d"), SL.Softmax(name="p")]  # fmt: skip
     model = Sequential(stack_, (8, 8, 1), name="odd-names")
     assert model.spec.pools() == ("pool",) and model.spec.kinked() == ("act", "pool")

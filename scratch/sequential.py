@@ -21,14 +21,14 @@ from scratch import layers as L
 from scratch.layers import Layer, Softmax, check_batch, invalid_argument
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
 from scratch.padding import ZeroPadding2D
-from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D
+from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D
 from scratch.protocol import HarnessModel, Tree, check_dtype
 
 # spec kind -> (scratch class, hyperparameters it takes under the same names). The one
 # table both ways: a network description builds layers, a stack of layers describes itself.
 LAYERS = {
     "Conv2D": (L.Conv2D, ("filters", "kernel_size", "strides", "padding", "use_bias")),
-    "MaxPooling2D": (L.MaxPool2D, ("pool_size", "strides", "padding")),
+    "MaxPooling2D": (MaxPool2D, ("pool_size", "strides", "padding")),
     "AveragePooling2D": (AveragePooling2D, ("pool_size", "strides", "padding")),
     "GlobalAveragePooling2D": (GlobalAveragePooling2D, ()),
     "ZeroPadding2D": (ZeroPadding2D, ("padding",)),

@@ -29,6 +29,16 @@ class Pool2D(Layer):
     ``_indices`` ``(p*q, oh, ow, C)``: each window's flat per-example input positions,
     window position first (row-major inside the window), so reductions over a window
     run along a leading axis, vectorized over everything else.
+
+    Parameters
+    ----------
+    pool_size : int or (int, int), default 2
+    strides : int or (int, int), optional
+        Defaults to ``pool_size`` (Keras).
+    padding : {"valid"}
+    name : str, optional
+
+    Shapes: input ``(N, H, W, C)``; output ``(N, (H-p)//s + 1, (W-q)//t + 1, C)``.
     """
 
     input_rank = 3
@@ -65,15 +75,7 @@ class MaxPool2D(Pool2D):
     row-major order (TensorFlow's rule for ties, which are the norm on MNIST).
     Windows overlap when ``strides < pool_size``; their gradients then add.
 
-    Parameters
-    ----------
-    pool_size : int or (int, int), default 2
-    strides : int or (int, int), optional
-        Defaults to ``pool_size`` (Keras).
-    padding : {"valid"}
-    name : str, optional
-
-    Shapes: input ``(N, H, W, C)``; output ``(N, (H-p)//s + 1, (W-q)//t + 1, C)``.
+    Parameters and shapes: those of :class:`Pool2D`.
     """
 
     base_name = "max_pooling2d"
@@ -140,15 +142,7 @@ class AveragePooling2D(Pool2D):
     Backward: each window's upstream gradient divided by the window's size ``p*q`` goes to
     every pixel of the window; overlapping windows (``strides < pool_size``) add.
 
-    Parameters
-    ----------
-    pool_size : int or (int, int), default 2
-    strides : int or (int, int), optional
-        Defaults to ``pool_size`` (Keras).
-    padding : {"valid"}
-    name : str, optional
-
-    Shapes: input ``(N, H, W, C)``; output ``(N, (H-p)//s + 1, (W-q)//t + 1, C)``.
+    Parameters and shapes: those of :class:`Pool2D`.
     """
 
     base_name = "average_pooling2d"

@@ -18,7 +18,8 @@ import numpy as np
 import spec
 from scratch import activations as A
 from scratch import layers as L
-from scratch.layers import Layer, Softmax, check_batch, invalid_argument
+from scratch.layer_base import Layer, check_batch, invalid_argument
+from scratch.layers import Softmax
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
 from scratch.padding import ZeroPadding2D
 from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratch.layers import invalid_argument, positive_int
+from scratch.layer_base import invalid_argument, positive_int
 from scratch.losses import check_labels, count_correct
 from scratch.optim import SGD
 from scratch.protocol import Capability

@@ -14,7 +14,8 @@ import numpy as np
 
 from scratch.blog_api import LAYER_NAMES, backprop_gradients
 from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree
-from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
+from scratch.zhou import IMAGE_SHAPE, softmax_probabilities
+from scratch.zhou_cnn import ZhouCNN
 from spec.networks import ZHOU
 
 

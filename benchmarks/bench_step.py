@@ -98,7 +98,7 @@ def bench_fit(images, labels, repeats):
 def bench_epoch_function(images, labels, repeats):
     from reference.layout import layout_for
     from reference.probes import loss_function, one_hot
-    from reference.tf_training import epoch_function
+    from reference.tf_backend import epoch_function
     from reference.training import make_optimizer
 
     model, keras_model = _twin()

@@ -108,7 +108,7 @@ class HarnessModel(abc.ABC):
         if not REQUIRED <= declared:
             raise TypeError(
                 f"{cls.__name__}.capabilities must include every required capability "
-                f"{sorted(REQUIRED)}. Received {sorted(declared)}."
+                f"{sorted(map(str, REQUIRED))}. Received {sorted(map(str, declared))}."
             )
         for capability, method in OPTIONAL.items():
             overridden = any(method in vars(k) for k in cls.__mro__[:-1] if k is not HarnessModel)
@@ -129,7 +129,7 @@ class HarnessModel(abc.ABC):
         if capability not in self.capabilities:
             raise CapabilityError(
                 f"Model `{self.name}` ({type(self).__name__}) does not provide the capability "
-                f"`{capability}`; it provides {sorted(str(c) for c in self.capabilities)}. "
+                f"`{capability}`; it provides {sorted(map(str, self.capabilities))}. "
                 f"Ask `model.provides(Capability.{capability.name})` before using it."
             )
 

@@ -206,9 +206,12 @@ def write_training_plots(
 
 
 def _label_epochs(ax, rows: pd.DataFrame) -> None:
-    """A dotted line between epochs and ``epoch e`` over each epoch's span of steps."""
+    """A dotted line between epochs and ``epoch e`` over each epoch's span of steps; the
+    x axis widened to every epoch's steps (a smoothed curve may have one point only)."""
     steps = pd.Series(_global_step(rows), index=rows.index)
     spans = steps.groupby(rows["epoch"]).agg(["min", "max"])
+    left, right = ax.get_xlim()
+    ax.set_xlim(min(left, spans["min"].min() - 0.5), max(right, spans["max"].max() + 0.5))
     for epoch, (first, last) in spans.iterrows():
         if epoch < spans.index.max():
             ax.axvline(last + 0.5, color="grey", lw=0.8, ls=":")

@@ -192,3 +192,9 @@ def test_training_plots_take_a_budget_per_model_dtype_and_path(tmp_path):
         "training_diff_m_float64.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_a_single_epoch_shorter_than_the_smoothing_window_plots_without_warnings(tmp_path):
+    frame = _training(np.full(60, 1e-15), "epoch").assign(scratch_loss=2.3, keras_loss=2.3)
+    written = plots.write_training_plots(frame, tmp_path, {("m", "float64", "epoch"): 1e-13})
+    assert len(written) == 2  # filterwarnings=error: a layout warning fails here

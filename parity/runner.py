@@ -33,6 +33,7 @@ DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis):
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
 DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
                      "advice"]  # fmt: skip
+HEATMAPS = "heatmaps"  # not a table: parity.heatmaps.Heatmap records for the pictures
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -104,6 +105,7 @@ class Batches:
 class Results:
     tables: dict[str, pd.DataFrame]
     curves: list = field(default_factory=list)  # a CurveResult per model, dtype (training)
+    heatmaps: list = field(default_factory=list)  # parity.heatmaps.Heatmap of failing maps
     environment: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -269,6 +271,9 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
         rows["forward"] += _guarded(ctx, "forward", forward.forward_rows)
     if "gradients" in config.checks:
         rows["gradients"] += _guarded(ctx, "gradients", gradients.gradient_rows)
+    from parity import heatmaps  # the |scratch - keras| map of each failing spatial row
+
+    rows.setdefault(HEATMAPS, []).extend(heatmaps.collect(ctx, rows["forward"] + rows["gradients"]))
     if "isolation" in config.checks:
         rows["isolation"] += _guarded(ctx, "isolation", isolation.isolation_rows)
     if "ties" in config.checks:
@@ -338,7 +343,7 @@ def gather(parts: list[dict]) -> Results:
         or [pd.DataFrame(columns=SUMMARY_COLUMNS)],
         ignore_index=True,
     )  # fmt: skip
-    return Results(tables, curves=results)
+    return Results(tables, curves=results, heatmaps=merged.get(HEATMAPS, []))
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -261,7 +261,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     for state in config.states:
         tables: dict = {t: [] for t in (*runner.TABLES, "errors")}
         try:
-            runner._set_weights(ctx, state, config, batches)
+            runner._set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, model)
             ctx.set_twin(keras_model, state)
             runner._run_state(ctx, config, tables)

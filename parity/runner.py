@@ -280,11 +280,11 @@ def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches,
 
 
 def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
-    if ctx.state == large_logits.STATE:  # the forward outputs and the loss only
+    if ctx.state == large_logits.STATE:  # forward and gradients only
         if "forward" in config.checks:
             rows["forward"] += _guarded(ctx, "forward", large_logits.forward_rows)
         if "gradients" in config.checks:
-            rows["gradients"] += _guarded(ctx, "gradients", large_logits.loss_rows)
+            rows["gradients"] += _guarded(ctx, "gradients", large_logits.gradient_rows)
         if DIAGNOSIS in config.checks:
             with large_logits.quiet():
                 _diagnose(ctx, rows)

@@ -13,10 +13,10 @@ gradients already judge them).
 
 The false-alarm sweep runs the correct implementation (every registered model, plus the
 catalog's correct variants such as chw through the pad=1 path) over ``seeds`` seeds in
-both dtypes: forward, gradients and ties at all three weight states for every seed;
-derivations (float64) and the short training runs for the first ``derivation_seeds`` /
-``training_seeds`` seeds (finite differences cost ~10 s per model and state). Any
-failing check on correct code is a false alarm.
+both dtypes: forward, gradients and ties at every weight state for every seed (forward
+and gradients only at ``large-logits``); derivations (float64) and the short training
+runs for the first ``derivation_seeds`` / ``training_seeds`` seeds (finite differences
+cost ~10 s per model and state). Any failing check on correct code is a false alarm.
 
 Each dtype's work runs in one process (``reference.backend.run_in_dtype_process``), the
 two dtypes in parallel. The command line (options, printing, exit codes) is
@@ -258,7 +258,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     for state in config.states:
         tables: dict = {t: [] for t in (*runner.TABLES, "errors")}
         try:
-            runner._set_weights(ctx, state, config, batches)
+            runner._set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, model)
             ctx.set_twin(keras_model, state)
             runner._run_state(ctx, config, tables)

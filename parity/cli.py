@@ -15,7 +15,15 @@ import sys
 
 from parity import runner, training_report
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
-from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
+from parity.compare import (
+    EXIT_ERROR,
+    EXIT_FAIL,
+    EXIT_PASS,
+    EXIT_USAGE,
+    NOT_PROVIDED,
+    PASS,
+    STATUSES,
+)
 from parity.options import UsageError, choices, integer, positive
 from parity.selftest_cli import add_selftest_arguments, selftest_command
 
@@ -191,6 +199,9 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
+    messages = format_messages(results.summary)
+    if messages:
+        print(messages)
     diagnosis = format_diagnosis(results.tables.get("diagnosis"))
     if diagnosis:
         print(diagnosis)
@@ -277,6 +288,26 @@ def format_diagnosis(diagnosis) -> str:
     return "\n".join(lines)
 
 
+MESSAGE_CHARS = 400  # a row's message on the console; summary.csv has it whole
+
+
+def format_messages(summary) -> str:
+    """The message of every row that is neither PASS nor NOT_PROVIDED (what failed, where,
+    the exception and its file:line for an ERROR, the setting for a sweep row), each cut to
+    ``MESSAGE_CHARS``; empty when every row passed."""
+    bad = summary[~summary["status"].isin([PASS, NOT_PROVIDED])]
+    if bad.empty:
+        return ""
+    lines = ["", "messages:"]
+    for row in bad.itertuples(index=False):
+        message = " ".join(str(row.message).split())  # one line
+        if len(message) > MESSAGE_CHARS:
+            message = message[: MESSAGE_CHARS - 3] + "..."
+        lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
+                     f"{row.status}: {message}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_table(summary) -> str:
     """One line per summary row: check, model, dtype, the weight state of the worst row,
     layer/quantity, the worst error and its kind, the budget applied (atol, rtol), status."""
@@ -288,8 +319,10 @@ def format_table(summary) -> str:
         error = "-" if row.worst_error != row.worst_error else f"{row.worst_error:.2e} {kind}"
         budget = f"{row.atol:.1e}, {row.rtol:.1e}"
         user_class = getattr(row, "user_class", "")  # parity check: the user's class
-        layer = f"{row.layer} ({user_class})" if user_class else row.layer
-        lines.append((row.check, row.model, row.dtype, row.worst_state,
+        has_class = isinstance(user_class, str) and user_class  # NaN read back from a CSV: none
+        layer = f"{row.layer} ({user_class})" if has_class else row.layer
+        state = row.worst_state if isinstance(row.worst_state, str) else "-"
+        lines.append((row.check, row.model, row.dtype, state,
                       f"{layer}/{row.quantity}", error, budget, row.status))  # fmt: skip
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
     render = ["  ".join(str(x).ljust(w) for x, w in zip(cells, widths, strict=True)).rstrip()

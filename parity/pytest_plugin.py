@@ -129,11 +129,12 @@ def _failure_message(argv: list[str], result: CheckResult) -> str:
     command = "parity " + " ".join(argv)
     if result.summary is None:  # exit 2: nothing ran; the command said why
         return f"{command} exited {result.exit_code}:\n{result.output.strip()}"
-    from parity.cli import format_table, status_counts
+    from parity.cli import format_messages, format_table, status_counts
 
+    failing = result.failing_rows()
     return (
         f"{command} exited {result.exit_code} ({status_counts(result.summary)}):\n"
-        f"{format_table(result.failing_rows())}\nreport: {result.report}"
+        f"{format_table(failing)}\n{format_messages(failing)}\nreport: {result.report}"
     )
 
 

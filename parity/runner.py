@@ -32,8 +32,9 @@ from parity.checks import (
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
-from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
+from parity.compare import EXIT_FAIL, EXIT_PASS, error, exit_code
 from parity.progress import print_progress
+from parity.summary import SUMMARY_COLUMNS, in_run_order, summarize
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
@@ -359,9 +360,11 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     # sweep.csv only where a sweep ran (a user's cs231n code): `parity run`'s folder is unchanged
-    tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES
+    tables = {t: in_run_order(pd.DataFrame(merged.get(t, []))) for t in TABLES
               if t != SWEEP or merged.get(t)}  # fmt: skip
-    tables[DIAGNOSIS] = _sorted(pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS))
+    tables[DIAGNOSIS] = in_run_order(
+        pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS)
+    )
     checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties", SWEEP)
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
@@ -373,48 +376,3 @@ def gather(parts: list[dict]) -> Results:
         ignore_index=True,
     )  # fmt: skip
     return Results(tables, curves=results, heatmaps=merged.get(HEATMAPS, []))
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    """Model, then dtype (in run order), then the deterministic order the checks wrote."""
-    if frame.empty:
-        return frame
-
-    def first_seen(column: pd.Series) -> pd.Series:
-        return column.map({v: i for i, v in enumerate(dict.fromkeys(column))})
-
-    return frame.sort_values(["model", "dtype"], kind="stable", key=first_seen).reset_index(
-        drop=True
-    )
-
-
-SUMMARY_KEYS = ["check", "model", "dtype", "layer", "quantity"]
-
-
-def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (check, model, dtype, layer, quantity): the worst of its rows."""
-    if rows.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    rows = _sorted(rows).copy()
-    rows["worst_error"] = rows["rel_error"]
-    out = []
-    for _, group in rows.groupby(SUMMARY_KEYS, sort=False):
-        status = worst_status(group["status"])
-        pick = group[group["status"] == status]
-        worst = pick.loc[pick["worst_error"].fillna(np.inf).idxmax()]
-        out.append(dict(
-            **{k: worst[k] for k in SUMMARY_KEYS},
-            worst_error=worst["worst_error"], error_kind="norm-wise rel",
-            atol=worst["atol"], rtol=worst["rtol"], status=status,
-            rows=len(group), failed_rows=int((group["status"] != PASS).sum()),
-            worst_state=worst["state"],
-            worst_sides=f"{worst['actual_side']}-{worst['desired_side']}",
-            worst_index=worst["worst_index"], message=worst["message"],
-        ))  # fmt: skip
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
-
-
-SUMMARY_COLUMNS = [
-    *SUMMARY_KEYS, "worst_error", "error_kind", "atol", "rtol", "status", "rows",
-    "failed_rows", "worst_state", "worst_sides", "worst_index", "message",
-]  # fmt: skip

@@ -181,7 +181,10 @@ def test_biases_stored_as_a_column_are_an_error_row_not_a_traceback(tmp_path, ch
     assert code == 3
     message = summary.loc[summary["status"] == ERROR, "message"].iloc[0]
     assert "Softmax.biases: expected shape (10,)" in message and "(10, 1)" in message
-    assert "Traceback" not in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err
+    # the console says why, not only summary.csv: the ERROR row's message under the table
+    assert "messages:" in printed.out and "Softmax.biases: expected shape (10,)" in printed.out
 
 
 @pytest.mark.parametrize(

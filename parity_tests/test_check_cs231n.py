@@ -221,6 +221,19 @@ def test_sweep_reruns_with_the_same_seed_give_identical_rows():
     assert list(first["setting"]) != list(other["setting"])
 
 
+def test_sweep_writes_nothing_into_hypothesis_storage_and_restores_its_home(tmp_path):
+    from hypothesis import configuration
+
+    home = tmp_path / "users-project" / ".hypothesis"  # where a user's run would write
+    configuration.set_hypothesis_home_dir(home)
+    try:
+        sweep.draw_settings(seed=3)
+        assert not home.exists()  # hypothesis caches constants there without the guard
+        assert configuration.storage_directory(intent_to_write=False).home_directory == home
+    finally:
+        configuration.set_hypothesis_home_dir(None)
+
+
 def test_sweep_settings_are_the_ones_the_fixed_network_never_uses():
     drawn = sweep.draw_settings(seed=3)
     assert drawn == sweep.draw_settings(seed=3)

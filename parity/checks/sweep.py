@@ -114,8 +114,11 @@ def draw_settings(seed: int, kinds=("conv", "pool", "relu", "linear", "loss"),
     """``examples`` distinct settings per kind (twice that for ``conv``), drawn by
     hypothesis from ``seed`` alone: ``@seed(seed)``, no example database, the generate
     phase only (no shrinking, no replay), so the same seed and hypothesis version draw the
-    same list."""
-    from hypothesis import HealthCheck, Phase, given, settings
+    same list. Hypothesis's storage (its cache of the constants it reads from the calling
+    modules) goes to a temporary folder, never into the user's working directory."""
+    import tempfile
+
+    from hypothesis import HealthCheck, Phase, configuration, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
@@ -130,7 +133,13 @@ def draw_settings(seed: int, kinds=("conv", "pool", "relu", "linear", "loss"),
         for item in drawn:
             found.extend(item if isinstance(item, tuple) else (item,))
 
-    collect()
+    home = configuration.storage_directory(intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="parity-hypothesis-") as scratch_home:
+        configuration.set_hypothesis_home_dir(scratch_home)
+        try:
+            collect()
+        finally:
+            configuration.set_hypothesis_home_dir(home)
     distinct = list(dict.fromkeys(found))
     per_kind = {kind: 2 * examples if kind == "conv" else examples for kind in kinds}
     return [s for kind in kinds for s in [s for s in distinct if s.kind == kind][: per_kind[kind]]]

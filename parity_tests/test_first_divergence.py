@@ -48,6 +48,17 @@ class ScaledInputGradient:
         layer._backward = _backward
 
 
+@dataclass(frozen=True)
+class GradientsRaise:
+    """``model.gradients`` raises (training steps through ``train_step``, unaffected)."""
+
+    def __call__(self, model) -> None:
+        def gradients(x, labels):
+            raise FloatingPointError("planted in gradients")
+
+        model.gradients = gradients
+
+
 ADAM_EPSILON = catalog.BY_NAME["adam-epsilon-inside-sqrt"]
 # name: (model, hooks, training spec, diagnose); the Adam entry patches scratch.optim for
 # the rest of the process (catalog.restore_globals is not called between jobs): keep it last
@@ -59,6 +70,8 @@ RUNS = {
     "correct-zhou-diagnose": ("zhou", (), catalog.SGD_RUN, True),
     "scaled-update": ("two-conv", (ScaledUpdate(),), catalog.SGD_RUN, False),
     "scaled-input-gradient": ("two-conv", (ScaledInputGradient(),), catalog.SGD_RUN, False),
+    "gradients-raise": ("two-conv", (catalog.FaultyUpdate("conv2d", "sign"), GradientsRaise()),
+                        catalog.SGD_RUN, False),
     "correct-chw-adam": ("chw", (), catalog.ADAM_RUN, False),
     "adam-epsilon-inside-sqrt": ("chw", catalog.hooks_of(ADAM_EPSILON), catalog.ADAM_RUN,
                                  False),
@@ -136,6 +149,12 @@ def test_a_wrong_input_gradient_is_not_called_an_update_before_it(runs):
     rows = runs["scaled-input-gradient"].first_divergence
     assert set(rows["kind"]) == {"gradient"} and set(rows["origin"]) == {"dense"}
     assert "while dense's own gradients (kernel, bias) agree" in rows.iloc[0]["evidence"]
+
+
+def test_a_diagnosis_that_raises_is_a_row_not_an_exception(runs):
+    rows = runs["gradients-raise"].first_divergence
+    assert set(rows["kind"]) == {"not-diagnosed"} and set(rows["layer"]) == {"conv2d"}
+    assert "FloatingPointError: planted in gradients" in rows.iloc[0]["evidence"]
 
 
 def test_console_lines_name_step_layer_kind_and_fix(runs):

@@ -89,7 +89,7 @@ KINDS = {
         "Adam's moments: m = beta_1 m + (1 - beta_1) g, v = beta_2 v + (1 - beta_2) g^2, "
         "one iteration per step",
     ),
-    "not-diagnosed": ("the step's gradients could not be read", "see the error rows"),
+    "not-diagnosed": ("the gradients at that step could not be compared", "see the error"),
     "none": ("no lockstep step is over its budget", "-"),
 }
 
@@ -108,12 +108,12 @@ def diagnose(case, model, stepper, optimizer: str, learning_rate: float,
     ``epoch``, ``step``, ``example``, ``label``: :func:`locate` and the caller add them.
     """
     over = [e for e in case.entries if e.use > 1.0]
-    try:
+    try:  # a diagnosis never ends the check: the code under test may raise here
         verdicts = _gradient_verdicts(case, model, stepper)
-    except Exception as error:  # the scratch model's own gradients raised
-        what = f"scratch gradients raised {type(error).__name__}: {error}"
+        origin, how = _origin(model, verdicts, stepper.layout)
+    except Exception as error:
+        what = f"{type(error).__name__}: {error}"
         return [_row(case, e, optimizer, "not-diagnosed", "", np.nan, np.nan, what) for e in over]
-    origin, how = _origin(model, verdicts, stepper.layout)
     rows = []
     for entry in over:
         weight = entry.quantity.split(" ")[0]

@@ -107,6 +107,15 @@ def test_training_only_bug_gets_its_first_step_layer_and_kind(runs, name):
     assert set(rows["quantity"]) == weights
 
 
+def test_the_failing_lockstep_record_says_why(runs):
+    records = {(c.layer, c.quantity): c for path, _, c in runs["bias-never-updated"].comparisons
+               if path == training_config.LOCKSTEP}  # fmt: skip
+    assert records[("conv2d_1", "bias update")].message.startswith(
+        "first divergence at global step 1, never-updated: the weight is never updated: "
+    )
+    assert not records[("conv2d_1", "kernel update")].message.startswith("first divergence")
+
+
 def test_a_row_says_where_the_step_is(runs):
     rows = runs["gradient-buffer-never-reset"].first_divergence
     steps = runs["gradient-buffer-never-reset"].training

@@ -138,6 +138,10 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
     result = assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings,
                       lock_run)  # fmt: skip
     result.first_divergence = _first_divergence(config, result, lock, model)
+    if not result.first_divergence.empty:
+        from parity.diagnosis.first_step import annotate
+
+        result.comparisons = annotate(result.comparisons, result.first_divergence)
     result.environment = backend.environment()
     return result
 

@@ -322,6 +322,24 @@ def none_row(judge, optimizer: str) -> dict:
                          f"{entry.use:.2g} of its budget", advice=advice)  # fmt: skip
 
 
+def annotate(comparisons: list[tuple], frame) -> list[tuple]:
+    """``(path, state, Comparison)`` records with each lockstep record of a quantity in
+    ``frame`` (this module's rows) told its first divergence, ahead of its message (so
+    summary.csv and a failing pytest say why, not only where)."""
+    import dataclasses
+
+    said = {(r["layer"], r["quantity"]): r for r in frame.to_dict("records") if r["kind"] != "none"}
+    out = []
+    for path, state, c in comparisons:
+        row = said.get((c.layer, c.quantity.removesuffix(" update")))
+        if path == "lockstep" and row is not None:
+            note = (f"first divergence at global step {row['global_step']}, {row['kind']}: "
+                    f"{row['evidence']}; fix: {row['advice']}")  # fmt: skip
+            c = dataclasses.replace(c, message=f"{note}. {c.message}")
+        out.append((path, state, c))
+    return out
+
+
 def locate(rows: list[dict], training, model: str, dtype: str) -> list[dict]:
     """``rows`` with model, dtype and where the step is (epoch, step, example, label),
     read from the lockstep rows of the run's ``training`` table."""

@@ -33,12 +33,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parity import tolerances
-from parity.lockstep_judge import Budgets, Entry, Judge, nonfinite_sides, quantity_kind
+from parity.lockstep_judge import (
+    Budgets,
+    Entry,
+    Judge,
+    nonfinite_sides,
+    quantity_kind,
+    seed_condition,
+)
 from parity.lockstep_state import ITERATIONS, Snapshot, copy_weights, quantities, scratch_state
 
 __all__ = ["ITERATIONS", "Budgets", "Entry", "Judge", "Lockstep", "LockstepRun", "ScratchRun",
            "Snapshot", "StepCase", "copy_weights", "decision_nudges", "nonfinite_sides",
-           "quantities", "scratch_state", "train_scratch"]  # fmt: skip
+           "quantities", "scratch_state", "seed_condition", "train_scratch"]  # fmt: skip
 
 
 # -- decisions rounding took differently ----------------------------------------------------
@@ -196,10 +203,12 @@ class Lockstep:
         t0 = time.perf_counter()
         out = self.stepper(before.weights, before.state, x, labels)
         keras = Snapshot(out.weights, out.state)
-        entries = self.judge.measure(before, after, keras)
+        kappa = seed_condition(out.probabilities, labels, self.judge.budgets.eps)
+        entries = self.judge.measure(before, after, keras, kappa)
         resynced = ""
         if any(e.use > 1.0 and not e.note for e in entries):
-            keras, entries, resynced = self._resync(before, after, x, labels, keras, entries)
+            keras, entries, resynced = self._resync(before, after, x, labels, keras, entries,
+                                                    kappa)  # fmt: skip
         if resynced:
             self.judge.resynced.append((where, resynced))
         self.judge.record(entries, where)
@@ -220,7 +229,7 @@ class Lockstep:
             self.run.ended = f"{where}: {nonfinite} went non-finite"
         return out
 
-    def _resync(self, before, after, x, labels, keras, entries):
+    def _resync(self, before, after, x, labels, keras, entries, kappa):
         """The step again with the twin deciding as scratch did, if rounding made them
         decide differently; kept when it is within budget."""
         if not self.decisions or self.failing_probes >= MAX_FAILING_PROBES:
@@ -236,7 +245,7 @@ class Lockstep:
         if nudges:
             out = self.stepper(before.weights, before.state, x, labels, nudges=nudges)
             again = Snapshot(out.weights, out.state)
-            retry = self.judge.measure(before, after, again)
+            retry = self.judge.measure(before, after, again, kappa)
             if all(e.use <= 1.0 for e in retry):
                 return again, retry, f"re-synced {found}"
         self.failing_probes += 1

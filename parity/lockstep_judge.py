@@ -23,7 +23,8 @@ class Budgets:
         max|d_scratch - d_keras| <= eps * max|before| + rtol * M
 
     ``eps * max|before|``: each side rounds ``before + d`` once (half an ulp of the largest
-    value each; ``eps`` the dtype's machine epsilon). ``rtol * M``: the rounding of the
+    value each; ``eps`` the dtype's machine epsilon). ``rtol * M`` (``rtol`` grown at
+    ill-conditioned steps, :meth:`Budgets.update_rtol`): the rounding of the
     update itself, ``M`` being the step's largest update over EVERY weight array of the
     model (for Adam's moments: over every momentum, resp. velocity). Two measured reasons
     for this scale. Not the weights: an SGD step moves a weight by ``lr * g``, far less
@@ -33,6 +34,14 @@ class Budgets:
     a step (chw-relu's 8 conv biases at well-classified images, ~1e-3 of the terms) has a
     relative error ~1,000x eps, the model's largest update does not cancel (at batch 1 the
     dense kernel's gradient is an outer product: one term per element).
+
+    The loss's own gradient, ``p - y`` at the logits (softmax cross-entropy, one-hot
+    ``y``), is computed with an absolute rounding error of a few ``eps * (p + y)``: at a
+    well-classified example ``p[label] = 1 - 1e-4`` in float32, ``p[label] - 1`` is known to
+    only ~1e-3 of itself, and every update of the step inherits that relative error, on
+    each side independently (measured: chw-relu seed 20, step 1,757, loss 1.5e-4: 1.2e-3 of
+    ``M``, where ``rtol`` allows 4e-4). :func:`seed_condition` is that ratio ``kappa``;
+    the budget adds ``SEED_ROUNDINGS * eps * kappa`` to ``rtol``.
 
     Adam's weights: the update ``alpha * m / (sqrt(v) + eps)`` is judged after taking out
     what the moments' differences explain to first order (``Judge._explained``); the
@@ -60,6 +69,37 @@ class Budgets:
             return 0.0
         return self.state_rtol if quantity_kind(quantity) != "weights" else self.weight_rtol
 
+    def update_rtol(self, quantity: str, kappa: float) -> float:
+        """``rtol`` at a step whose loss gradient has condition ``kappa`` (>= 1):
+        ``rtol + SEED_ROUNDINGS * eps * kappa`` (``parity.tolerances``); 0 for the iteration
+        count (exact)."""
+        if quantity == ITERATIONS[1]:
+            return 0.0
+        return self.rtol(quantity) + tolerances.LOCKSTEP_SEED_ROUNDINGS * self.eps * kappa
+
+
+def seed_condition(probabilities, labels, eps: float) -> float:
+    """``kappa``: how much the rounding of the loss gradient at the logits can move it,
+    relative to its size (>= 1), for softmax cross-entropy with one-hot labels.
+
+    The gradient of the batch's summed loss at the logits is ``p - y`` per example; its
+    rounding is ``~ eps * (p + y)`` per element (``p[label] - 1`` cancels), so::
+
+        kappa = sum(p + y) / sum|p - y| = N / sum_n sum_{j != label_n} p_nj
+
+    (each example's ``sum|p - y| = 2 (1 - p[label]) = 2 sum_{j != label} p_j``; the second
+    form stays exact where ``p[label]`` rounds to 1). Capped at ``1 / eps``: a step whose
+    gradient is below the dtype's resolution is judged to the order of its update only.
+
+    ``probabilities``: ``(N, units)``, the twin's output at the step's starting weights;
+    ``labels``: ``(N,)`` integers.
+    """
+    p = np.array(probabilities, np.float64)  # a copy: the labels' entries are zeroed
+    p[np.arange(p.shape[0]), np.asarray(labels)] = 0.0
+    others = float(p.sum())  # never 1 - p[label]: that is the cancellation measured here
+    kappa = p.shape[0] / others if others > 0 else np.inf
+    return float(min(max(kappa, 1.0), 1.0 / eps))
+
 
 def quantity_kind(quantity: str) -> str:
     """``weights``, ``momentum``, ``velocity`` or ``iterations``: what shares a scale ``M``."""
@@ -80,6 +120,7 @@ class Entry:
     use: float  # max|d_s - d_k| / allowance; inf if not finite
     allowance: float  # eps * max|before| + rtol * M (0 for iterations: exact)
     scale: float  # M, the step's largest update of this kind
+    kappa: float  # the step's loss-gradient condition (seed_condition)
     before: np.ndarray
     mine: np.ndarray  # scratch after the step
     theirs: np.ndarray  # keras after the step
@@ -108,7 +149,10 @@ class Judge:
     resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
     steps: int = 0
 
-    def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot) -> list[Entry]:
+    def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot,
+                kappa: float = 1.0) -> list[Entry]:  # fmt: skip
+        """Every quantity of one step: scratch's and Keras's step from ``before``;
+        ``kappa`` the step's loss-gradient condition (:func:`seed_condition`)."""
         rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
         scales: dict = {}
         for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
@@ -125,8 +169,8 @@ class Judge:
                     scales[kind] = max(scales.get(kind, 0.0), step)
             rows.append((layer, quantity, b, s, k, arrays))
         explained = self._explained(rows, keras.state.iterations) if self.adam_rule else {}
-        return [self._entry(*row, scales.get(quantity_kind(row[1]), 0.0), explained.get(row[:2]))
-                for row in rows]  # fmt: skip
+        return [self._entry(*row, scales.get(quantity_kind(row[1]), 0.0), kappa,
+                            explained.get(row[:2])) for row in rows]  # fmt: skip
 
     def _explained(self, rows, t: int) -> dict:
         """Adam: per weight, the update difference its moments' differences explain.
@@ -159,24 +203,24 @@ class Judge:
             )
         return out
 
-    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale,
+    def _entry(self, layer, quantity, before, mine, theirs, arrays, scale, kappa,
                explained=None) -> Entry:  # fmt: skip
         args = (layer, quantity)
         if arrays is None:  # the iteration count: exact
             use = 0.0 if int(mine) == int(theirs) else np.inf
-            return Entry(*args, use, 0.0, 0.0, before, mine, theirs)
+            return Entry(*args, use, 0.0, 0.0, kappa, before, mine, theirs)
         b, s, k = arrays
         if not (np.isfinite(s).all() and np.isfinite(k).all()):
             note = f"{nonfinite_sides(s, k)} {layer}/{quantity}"
-            return Entry(*args, np.inf, 0.0, scale, before, mine, theirs, note)
+            return Entry(*args, np.inf, 0.0, scale, kappa, before, mine, theirs, note)
         allowance = self.budgets.eps * float(np.max(np.abs(b), initial=0.0))
-        allowance += self.budgets.rtol(quantity) * scale
+        allowance += self.budgets.update_rtol(quantity, kappa) * scale
         diff = np.abs(s - k)  # = |d_s - d_k|: same `before`
         if explained is not None:
             diff = np.maximum(diff - explained, 0.0)
         err = float(np.max(diff, initial=0.0))
         use = err / allowance if allowance > 0 else (0.0 if err == 0 else np.inf)
-        return Entry(*args, use, allowance, scale, before, mine, theirs, "", explained)
+        return Entry(*args, use, allowance, scale, kappa, before, mine, theirs, "", explained)
 
     def record(self, entries: list[Entry], where: str) -> None:
         self.steps += 1
@@ -225,10 +269,14 @@ class Judge:
     def _rule(self, entry: Entry) -> str:
         if entry.quantity == ITERATIONS[1]:
             return ""
+        rtol, base = (self.budgets.update_rtol(entry.quantity, entry.kappa),
+                      self.budgets.rtol(entry.quantity))  # fmt: skip
+        seed = tolerances.LOCKSTEP_SEED_ROUNDINGS
         rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
                 f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
-                f" + {self.budgets.rtol(entry.quantity):.1e}*{entry.scale:.3e}, M the step's "
-                f"largest {quantity_kind(entry.quantity)} update")  # fmt: skip
+                f" + {rtol:.1e}*{entry.scale:.3e}, M the step's largest "
+                f"{quantity_kind(entry.quantity)} update, rtol = {base:.1e} + {seed:g}*eps*kappa, "
+                f"kappa = {entry.kappa:.3g} the loss gradient's condition")  # fmt: skip
         if entry.explained is not None:
             rule += (f"; keras's update moved by what the m, v differences explain (up to "
                      f"{float(np.max(entry.explained, initial=0.0)):.3e})")  # fmt: skip

@@ -202,6 +202,36 @@ def test_update_rule_allows_one_rounding_of_the_weight():
     assert _use(before, before, before + [one_ulp, 0.0])["kernel"] <= 1
 
 
+def test_seed_condition_is_batch_size_over_the_other_classes_mass():
+    p = np.array([[0.5, 0.25, 0.25], [1e-4, 1 - 2e-4, 1e-4]])
+    # example 0: 1 - p[label 0] = 0.5; example 1: 2e-4 -> kappa = 2 / 0.5002
+    assert lockstep.seed_condition(p, [0, 1], 2.0**-52) == pytest.approx(2 / 0.5002, rel=1e-12)
+
+
+def test_seed_condition_stays_finite_where_the_label_probability_rounds_to_one():
+    p = np.array([[1.0, 3e-6, 1e-6]], np.float32)  # p[label] as rounded: 1 - p[label] = 0
+    assert lockstep.seed_condition(p, [0], float(np.finfo(np.float32).eps)) == pytest.approx(
+        1 / 4e-6, rel=1e-6)  # from the other classes' mass  # fmt: skip
+    eps = float(np.finfo(np.float32).eps)
+    assert lockstep.seed_condition(np.array([[1.0, 0.0]]), [0], eps) == 1 / eps  # capped
+
+
+def _use_at(kappa, mine, theirs, before=(1.0, -1.0)):
+    judge = lockstep.Judge("float64", lockstep.Budgets(1e-13, 1e-13, 1e-13, 2.0**-52), adam=False)
+    entries = judge.measure(_snapshot(before), _snapshot(mine, 1), _snapshot(theirs, 1), kappa)
+    return {e.quantity: e.use for e in entries}["kernel"]
+
+
+def test_update_budget_grows_with_the_loss_gradients_condition():
+    # an update 1e-3 that differs by 1e-9 of itself: over budget at kappa 1, within it where
+    # the loss gradient itself is known to only ~1e-12 of itself (kappa 1e4: eps*kappa 2e-12)
+    mine, theirs = [1.0 - 1e-3, -1.0], [1.0 - 1e-3 * (1 + 1e-12), -1.0]
+    assert _use_at(1.0, mine, theirs) > 1
+    assert _use_at(1e4, mine, theirs) <= 1
+    # an update rule gone wrong (the sign) is far over it even at that condition
+    assert _use_at(1e4, mine, [1.0 + 1e-3, -1.0]) > 1e6
+
+
 def test_iterations_must_be_equal():
     judge = lockstep.Judge("float64", lockstep.Budgets(0, 1e-13, 1e-13, 2.0**-52), adam=False)
     entries = judge.measure(_snapshot([1.0]), _snapshot([1.0], 1), _snapshot([1.0], 2))

@@ -37,11 +37,13 @@ class OptimizerState:
 class KerasStep:
     """What one lockstep Keras step produced (scratch layout).
 
-    ``loss``: the batch's mean loss before the update; ``correct``: ``(batch,)`` flags
-    of that forward pass; ``weights``, ``state``: after the update.
+    ``loss``: the batch's mean loss before the update; ``probabilities``: ``(batch,
+    units)``, the twin's output of that forward pass; ``correct``: ``(batch,)`` flags
+    (its argmax is the label); ``weights``, ``state``: after the update.
     """
 
     loss: np.floating
+    probabilities: np.ndarray
     correct: np.ndarray
     weights: Tree
     state: OptimizerState
@@ -133,18 +135,19 @@ class LockstepStepper:
         if nudges:
             added = {self.layout.keras_key(layer, "input")[0]: to_keras(layer, "input", array)
                      for layer, array in nudges.items()}  # fmt: skip
-            loss, correct, *reads = eager_lockstep_step(
+            loss, probabilities, *reads = eager_lockstep_step(
                 self.keras_model, self._variables, self.optimizer, self._slots, self._loss_fn,
                 args, added,
             )  # fmt: skip
         else:
-            loss, correct, *reads = call_lockstep(self._step(len(y)), args)
+            loss, probabilities, *reads = call_lockstep(self._step(len(y)), args)
         n = len(self.keys)
         after = OptimizerState(int(reads[-1]))
         if self.optimizer_name == "adam":
             after.momentums = self._tree(reads[n : 2 * n])
             after.velocities = self._tree(reads[2 * n : 3 * n])
-        return KerasStep(loss, correct, self._tree(reads[:n]), after)
+        correct = np.argmax(probabilities, axis=-1) == np.asarray(labels)
+        return KerasStep(loss, probabilities, correct, self._tree(reads[:n]), after)
 
     def forward(self, weights: Tree, x) -> dict[str, np.ndarray]:
         """Every layer's output of the twin at ``weights`` (``reference.probes.forward``),

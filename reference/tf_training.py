@@ -31,11 +31,22 @@ def _train_step(keras_model, variables, optimizer, loss_fn, xb, yb):
 
     Returns the batch's mean loss before the update and ``(batch,)`` correct flags.
     """
+    loss, probs = _step_probabilities(keras_model, variables, optimizer, loss_fn, xb, yb)
+    return loss, _correct(probs, yb)
+
+
+def _step_probabilities(keras_model, variables, optimizer, loss_fn, xb, yb):
+    """``_train_step``'s work; returns the mean loss and the ``(batch, units)``
+    probabilities, both before the update."""
     with tf.GradientTape() as tape:
         probs = keras_model(xb, training=True)
         loss = loss_fn(yb, probs)
     optimizer.apply(tape.gradient(loss, variables), variables)
-    return loss, tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
+    return loss, probs
+
+
+def _correct(probs, yb):
+    return tf.equal(tf.argmax(probs, axis=-1), tf.argmax(yb, axis=-1))
 
 
 def recording_variables(dtype: str) -> tuple:
@@ -114,8 +125,8 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
     batch size (cached; at most two: full batches and the shorter last one). Calling a
     concrete function skips ``tf.function``'s per-call signature matching (most of a small
     step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
-    The concrete function returns ``(loss, correct, *weights, *slots, iterations)`` after
-    the step.
+    The concrete function returns ``(loss, probabilities, *weights, *slots, iterations)``:
+    the loss and the ``(batch, units)`` probabilities before the step, the rest after it.
     """
     momentums, velocities = slots
     slot_list = momentums + velocities
@@ -130,9 +141,9 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
         for slot, value in zip(slot_list, slot_values, strict=True):
             slot.assign(value)
         optimizer.iterations.assign(iterations)
-        loss, correct = _train_step(keras_model, variables, optimizer, loss_fn, xb, yb)
+        loss, probs = _step_probabilities(keras_model, variables, optimizer, loss_fn, xb, yb)
         reads = [tf.identity(v) for v in [*variables, *slot_list, optimizer.iterations]]
-        return (loss, correct, *reads)
+        return (loss, probs, *reads)
 
     def spec(variable):
         return tf.TensorSpec(variable.shape, variable.dtype)
@@ -171,9 +182,8 @@ def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, array
             h = layer(h, training=True)
         loss = loss_fn(yb, h)
     optimizer.apply(tape.gradient(loss, variables), variables)
-    correct = tf.equal(tf.argmax(h, axis=-1), tf.argmax(yb, axis=-1))
     reads = [v.numpy() for v in [*variables, *slot_list, optimizer.iterations]]
-    return (loss.numpy(), correct.numpy(), *reads)
+    return (loss.numpy(), h.numpy(), *reads)
 
 
 def call_lockstep(concrete, arrays) -> tuple:

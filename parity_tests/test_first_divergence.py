@@ -72,6 +72,9 @@ RUNS = {
     "scaled-input-gradient": ("two-conv", (ScaledInputGradient(),), catalog.SGD_RUN, False),
     "gradients-raise": ("two-conv", (catalog.FaultyUpdate("conv2d", "sign"), GradientsRaise()),
                         catalog.SGD_RUN, False),
+    # lr 2: a probability underflows to 0 within a few steps (test_lockstep.py's "diverges")
+    "diverges": ("two-conv", (), catalog.Training(learning_rate=2.0, epochs=1, train_size=40,
+                                                  test_size=100, keras_paths=()), False),
     "correct-chw-adam": ("chw", (), catalog.ADAM_RUN, False),
     "adam-epsilon-inside-sqrt": ("chw", catalog.hooks_of(ADAM_EPSILON), catalog.ADAM_RUN,
                                  False),
@@ -146,6 +149,11 @@ def test_diagnose_on_passing_code_reports_only_the_closest_step(runs):
     (row,) = result.first_divergence.to_dict("records")
     assert row["kind"] == "none" and 0 <= row["budget_use"] <= 1
     assert row["evidence"].startswith("no lockstep step is over its budget: the closest is ")
+
+
+def test_a_failure_outside_the_updates_is_a_none_row_naming_it(runs):
+    (row,) = runs["diverges"].first_divergence.to_dict("records")
+    assert row["kind"] == "none" and "what fails: loss/per-step loss (lockstep)" in row["evidence"]
 
 
 def test_an_unnamed_update_rule_is_not_given_a_name(runs):

@@ -168,7 +168,9 @@ def _first_divergence(config: TrainingConfig, result, lock, model):
     if lock is None or not lock.judge.steps or (result.passed and not config.diagnose):
         return empty
     if lock.first_over is None:
-        rows = [first_step.none_row(lock.judge, config.optimizer)]
+        failing = "; ".join(f"{c.layer}/{c.quantity} ({path})" for path, _, c in result.comparisons
+                            if not c.passed)  # fmt: skip
+        rows = [first_step.none_row(lock.judge, config.optimizer, failing)]
     else:
         rows = first_step.diagnose(lock.first_over, model, lock.stepper, config.optimizer,
                                    config.learning_rate, lock.judge.adam_rule)  # fmt: skip

@@ -310,8 +310,9 @@ def _state_evidence(entry) -> str:
 # -- rows for a run, in place -------------------------------------------------------------
 
 
-def none_row(judge, optimizer: str) -> dict:
-    """The ``none`` row of a run with no step over budget: its closest step and weight."""
+def none_row(judge, optimizer: str, failing: str = "") -> dict:
+    """The ``none`` row of a run with no step over budget: its closest step and weight;
+    ``failing`` names what failed instead (a loss, a free-running path), if anything."""
     tracks = [(t.worst[0], t.worst[1]) for t in judge.tracks.values() if t.worst is not None]
     entry, where = max(tracks, key=lambda pair: pair[0].use)
     what, advice = KINDS["none"]
@@ -319,7 +320,8 @@ def none_row(judge, optimizer: str) -> dict:
                 layer=entry.layer, quantity=entry.quantity, budget_use=float(entry.use),
                 kind="none", origin="", gradient_rel_diff=np.nan, update_ratio=np.nan,
                 evidence=f"{what}: the closest is {entry.layer}/{entry.quantity} at {where}, "
-                         f"{entry.use:.2g} of its budget", advice=advice)  # fmt: skip
+                         f"{entry.use:.2g} of its budget{failing and '; what fails: ' + failing}",
+                advice=advice)  # fmt: skip
 
 
 def annotate(comparisons: list[tuple], frame) -> list[tuple]:

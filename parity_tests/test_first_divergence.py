@@ -59,6 +59,20 @@ class GradientsRaise:
         model.gradients = gradients
 
 
+@dataclass(frozen=True)
+class LossMisreported:
+    """The SGD step reports its loss 1% high; the updates are right."""
+
+    def __call__(self, model) -> None:
+        original = model.train_step
+
+        def train_step(x, labels, lr):
+            loss, correct = original(x, labels, lr)
+            return loss * 1.01, correct
+
+        model.train_step = train_step
+
+
 ADAM_EPSILON = catalog.BY_NAME["adam-epsilon-inside-sqrt"]
 # name: (model, hooks, training spec, diagnose); the Adam entry patches scratch.optim for
 # the rest of the process (catalog.restore_globals is not called between jobs): keep it last
@@ -72,6 +86,7 @@ RUNS = {
     "scaled-input-gradient": ("two-conv", (ScaledInputGradient(),), catalog.SGD_RUN, False),
     "gradients-raise": ("two-conv", (catalog.FaultyUpdate("conv2d", "sign"), GradientsRaise()),
                         catalog.SGD_RUN, False),
+    "loss-misreported": ("two-conv", (LossMisreported(),), catalog.SGD_RUN, False),
     # lr 2: a probability underflows to 0 within a few steps (test_lockstep.py's "diverges")
     "diverges": ("two-conv", (), catalog.Training(learning_rate=2.0, epochs=1, train_size=40,
                                                   test_size=100, keras_paths=()), False),
@@ -152,8 +167,15 @@ def test_diagnose_on_passing_code_reports_only_the_closest_step(runs):
 
 
 def test_a_failure_outside_the_updates_is_a_none_row_naming_it(runs):
-    (row,) = runs["diverges"].first_divergence.to_dict("records")
-    assert row["kind"] == "none" and "what fails: loss/per-step loss (lockstep)" in row["evidence"]
+    (row,) = runs["loss-misreported"].first_divergence.to_dict("records")
+    assert row["kind"] == "none" and "; what fails: " in row["evidence"]
+    assert "loss/per-step loss (lockstep)" in row["evidence"].split("; what fails: ")[1]
+
+
+def test_a_non_finite_gradient_is_named_with_its_side(runs):
+    rows = runs["diverges"].first_divergence  # -ln p from probabilities: 1/p at p = 0
+    assert set(rows["kind"]) == {"gradient"} and set(rows["origin"]) == {"softmax"}
+    assert "first differ at softmax/input non-finite (scratch)" in rows.iloc[0]["evidence"]
 
 
 def test_an_unnamed_update_rule_is_not_given_a_name(runs):

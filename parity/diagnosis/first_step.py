@@ -37,7 +37,7 @@ import numpy as np
 
 from parity import tolerances
 from parity.compare import compare
-from parity.lockstep_judge import quantity_kind
+from parity.lockstep_judge import nonfinite_sides, quantity_kind
 from parity.lockstep_state import ITERATIONS
 
 COLUMNS = [
@@ -178,11 +178,11 @@ def _origin(model, verdicts: dict, layout) -> tuple[str | None, tuple]:
     names = list(model.layer_names)
     for position in range(len(names) - 1, -1, -1):
         layer = names[position]
-        mine = {q: v[0] for (name, q), v in verdicts.items() if name == layer}
-        bad = [q for q, c in mine.items() if not c.passed]
+        mine = {q: v for (name, q), v in verdicts.items() if name == layer}
+        bad = [q for q, (c, _, _) in mine.items() if not c.passed]
         if not bad:
             continue
-        listing = ", ".join(f"{layer}/{q} {mine[q].rel_error:.3g}" for q in bad)
+        listing = ", ".join(f"{layer}/{q} {_how_far(*mine[q])}" for q in bad)
         text = f"walking back from the loss, the gradients first differ at {listing} (norm-wise)"
         weights = [q for q in params.get(layer, {}) if q in mine]
         if bad != ["input"] or not weights:
@@ -199,6 +199,12 @@ def _origin(model, verdicts: dict, layout) -> tuple[str | None, tuple]:
             f"was taken from its kernel already moved by {c:.4g} x its gradient, a step of "
             f"learning rate {-c:.4g}"))  # fmt: skip
     return None, ()
+
+
+def _how_far(check, mine, theirs) -> str:
+    """``0.42`` (norm-wise), or ``non-finite (scratch)`` when a side is not finite."""
+    sides = nonfinite_sides(mine, theirs)
+    return f"non-finite ({sides})" if sides else f"{check.rel_error:.3g}"
 
 
 def _moved_kernel(model, layer: str, names: list, verdicts: dict, layout) -> float | None:

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_step.py [--images 1000] [--repeats 5]
 
-- scratch step: ``scratch.zhou.ZhouCNN.train_scaled`` (the blog's step, numpy; what
+- scratch step: ``scratch.zhou_cnn.ZhouCNN.train_scaled`` (the blog's step, numpy; what
   ``ZhouModel.train_step`` runs at batch 1);
 - scratch, harness loop: ``scratch.train.train`` over model ``zhou`` (what the training
   check times: the step plus its per-step records);
@@ -45,7 +45,7 @@ def time_epochs(run_epoch, repeats: int) -> tuple[float, float]:
 
 
 def bench_scratch_step(images, labels, repeats):
-    from scratch.zhou import ZhouCNN
+    from scratch.zhou_cnn import ZhouCNN
 
     net = ZhouCNN(seed=0, dtype="float64")
     x = net.scale_table.take(images)  # image / 255 - 0.5, as the blog scales
@@ -98,7 +98,7 @@ def bench_fit(images, labels, repeats):
 def bench_epoch_function(images, labels, repeats):
     from reference.layout import layout_for
     from reference.probes import loss_function, one_hot
-    from reference.tf_training import epoch_function
+    from reference.tf_backend import epoch_function
     from reference.training import make_optimizer
 
     model, keras_model = _twin()

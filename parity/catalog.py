@@ -14,9 +14,10 @@ scratch model of the entry's ``model``. The faulty code lives here only, never i
   :func:`restore_globals` after each entry (the self-test runs many entries per process).
 
 ``Entry.claims`` says which values the bug changes (``forward:<layer>``,
-``gradient:<layer>/<quantity>``, ``keras_weight:<layer>/<weight>``, ``training``);
-:func:`changed_values` measures them against the correct model (numpy only), so a hook
-that changes nothing fails a test.
+``gradient:<layer>/<quantity>``, ``keras_weight:<layer>/<weight>``, ``training``,
+``large_logits:<layer>`` or ``large_logits:loss``: where that value is finite at the
+large-logits state, ``parity.checks.large_logits``); :func:`changed_values` measures
+them against the correct model (numpy only), so a hook that changes nothing fails a test.
 """
 
 from __future__ import annotations
@@ -571,6 +572,52 @@ class AdamEpsilonInsideSqrt:
         _patch(optim.Adam, "_denominator", _epsilon_inside_sqrt if self.inside_sqrt else correct)
 
 
+# -- softmax without max subtraction (seen at the large-logits state only) ---------------------
+
+
+@dataclass(frozen=True)
+class SoftmaxWithoutMaxSubtraction:
+    """``zhou``: the blog's published ``Softmax.forward``, ``exp(totals) / sum(exp(totals))``
+    with no shift: right at O(1) logits, inf / inf = nan past 709.78 (float64), 88.72
+    (float32). Everything else as ``scratch.zhou.Softmax.forward``."""
+
+    def __call__(self, model) -> None:
+        layer = model.net.softmax
+
+        def forward(input):
+            x = np.asarray(input, dtype=layer.dtype)
+            flat = x.reshape(-1)
+            totals = flat @ layer.weights
+            totals += layer.biases
+            exp = np.exp(totals)  # the bug: totals - totals.max() would keep exponents <= 0
+            out = exp / exp.sum()
+            layer.last_input_shape, layer.last_input = x.shape, flat
+            layer.last_totals, layer.last_output = totals, out
+            return out
+
+        layer.forward = forward
+
+
+def _softmax_loss_unshifted(scores, y):
+    s = np.asarray(scores)
+    rows, n = np.arange(len(s)), len(s)
+    exp = np.exp(s)  # the bug: no s - s.max(axis=1, keepdims=True)
+    p = exp / exp.sum(axis=1, keepdims=True)
+    loss = -np.log(p[rows, y]).mean()
+    p[rows, y] -= 1
+    return float(loss), p / s.dtype.type(n)
+
+
+@dataclass(frozen=True)
+class SoftmaxLossWithoutMaxSubtraction:
+    """``chw``: ``softmax_loss`` with ``exp(scores)`` unshifted: its loss is nan past 709.78
+    (float64), 88.72 (float32). The probabilities the model reports are the harness's own
+    ``scratch.chw.softmax``, so only the loss shows it."""
+
+    def __call__(self, model) -> None:
+        model.loss_function = _softmax_loss_unshifted
+
+
 # -- the catalog ----------------------------------------------------------------------------
 
 
@@ -695,6 +742,17 @@ ENTRIES: tuple[Entry, ...] = (
           "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
           "m_hat / (sqrt(v_hat) + eps).",
           AdamEpsilonInsideSqrt(), ("training",), training=ADAM_RUN),
+    # Seen only at the large-logits state (parity.checks.large_logits), named by the
+    # signature softmax-overflow (parity/diagnosis/signatures.py).
+    Entry("softmax-without-max-subtraction", "zhou",
+          "The blog's Softmax.forward: exp(totals) / sum(exp(totals)) without subtracting "
+          "the maximum first; exact at O(1) logits, nan once a logit passes 709.78 "
+          "(float64) or 88.72 (float32).",
+          SoftmaxWithoutMaxSubtraction(), ("large_logits:softmax",)),
+    Entry("softmax-loss-without-max-subtraction", "chw",
+          "softmax_loss takes exp(scores) without subtracting each row's maximum: its loss "
+          "(and dscores) are nan once a score passes 709.78 (float64) or 88.72 (float32).",
+          SoftmaxLossWithoutMaxSubtraction(), ("large_logits:loss",)),
 )  # fmt: skip
 
 BY_NAME = {entry.name: entry for entry in ENTRIES}
@@ -746,11 +804,24 @@ def _claim_values(claim, entry, model, images, labels) -> np.ndarray:
 
         return layout_for(model).to_keras(layer, quantity, model.params()[layer][quantity])
     x = model.preprocess(images)
+    if kind == "large_logits":
+        return _finite_at_large_logits(model, x, layer)
     if kind == "forward":
         return model.forward(x)[layer]
     if kind == "gradient":
         return model.gradients(x, labels)[1][layer][quantity]
     return _trained_weights(entry.training, model, x, labels)
+
+
+def _finite_at_large_logits(model, x, layer: str) -> np.ndarray:
+    """1 where ``layer``'s output (``loss``: the loss) is finite at the large-logits state,
+    else 0; the state built from the model's own logits (numpy only: no twin here)."""
+    from parity.checks import large_logits
+
+    labels = large_logits.shift_bias(model, model.forward(x)[large_logits.logits_layer(model)])
+    with large_logits.quiet():
+        value = model.gradients(x, labels)[0] if layer == "loss" else model.forward(x)[layer]
+    return np.isfinite(value).astype(np.float64)
 
 
 def _trained_weights(spec: Training, model, x, labels) -> np.ndarray:

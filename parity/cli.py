@@ -17,7 +17,7 @@ from parity import runner, training_report
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
 from parity.compare import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE, STATUSES
 from parity.options import UsageError, choices, integer, positive
-from parity.selftest import add_selftest_arguments, selftest_command
+from parity.selftest_cli import add_selftest_arguments, selftest_command
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
 

@@ -17,10 +17,10 @@ def scratch_state(optimizer):
     """A copy of a scratch optimizer's state (``scratch.optim.SGD``/``Adam``), in the
     form the Keras side takes (``reference.lockstep_step.OptimizerState``)."""
     from reference.lockstep_step import OptimizerState
+    from scratch.optim import Adam
 
     state = OptimizerState(int(optimizer.iterations))
-    moments = getattr(optimizer, "momentums", None)
-    if moments is not None:  # Adam: {(layer, weight): array}, empty before the first step
+    if isinstance(optimizer, Adam):  # Adam: {(layer, weight): array}, empty before the first step
         state.momentums = _tree(optimizer.momentums)
         state.velocities = _tree(optimizer.velocities)
     return state
@@ -46,7 +46,7 @@ class Snapshot:
 
     @classmethod
     def take(cls, model, optimizer) -> Snapshot:
-        return cls(copy_weights(model.params()), scratch_state(optimizer))
+        return cls(model.snapshot(), scratch_state(optimizer))
 
 
 def quantities(snapshot: Snapshot, adam: bool):

@@ -66,7 +66,9 @@ def write_report(
     """Write ``results`` (tables, environment) to ``<out>/<run-id>``; return that path.
 
     ``extra_writers`` are called with the temporary folder (plots, training tables) so
-    they are part of the same atomic rename.
+    they are part of the same atomic rename. Last come the heatmaps of failing layers
+    (``results.heatmaps``, ``parity.heatmaps``) and ``index.html`` (``parity.html_report``),
+    which shows every file written before it.
     """
     parent = check_writable(out)
     run_id = run_id or new_run_id()
@@ -86,8 +88,18 @@ def write_report(
         )  # fmt: skip
         text = json.dumps(environment, indent=2, sort_keys=True, default=str)
         (temp / "environment.json").write_text(text + "\n")
+        _write_pages(results, temp, run_id)
         temp.rename(final)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return final
+
+
+def _write_pages(results, folder: Path, run_id: str) -> None:
+    """The heatmaps of failing layers, then index.html, into the temporary folder."""
+    from parity.heatmaps import write_heatmaps
+    from parity.html_report import write_index
+
+    write_heatmaps(getattr(results, "heatmaps", []), results.tables.get("summary"), folder)
+    write_index(folder, f"parity report {run_id}")

@@ -19,7 +19,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from parity.checks import common, derivations, forward, gradients, isolation, sweep, ties
+from parity.checks import (
+    common,
+    derivations,
+    forward,
+    gradients,
+    isolation,
+    large_logits,
+    sweep,
+    ties,
+)
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
@@ -33,6 +42,7 @@ DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis):
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
 DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
                      "advice"]  # fmt: skip
+HEATMAPS = "heatmaps"  # not a table: parity.heatmaps.Heatmap records for the pictures
 DEFAULT_IMAGES = 32
 DEFAULT_MODELS = ("zhou",)
 DEFAULT_DTYPES = ("float64", "float32")
@@ -105,6 +115,7 @@ class Batches:
 class Results:
     tables: dict[str, pd.DataFrame]
     curves: list = field(default_factory=list)  # a CurveResult per model, dtype (training)
+    heatmaps: list = field(default_factory=list)  # parity.heatmaps.Heatmap of failing maps
     environment: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -223,7 +234,7 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
         t0 = time.perf_counter()
         ctx.state = state
         try:
-            _set_weights(ctx, state, config, batches)
+            _set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, ctx.model)
         except Exception as exc:
             rows["errors"].append(ctx.row(SETUP, error("-", f"{state} weights", exc)))
@@ -257,8 +268,14 @@ SWEEPS = {"cs231n": sweep.sweep_rows}  # API -> its sweep (the blog's classes ta
 SETUP = "setup"  # the check name of an ERROR raised before any check ran
 
 
-def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches) -> None:
-    if state == "trained":
+def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches,
+                 keras_model) -> None:  # fmt: skip
+    """``ctx.model``'s weights and ``ctx.labels`` for ``state`` (the twin gets the weights
+    afterwards; ``large-logits`` reads its logits from ``keras_model`` first)."""
+    ctx.labels = batches.labels
+    if state == large_logits.STATE:
+        large_logits.set_weights(ctx, keras_model, config.seed)
+    elif state == "trained":
         common.train_scratch(ctx.model, batches.train_images, batches.train_labels,
                              config.seed, config.train_steps)  # fmt: skip
     elif state == "random":
@@ -266,10 +283,22 @@ def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches) 
 
 
 def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
+    if ctx.state == large_logits.STATE:  # forward and gradients only
+        if "forward" in config.checks:
+            rows["forward"] += _guarded(ctx, "forward", large_logits.forward_rows)
+        if "gradients" in config.checks:
+            rows["gradients"] += _guarded(ctx, "gradients", large_logits.gradient_rows)
+        if DIAGNOSIS in config.checks:
+            with large_logits.quiet():
+                _diagnose(ctx, rows)
+        return
     if "forward" in config.checks:
         rows["forward"] += _guarded(ctx, "forward", forward.forward_rows)
     if "gradients" in config.checks:
         rows["gradients"] += _guarded(ctx, "gradients", gradients.gradient_rows)
+    from parity import heatmaps  # the |scratch - keras| map of each failing spatial row
+
+    rows.setdefault(HEATMAPS, []).extend(heatmaps.collect(ctx, rows["forward"] + rows["gradients"]))
     if "isolation" in config.checks:
         rows["isolation"] += _guarded(ctx, "isolation", isolation.isolation_rows)
     if "ties" in config.checks:
@@ -283,15 +312,20 @@ def _run_state(ctx: Context, config: RunConfig, rows: dict) -> None:
     ):
         rows["derivations"] += _guarded(ctx, "derivations", derivations.derivation_rows)
     if DIAGNOSIS in config.checks:
-        from parity.diagnosis import layout
-        from parity.diagnosis.signatures import signature_rows
+        _diagnose(ctx, rows)
 
-        found = _guarded(ctx, DIAGNOSIS, signature_rows)
-        failing = layout.failing_layers(rows, ctx.state)
-        if failing and ctx.state == layout.STATE:  # nothing fails: nothing to search
-            found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing))
-        rows[DIAGNOSIS] += [r for r in found if "signature" in r]
-        rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
+
+def _diagnose(ctx: Context, rows: dict) -> None:
+    """Signatures at every state; the layout search where a weighted layer failed."""
+    from parity.diagnosis import layout
+    from parity.diagnosis.signatures import signature_rows
+
+    found = _guarded(ctx, DIAGNOSIS, signature_rows)
+    failing = layout.failing_layers(rows, ctx.state)
+    if failing and ctx.state == layout.STATE:  # nothing fails: nothing to search
+        found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing))
+    rows[DIAGNOSIS] += [r for r in found if "signature" in r]
+    rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 
 
 def _guarded(ctx: Context, check: str, rows_of):
@@ -339,7 +373,7 @@ def gather(parts: list[dict]) -> Results:
         or [pd.DataFrame(columns=SUMMARY_COLUMNS)],
         ignore_index=True,
     )  # fmt: skip
-    return Results(tables, curves=results)
+    return Results(tables, curves=results, heatmaps=merged.get(HEATMAPS, []))
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

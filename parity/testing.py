@@ -14,6 +14,7 @@ from parity import tolerances
 from parity.checks.common import mean_loss
 from parity.compare import Comparison, compare
 from parity.finite_diff import central_difference
+from scratch.protocol import Capability
 
 EXACT = 0.0  # the same arithmetic on both sides
 FD_EPS = 1e-6  # the tests' central step: their objectives are O(1) and their inputs kink-free
@@ -69,7 +70,9 @@ def model_difference(model, x, labels, layer: str, quantity: str, eps: float = F
     ``quantity`` is a weight name (the live weight is perturbed and restored) or
     ``input``: the model input ``x`` for the first layer (a copy is perturbed), and for a
     later layer the activation feeding it, through the model's ``loss_from``. Returns
-    ``x.shape``-like float64 (or ``(len(indices),)``). ValueError names the argument.
+    ``x.shape``-like float64 (or ``(len(indices),)``). ValueError names the argument;
+    ``scratch.protocol.CapabilityError`` when a later layer's input is asked of a model
+    without ``Capability.LOSS_FROM``.
     """
     names = tuple(model.layer_names)
     if layer not in names:
@@ -90,5 +93,6 @@ def model_difference(model, x, labels, layer: str, quantity: str, eps: float = F
         probe_x = np.array(x, copy=True)
         return central_difference(lambda: mean_loss(model, probe_x, labels), probe_x, eps,
                                   indices)  # fmt: skip
+    model.require(Capability.LOSS_FROM)
     h = np.array(model.forward(x)[names[names.index(layer) - 1]], copy=True)
     return central_difference(lambda: model.loss_from(layer, h, labels), h, eps, indices)

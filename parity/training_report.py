@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from parity.checks.training_config import LOCKSTEP_LOSS_ATOL, STEP_LOSS_ATOL
+from parity.checks.training_config import loss_atol
 from parity.checks.training_tables import CurveResult
 
 BLOG_EVERY = 100  # the blog prints every 100 steps
@@ -95,7 +95,8 @@ def write_outputs(results: list[CurveResult], folder) -> list:
     first_divergence(results).to_csv(path, index=False, float_format="%.17g")
     written.append(path)
     training = pd.concat([r.training for r in results], ignore_index=True)
-    # the red line: float64's free-running budget; float32's lockstep one (its verdict)
-    thresholds = {**LOCKSTEP_LOSS_ATOL, **STEP_LOSS_ATOL}
-    written += write_training_plots(training, folder, thresholds=thresholds)
+    # the red line on each path where it is judged, at its own budget (None: measured only)
+    budgets = {(r.config.model, r.config.dtype, path): loss_atol(r.config, path)
+               for r in results for path in r.training["keras_path"].unique()}  # fmt: skip
+    written += write_training_plots(training, folder, budgets=budgets)
     return written

@@ -43,7 +43,7 @@ def test_run_reports_nothing_beyond_the_tested_keys(results):
 
 def test_every_state_is_checked(results):
     states = set(results.tables["forward"]["state"]) | set(results.tables["gradients"]["state"])
-    assert states == {"initial", "trained", "random"}
+    assert states == {"initial", "trained", "random", "large-logits"}
 
 
 def test_derivations_run_three_ways(results):

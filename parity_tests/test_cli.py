@@ -11,7 +11,7 @@ from parity.plant import ColumnBias, Raise, ScaleGradient
 REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "isolation.csv", "derivations.csv",
                 "diagnosis.csv",
                 "ties.csv",
-                "environment.json"}  # fmt: skip
+                "environment.json", "index.html"}  # fmt: skip
 
 
 def _run(tmp_path, *args):

@@ -77,7 +77,7 @@ def test_progress_line_has_rate_and_time_left():
 
 def test_plots_are_png(tmp_path):
     frame = _frame(np.r_[0.0, np.full(299, 1e-15)])
-    written = plots.write_training_plots(frame, tmp_path, {"float64": 1e-13})
+    written = plots.write_training_plots(frame, tmp_path, {("m", "float64", "tape"): 1e-13})
     assert [p.name for p in written] == [
         "training_loss_m_float64.png",
         "training_diff_m_float64.png",

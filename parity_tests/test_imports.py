@@ -124,3 +124,37 @@ def test_the_import_checks_find_an_upward_import_and_a_cycle(tmp_path):
     graph = import_graph(root)
     assert upward_imports(graph) == ["reference.testing -> parity.data"]
     assert cycles(graph) == [["parity.cli", "parity.selftest"]]
+
+
+# -- TensorFlow itself: one module of reference/ (issue 12 item 5) --------------------------
+
+TF_MODULE = "reference.tf_backend"  # the one module that may import tensorflow
+
+
+def tensorflow_importers(root: Path) -> list[str]:
+    """Modules of LAYERS that import tensorflow (function-level imports included)."""
+    found = []
+    for package in LAYERS:
+        for file in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(file.read_text(), filename=str(file))
+            imported = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module)
+            if any(name.split(".")[0] == "tensorflow" for name in imported):
+                found.append(".".join(file.relative_to(root).with_suffix("").parts))
+    return found
+
+
+def test_only_the_tensorflow_module_imports_tensorflow():
+    assert tensorflow_importers(ROOT) == [TF_MODULE]
+
+
+def test_the_tensorflow_check_finds_a_second_importer(tmp_path):
+    root = _fake_tree(tmp_path, {
+        "reference/tf_backend.py": "import tensorflow as tf\n",
+        "reference/probes.py": "def f():\n    from tensorflow import constant\n",
+    })  # fmt: skip
+    assert tensorflow_importers(root) == ["reference.probes", TF_MODULE]

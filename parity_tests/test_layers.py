@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity.testing import EXACT, check, check_gradients, probe
-from scratch.layers import Conv2D, Dense, Flatten, ReLU, Softmax, same_padding
+from scratch.layers import Conv2D, Dense, Flatten, ReLU, Softmax
 from scratch.pooling import MaxPool2D
+from scratch.windows import same_padding
 
 ADJOINT_RTOL = 1e-13  # <Ju, v> vs <u, J^T v>: two float64 sums; measured worst 1.4e-15
 PIECEWISE_ADJOINT_RTOL = 1e-10  # J u by central difference, exact but rounding; measured 7.9e-13

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from parity import catalog, runner, selftest
+from parity import catalog, runner, selftest, selftest_cli
 from parity.data import load_mnist
 from scratch.models import MODEL_NAMES
 
@@ -213,7 +213,7 @@ def test_selftest_catches_everything_with_zero_false_alarms_on_every_model_and_d
 
 def _args(*argv):
     parser = argparse.ArgumentParser()
-    selftest.add_selftest_arguments(parser)
+    selftest_cli.add_selftest_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -221,28 +221,28 @@ def _args(*argv):
                                   ("--seeds", "3", "--derivation-seeds", "4"),
                                   ("--models", "lenet6")])  # fmt: skip
 def test_bad_usage_exits_2_and_names_the_argument(argv, tmp_path, capsys):
-    assert selftest.selftest_command(_args("--out", str(tmp_path), *argv)) == 2
+    assert selftest_cli.selftest_command(_args("--out", str(tmp_path), *argv)) == 2
     assert argv[-2] in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_models_option_limits_the_sweep_and_the_bugs_to_those_models():
-    options = selftest.options_from_args(_args("--models", "lenet5,chw"))
+    options = selftest_cli.options_from_args(_args("--models", "lenet5,chw"))
     assert options.models == ("lenet5", "chw")
     assert set(options.bugs) == {e.name for e in catalog.ENTRIES if e.model in ("lenet5", "chw")}
     assert [t[:2] for t in selftest._correct_targets(options.models)] == [
         ("chw", ""), ("lenet5", ""), ("chw", "pad-then-crop")]  # fmt: skip
-    assert selftest.options_from_args(_args("--models", "lenet5", "--bugs", "true-convolution")
-                                      ).bugs == ("true-convolution",)  # fmt: skip
-    assert selftest.options_from_args(_args()).bugs == tuple(catalog.BY_NAME)
+    assert selftest_cli.options_from_args(_args("--models", "lenet5", "--bugs", "true-convolution")
+                                          ).bugs == ("true-convolution",)  # fmt: skip
+    assert selftest_cli.options_from_args(_args()).bugs == tuple(catalog.BY_NAME)
 
 
 @pytest.mark.slow
 def test_selftest_command_writes_catalog_csv(tmp_path, capsys):
     import pandas as pd
 
-    code = selftest.selftest_command(_args("--out", str(tmp_path), "--seeds", "0",
-                                           "--bugs", "tie-to-last-max,pad-all-axes"))  # fmt: skip
+    argv = ("--out", str(tmp_path), "--seeds", "0", "--bugs", "tie-to-last-max,pad-all-axes")
+    code = selftest_cli.selftest_command(_args(*argv))
     (folder,) = tmp_path.iterdir()
     frame = pd.read_csv(folder / "catalog.csv")
     assert code == 0 and list(frame.columns) == selftest.CATALOG_COLUMNS

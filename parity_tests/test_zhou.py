@@ -5,7 +5,8 @@ import pytest
 
 from parity.data import load_mnist
 from parity.testing import FD_EPS, FD_RTOL, check, check_gradients, model_difference, probe
-from scratch.zhou import Conv3x3, MaxPool2, Softmax, ZhouCNN
+from scratch.zhou import Conv3x3, MaxPool2, Softmax
+from scratch.zhou_cnn import ZhouCNN
 from scratch.zhou_model import LAYER_NAMES, ZhouModel, build_zhou
 
 # FD_RTOL (parity.testing, norm-wise): measured on this code (float64) worst 8.4e-9 trained

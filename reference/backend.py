@@ -1,5 +1,8 @@
 """Keras/TensorFlow process setup: floatx, determinism, logging, one process per dtype.
 
+The TensorFlow calls themselves (device probe, op determinism, versions and threads) are
+``reference.tf_backend``'s; this module decides when they run.
+
 Keras is exact in float64 only when ``keras.config.set_floatx("float64")`` runs before
 any Keras object exists in the process (DESIGN.md: the compiled loss, the optimizer's
 learning-rate variable, ``fit``'s slicing of numpy inputs and the loss metric all
@@ -65,9 +68,10 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
     with start_up_lines_filtered():
         import keras
-        import tensorflow as tf
 
-        tf.config.list_physical_devices()  # CUDA's probe logs now, inside the filter
+        from reference import tf_backend
+
+        tf_backend.list_devices()  # CUDA's probe logs now, inside the filter
 
     current = keras.config.floatx()
     if current != name:
@@ -81,7 +85,7 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
             )
         keras.config.set_floatx(name)
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    tf_backend.enable_determinism()
     _configured.update(dtype=name, seed=seed)
 
 
@@ -142,18 +146,19 @@ def environment() -> dict[str, Any]:
     """Versions, oneDNN flag, thread counts, platform and floatx, for reports."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    threading = tf.config.threading
+    from reference import tf_backend
+
+    backend = tf_backend.environment()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "tensorflow": tf.__version__,
+        "tensorflow": backend["tensorflow"],
         "keras": keras.__version__,
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (default on)"),
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "unset"),
-        "intra_op_parallelism_threads": threading.get_intra_op_parallelism_threads(),
-        "inter_op_parallelism_threads": threading.get_inter_op_parallelism_threads(),
+        "intra_op_parallelism_threads": backend["intra_op_parallelism_threads"],
+        "inter_op_parallelism_threads": backend["inter_op_parallelism_threads"],
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "machine": platform.machine(),

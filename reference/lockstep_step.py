@@ -2,7 +2,7 @@
 
 ``parity.lockstep`` re-syncs the twin to the scratch model before every step; this
 module takes that step (``LockstepStepper``, one compiled ``tf.function`` from
-``reference.tf_training``) and reads everything back in scratch layout.
+``reference.tf_backend``) and reads everything back in scratch layout.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class LockstepStepper:
 
     def __init__(self, keras_model, model, *, optimizer="sgd", learning_rate=0.005):
         from reference.probes import loss_function
-        from reference.tf_training import lockstep_step
+        from reference.tf_backend import lockstep_step
         from reference.twin import keras_weight_variables
 
         self.dtype = check_dtype(np.dtype(model.dtype).name)
@@ -118,7 +118,7 @@ class LockstepStepper:
         layout of the input) during the step; the step then runs eagerly (rarely needed:
         ``parity.lockstep`` re-syncs a max-pool or ReLU decision that way).
         """
-        from reference.tf_training import call_lockstep, eager_lockstep_step
+        from reference.tf_backend import call_lockstep, eager_lockstep_step
 
         to_keras = self.layout.to_keras
         arrays = [to_keras(layer, weight, weights[layer][weight]) for layer, weight in self.keys]

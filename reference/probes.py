@@ -10,6 +10,11 @@ The loss is Keras's: ``keras.losses.CategoricalCrossentropy()`` (categorical
 cross-entropy on the softmax output, mean over the batch; the compiled loss of ``fit``).
 Keras 3's softmax output carries its logits, so the loss is computed from the logits,
 unclipped (DESIGN.md).
+
+Written in Keras: the twin's layers are called one by one, tensors come from
+``keras.ops.convert_to_tensor`` and go back through ``keras.ops.convert_to_numpy``. The
+gradient tape, the one thing Keras 3 has no backend-neutral API for, is
+``reference.tf_backend`` (``record``, ``anchored_call``).
 """
 
 from __future__ import annotations
@@ -50,62 +55,42 @@ def run_layers(keras_model, x_keras, anchors: dict | None = None) -> tuple[dict,
     layout: that layer's backward pass is then taken at the anchor (see :func:`gradients`);
     its forward output is still Keras's own.
     """
+    from reference.tf_backend import anchored_call
+
     anchors = anchors or {}
     inputs, outputs = {}, {}
     h = x_keras
     for layer in keras_model.layers:
         inputs[layer.name] = h
-        h = _anchored(layer, h, anchors[layer.name]) if layer.name in anchors else layer(h)
+        h = anchored_call(layer, h, anchors[layer.name]) if layer.name in anchors else layer(h)
         outputs[layer.name] = h
     return inputs, outputs
 
 
 def layer_vjp(layer, x, dy) -> np.ndarray:
     """The Keras layer's input gradient at input ``x`` for the upstream gradient ``dy``
-    (both numpy, Keras layout): ``dy^T d layer(x) / dx``, one ``tf.GradientTape``.
+    (both numpy, Keras layout): ``dy^T d layer(x) / dx``.
 
     ``x`` and ``dy`` are taken in the layer's dtype (code under test that returns float64
     from a float32 model gets Keras's float32 answer, and a dtype FAIL, not a crash)."""
-    import tensorflow as tf
+    import keras
+
+    from reference import tf_backend
 
     dtype = np.dtype(layer.compute_dtype)
-    x = tf.constant(np.asarray(x).astype(dtype, copy=False))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-    dy = tf.constant(np.asarray(dy).astype(dtype, copy=False))
-    return tape.gradient(y, x, output_gradients=dy).numpy()
-
-
-def _anchored(layer, h, anchor):
-    """``layer(h)``, whose backward pass is the layer's own VJP taken at ``anchor``."""
-    import tensorflow as tf
-
-    # In the twin's dtype: a scratch side that returned float64 from a float32 model is
-    # a dtype FAIL of its rows, not a crash here.
-    anchor = tf.constant(np.asarray(anchor).astype(h.dtype.as_numpy_dtype, copy=False))
-
-    @tf.custom_gradient
-    def call(inp):
-        def backward(dy):
-            with tf.GradientTape() as tape:
-                tape.watch(anchor)
-                y = layer(anchor)
-            return tape.gradient(y, anchor, output_gradients=dy)
-
-        return layer(inp), backward
-
-    return call(h)
+    x = keras.ops.convert_to_tensor(np.asarray(x).astype(dtype, copy=False))
+    y, gradient = tf_backend.record(lambda: layer(x), watch=[x])
+    return gradient(y, [x], np.asarray(dy).astype(dtype, copy=False))[0]
 
 
 def forward(keras_model, model, x) -> dict[str, np.ndarray]:
     """Every scratch layer's output from the twin, ``{layer: array}`` in scratch layout."""
-    import tensorflow as tf
+    import keras
 
     layout = layout_module.layout_for(model)
-    x_keras = tf.constant(layout.input_to_keras(x))
+    x_keras = keras.ops.convert_to_tensor(layout.input_to_keras(x))
     _, outputs = run_layers(keras_model, x_keras)
-    arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
+    arrays = {name: keras.ops.convert_to_numpy(tensor) for name, tensor in outputs.items()}
     result = {}
     for layer in model.layer_names:
         k_layer, k_quantity = layout.keras_key(layer, "output")
@@ -119,7 +104,7 @@ def gradients(keras_model, model, x, labels, anchor_outputs=None) -> tuple[np.fl
 
     Returns ``(loss, tree)``: ``loss`` a numpy scalar in the twin's dtype; ``tree`` is
     ``{layer: {"input": d loss/d layer input, weight: d loss/d weight}}`` for every scratch
-    layer and every scratch weight, from one ``tf.GradientTape``.
+    layer and every scratch weight, from one gradient tape (``reference.tf_backend.record``).
 
     ``anchor_outputs`` (the scratch side's forward outputs, ``{layer: array}`` in scratch
     layout) anchors the kinks: every max pool's routing and every ReLU's mask is decided on
@@ -131,30 +116,35 @@ def gradients(keras_model, model, x, labels, anchor_outputs=None) -> tuple[np.fl
     everything upstream compares strictly. Routing itself is judged exactly, with
     bit-identical inputs, by the ties check (``parity.checks.ties``).
     """
-    import tensorflow as tf
+    import keras
+
+    from reference import tf_backend
 
     layout = layout_module.layout_for(model)
-    x_keras = tf.constant(layout.input_to_keras(x))
+    x_numpy = layout.input_to_keras(x)
+    x_keras = keras.ops.convert_to_tensor(x_numpy)
     units = int(keras_model.output_shape[-1])
-    y = tf.constant(one_hot(labels, units, x_keras.dtype.as_numpy_dtype))
+    y = keras.ops.convert_to_tensor(one_hot(labels, units, x_numpy.dtype))
     anchors = _anchors(keras_model, layout, model, x, anchor_outputs)
-    with tf.GradientTape() as tape:
-        tape.watch(x_keras)
+
+    def run():
         inputs, outputs = run_layers(keras_model, x_keras, anchors)
-        loss = loss_function()(y, outputs[keras_model.layers[-1].name])
+        return inputs, loss_function()(y, outputs[keras_model.layers[-1].name])
+
+    (inputs, loss), gradient = tf_backend.record(run, watch=[x_keras])
     keys = [(name, "input") for name in inputs]
     sources = list(inputs.values())
     for layer in keras_model.layers:
         for variable in layer.trainable_weights:
             keys.append((layer.name, variable.name))
             sources.append(variable)
-    grads = tape.gradient(loss, sources)
     keras_grads: Tree = {}
-    for (k_layer, k_quantity), grad in zip(keys, grads, strict=True):
+    for (k_layer, k_quantity), grad in zip(keys, gradient(loss, sources), strict=True):
         if grad is None:
             raise RuntimeError(f"Twin layer `{k_layer}` {k_quantity}: the loss has no gradient.")
-        keras_grads.setdefault(k_layer, {})[k_quantity] = grad.numpy()
-    return loss.numpy(), _scratch_tree(keras_grads, layout, model)
+        keras_grads.setdefault(k_layer, {})[k_quantity] = grad
+    loss = keras.ops.convert_to_numpy(loss)[()]  # a numpy scalar, as Tensor.numpy() gives
+    return loss, _scratch_tree(keras_grads, layout, model)
 
 
 def kinked_layers(keras_model, model, layout=None) -> list[tuple[str, str]]:
@@ -236,37 +226,44 @@ def isolated(keras_model, model, layer: str, x, upstream=None, labels=None, layo
     ``upstream``. Because both sides see bit-identical inputs, a difference is made by
     this layer, not inherited from upstream rounding (max-pool routing is judged exactly).
     """
-    import tensorflow as tf
+    import keras
+
+    from reference import tf_backend
 
     layout = layout or layout_module.layout_for(model)
     names = list(model.layer_names)
     span = _span(keras_model, layout, layer)
-    x_k = tf.constant(layout.to_keras(layer, "input", x))
+    x_k = keras.ops.convert_to_tensor(layout.to_keras(layer, "input", x))
     weights = {w: layout.keras_key(layer, w) for w in model.params().get(layer, {})}
     variables = {w: keras_model.get_layer(k).weights for w, (k, _) in weights.items()}
     sources = [x_k] + [
         next(v for v in variables[w] if v.name == kw) for w, (_, kw) in weights.items()
     ]
-    with tf.GradientTape() as tape:
-        tape.watch(x_k)
+
+    def run():
         y = x_k
         for keras_layer in span:
             y = keras_layer(y)
         if upstream is None and labels is not None:  # the last layer: Keras's loss
-            target = one_hot(labels, int(y.shape[-1]), y.dtype.as_numpy_dtype)
-            loss = loss_function()(tf.constant(target), y)
+            dtype = np.dtype(keras.backend.standardize_dtype(y.dtype))
+            target = keras.ops.convert_to_tensor(one_hot(labels, int(y.shape[-1]), dtype))
+            return y, loss_function()(target, y)
+        return y, None
+
+    (y, loss), gradient = tf_backend.record(run, watch=[x_k])
+    y_numpy = keras.ops.convert_to_numpy(y)
     if upstream is None and labels is None:  # forward only: no upstream gradient given
-        return layout.from_keras(layer, "output", y.numpy()), {}
+        return layout.from_keras(layer, "output", y_numpy), {}
     if upstream is None:
-        grads = tape.gradient(loss, sources)
+        grads = gradient(loss, sources)
     else:
         following = names[names.index(layer) + 1]
-        dy = layout.to_keras(following, "input", upstream).astype(y.dtype.as_numpy_dtype)
-        grads = tape.gradient(y, sources, output_gradients=tf.constant(dy))
-    out = {"input": layout.from_keras(layer, "input", grads[0].numpy())}
+        dy = layout.to_keras(following, "input", upstream).astype(y_numpy.dtype)
+        grads = gradient(y, sources, dy)
+    out = {"input": layout.from_keras(layer, "input", grads[0])}
     for w, grad in zip(weights, grads[1:], strict=True):
-        out[w] = layout.from_keras(layer, w, grad.numpy())
-    return layout.from_keras(layer, "output", y.numpy()), out
+        out[w] = layout.from_keras(layer, w, grad)
+    return layout.from_keras(layer, "output", y_numpy), out
 
 
 def _span(keras_model, layout, layer: str) -> list:

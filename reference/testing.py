@@ -182,9 +182,7 @@ def _float32_training(name, path, data, steps) -> dict:
     return {
         "scratch_losses": losses.astype(np.float32),
         "keras_losses": run.losses,
-        "scratch_weights": {
-            k: {w: a.copy() for w, a in ws.items()} for k, ws in model.params().items()
-        },
+        "scratch_weights": model.snapshot(),
         "keras_weights": run.weights,
         "learning_rate": run.learning_rate,
     }

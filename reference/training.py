@@ -1,7 +1,7 @@
 """Train the twin on a given schedule, three ways, with exact per-step losses.
 
 - ``train_epoch``: a whole epoch of Keras's own training step inside one
-  ``tf.function`` (``reference.tf_training.epoch_function``): the fastest path, and
+  ``tf.function`` (``reference.tf_backend.epoch_function``): the fastest path, and
   bit-identical to ``fit`` (weights and per-step losses; proven in a test);
 - ``train_fit``: ``model.fit(batch_size=..., shuffle=False, epochs=1)`` once per epoch,
   the path users take. Keras 3's ``logs["loss"]`` in ``on_train_batch_end`` is the
@@ -96,7 +96,7 @@ def train_fit(
     """
     import keras
 
-    from reference.tf_training import recording_variables
+    from reference.tf_backend import recording_variables
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
     loss_var, correct_var = recording_variables(setup.dtype)
@@ -139,7 +139,7 @@ def train_tape(
     """Train ``keras_model`` in place with a ``tf.GradientTape`` step in a ``tf.function``
     called per batch; ``progress(steps done)`` after every step."""
     from reference.probes import loss_function
-    from reference.tf_training import tape_step
+    from reference.tf_backend import tape_step
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
     setup.optimizer.build(keras_model.trainable_variables)
@@ -167,11 +167,11 @@ def train_epoch(
     """Train ``keras_model`` in place, many steps per ``tf.function`` call: each epoch in
     chunks of ``chunk_steps`` steps (one chunk per epoch of up to 5,000 steps).
 
-    Bit-identical to ``train_fit`` (``reference.tf_training``); ``progress(steps done)``
+    Bit-identical to ``train_fit`` (``reference.tf_backend``); ``progress(steps done)``
     is called after every chunk.
     """
     from reference.probes import loss_function
-    from reference.tf_training import epoch_function
+    from reference.tf_backend import epoch_function
 
     setup = _setup(keras_model, model, x, labels, orders, batch_size, optimizer, learning_rate)
     chunk = _positive_steps(chunk_steps) * setup.batch_size  # examples per call

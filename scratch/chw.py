@@ -3,7 +3,8 @@
 Activations are ``(N, C, H, W)`` (or one image ``(C, H, W)``), filters ``(F, C, kh, kw)``
 with a bias ``(F,)``, and every ``backward(dout)`` returns what the document returns:
 ``(dx, dw, db)`` for ``Conv`` and ``Linear``, ``dx`` for ``ReLU`` and ``MaxPool2x2``.
-``softmax_loss(scores, y)`` is the separate loss, averaged over the batch.
+``softmax_loss(scores, y)`` is the separate loss, averaged over the batch (defined in
+``scratch.chw_loss``, importable from here; the argument checks are ``scratch.chw_checks``).
 
 Nothing here is built on the NHWC layers: the convolution is a cross-correlation over
 a strided window view of the channels-first input, its input gradient the full
@@ -16,88 +17,22 @@ and gradients without the batch axis.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from scratch.chw_checks import (
+    _as_image_batch,
+    _cast_finite,
+    _check_dout,
+    _check_int,
+    _check_scale,
+    _invalid,
+    _rng,
+)
+from scratch.chw_loss import softmax, softmax_loss
 from scratch.protocol import check_dtype
 
 __all__ = ["Conv", "Linear", "MaxPool2x2", "ReLU", "softmax", "softmax_loss"]
-
-
-# ----------------------------------------------------------------------------- checks
-def _invalid(argument: str, rule: str, received: str) -> ValueError:
-    return ValueError(
-        f"Invalid value for argument `{argument}`. Expected {rule}. Received {received}."
-    )
-
-
-def _check_int(argument: str, value, minimum: int) -> int:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < minimum:
-        rule = "a strictly positive integer" if minimum == 1 else "a non-negative integer"
-        raise _invalid(argument, rule, f"{argument}={value!r}")
-    return int(value)
-
-
-def _check_scale(value) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value <= 0:
-        raise _invalid(
-            "weight_scale", "a finite, strictly positive number", f"weight_scale={value!r}"
-        )
-    return float(value)
-
-
-def _rng(rng) -> np.random.Generator:
-    """``None`` means seed 0 (reproducible by default), an int is a seed."""
-    if rng is None:
-        return np.random.default_rng(0)
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise _invalid("rng", "None, an integer seed or a numpy Generator", f"rng={rng!r}")
-
-
-def _cast_finite(x, dtype: np.dtype, argument: str = "x") -> np.ndarray:
-    """``x`` as an array of ``dtype``; non-finite values (also from a cast overflow) raise."""
-    x = np.asarray(x)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise _invalid(argument, "a numeric array", f"{argument}.dtype={x.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = x.astype(dtype, copy=False)
-    bad = np.size(x) - np.count_nonzero(np.isfinite(x))
-    if bad:
-        raise _invalid(
-            argument,
-            "finite values",
-            f"{argument} with {bad} non-finite value(s) (nan or inf, after casting to {dtype})",
-        )
-    return x
-
-
-def _as_image_batch(x, dtype: np.dtype) -> tuple[np.ndarray, bool]:
-    """``(N, C, H, W)`` or one image ``(C, H, W)`` -> (batch, was_single)."""
-    shape = np.shape(x)
-    if len(shape) not in (3, 4):
-        raise _invalid("x", "rank 3 (C, H, W) or rank 4 (N, C, H, W)", f"x.shape={shape}")
-    x = _cast_finite(x, dtype)
-    return (x[None], True) if x.ndim == 3 else (x, False)
-
-
-def _check_dout(dout, expected_shape: tuple, dtype: np.dtype, layer: str) -> np.ndarray:
-    if expected_shape is None:
-        raise RuntimeError(f"{layer}.backward called before {layer}.forward.")
-    dout = np.asarray(dout, dtype=dtype)
-    if dout.shape != expected_shape:
-        raise _invalid(
-            "dout",
-            f"the shape of {layer}'s last output {expected_shape}",
-            f"dout.shape={dout.shape}",
-        )
-    return dout
 
 
 # ----------------------------------------------------------------------------- layers
@@ -370,70 +305,3 @@ class Linear:
         db = d.sum(axis=0)
         dx = (d @ self.weights.T).reshape(shape)
         return dx, dw, db
-
-
-# ----------------------------------------------------------------------------- loss
-def softmax(scores) -> np.ndarray:
-    """Row-wise softmax ``exp(s - max s) / sum exp(s - max s)``, last axis.
-
-    ``softmax_loss`` builds its probabilities with this very function, so the
-    probabilities a model reports are bit-identical to the ones its loss used.
-    """
-    scores = np.asarray(scores)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_loss(scores, y) -> tuple[float, np.ndarray]:
-    """Softmax cross-entropy averaged over the batch, and its gradient.
-
-    Parameters
-    ----------
-    scores : ndarray (N, K) or (K,)
-        Logits, float32 or float64 (kept in that dtype).
-    y : int array (N,) or int
-        Class indices in ``[0, K)``.
-
-    Returns
-    -------
-    loss : float
-        ``mean_n( log sum_k exp(s_nk - m_n) - (s_n,y_n - m_n) )``, ``m_n = max_k s_nk``.
-    dscores : ndarray like ``scores``
-        ``(softmax(scores) - onehot(y)) / N``.
-    """
-    scores_in = np.asarray(scores)
-    if scores_in.ndim not in (1, 2) or scores_in.shape[-1] < 1:
-        raise _invalid("scores", "rank 2 (N, K) or rank 1 (K,)", f"scores.shape={np.shape(scores)}")
-    dtype = check_dtype(scores_in.dtype) if scores_in.dtype.kind == "f" else np.dtype("float64")
-    s = _cast_finite(scores_in, dtype, "scores")
-    single = s.ndim == 1
-    s = s[None] if single else s
-    labels = _check_labels(y, s.shape[0], s.shape[1], single)
-    n = s.shape[0]
-    rows = np.arange(n)
-    shifted = s - s.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_probs[rows, labels].mean()
-    dscores = softmax(s)  # same computation the model reports as its probabilities
-    dscores[rows, labels] -= 1
-    dscores /= dtype.type(n)
-    return float(loss), (dscores[0] if single else dscores)
-
-
-def _check_labels(y, n: int, k: int, single: bool) -> np.ndarray:
-    y = np.asarray(y)
-    if y.dtype.kind not in "iu":
-        raise _invalid("y", "integer class indices", f"y.dtype={y.dtype}")
-    want = () if single else (n,)
-    if y.shape != want:
-        raise _invalid("y", f"shape {want} (one label per row of scores)", f"y.shape={y.shape}")
-    y = y.reshape(-1)
-    outside = (y < 0) | (y >= k)
-    if outside.any():
-        raise _invalid(
-            "y",
-            f"class indices in [0, {k})",
-            f"y={int(y[outside][0])} at position {int(np.flatnonzero(outside)[0])}",
-        )
-    return y

@@ -18,7 +18,7 @@ import numpy as np
 
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax_loss
 from scratch.cs231n_api import ChannelsFirstModel
-from scratch.protocol import check_dtype
+from scratch.protocol import REQUIRED, Capability, check_dtype
 from spec import Network
 from spec.networks import CHW, CHW_ODD, CHW_RELU
 
@@ -137,6 +137,7 @@ class ChwModel(ChannelsFirstModel):
     """
 
     per_image = False  # scratch.chw's layers take (N, C, H, W)
+    capabilities = REQUIRED | {Capability.LOSS_FROM}  # its own forward_from; no SGD step
     loss_function = staticmethod(softmax_loss)
 
     def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64"):

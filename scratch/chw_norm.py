@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch.chw import _check_dout, _invalid
+from scratch.chw_checks import _check_dout, _invalid
 from scratch.protocol import check_dtype
 
 MODES = ("train", "test")

@@ -50,6 +50,9 @@ class ChannelsFirstModel(HarnessModel):
     forward order, the Softmax (the loss) left out. ``class_names`` maps a layer name to
     the class shown in messages.
 
+    Capabilities: the required ones only (weights are stepped by the harness's optimizers
+    from the returned ``(dw, db)``, never by the API); ``ChwModel`` adds ``loss_from``.
+
     ``forward`` -> every layer's output, batch-first and NCHW (``{"conv2d": (N, 8, 26, 26),
     ..., "dense": scores (N, 10), "softmax": softmax(scores) (N, 10)}`` for ``chw-relu``);
     ``gradients`` -> ``(mean loss, tree)``: ``input`` for every layer (``softmax``'s is

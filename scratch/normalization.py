@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch.layers import Layer, invalid_argument
+from scratch.layer_base import Layer, invalid_argument
 
 
 class BatchNormalization(Layer):

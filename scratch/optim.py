@@ -15,7 +15,7 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 
-from scratch.layers import invalid_argument
+from scratch.layer_base import invalid_argument
 from scratch.protocol import Tree
 
 

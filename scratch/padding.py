@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from scratch.layers import Layer, invalid_argument
+from scratch.layer_base import Layer, invalid_argument
 
 
 class ZeroPadding2D(Layer):

@@ -12,14 +12,8 @@ import math
 
 import numpy as np
 
-from scratch.layers import (
-    Layer,
-    gather,
-    int_pair,
-    invalid_argument,
-    scatter_add,
-    window_indices,
-)
+from scratch.layer_base import Layer, int_pair, invalid_argument
+from scratch.windows import gather, scatter_add, window_indices
 
 
 class Pool2D(Layer):

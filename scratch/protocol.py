@@ -13,11 +13,21 @@ native layouts as data).
 Nested dictionaries are keyed ``{layer_name: {quantity: array}}`` where the
 quantity is a weight name (``kernel``, ``bias``) or ``input`` (the loss gradient
 with respect to that layer's input).
+
+What an implementation can do is declared, not probed: ``HarnessModel.capabilities``
+names its :class:`Capability` members. Every model has the four the base class requires
+(:data:`REQUIRED`); a family adds the optional ones it implements (its own training step,
+the loss from an intermediate layer). The base class defines every method of every
+capability, so the harness never looks an attribute up: an optional method a model does
+not provide raises :class:`CapabilityError` naming the capability, and the harness asks
+``model.provides(capability)`` to pick a path. A subclass whose declaration and methods
+disagree is a TypeError when the class is defined.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 
 import numpy as np
 
@@ -47,6 +57,28 @@ def _is_dtype_like(dtype) -> bool:
     return True
 
 
+class Capability(enum.StrEnum):
+    """What an implementation under test provides to the harness (issue 12 item 3)."""
+
+    LAYER_OUTPUTS = "layer outputs"  # forward(x): every layer's output
+    GRADIENTS = "gradients"  # gradients(x, labels): loss and every gradient, no update
+    WEIGHTS = "weights"  # params() / set_params(values): read and write the weights
+    SNAPSHOT = "snapshot"  # snapshot() / restore(copies): the weights, bit for bit
+    TRAIN_STEP = "train step"  # train_step(x, labels, lr): one SGD step, its own update
+    LOSS_FROM = "loss from a layer"  # loss_from(layer, h, labels): h fed to that layer
+
+
+REQUIRED = frozenset(
+    {Capability.LAYER_OUTPUTS, Capability.GRADIENTS, Capability.WEIGHTS, Capability.SNAPSHOT}
+)
+# Optional capability -> the base-class method a model that declares it overrides.
+OPTIONAL = {Capability.TRAIN_STEP: "train_step", Capability.LOSS_FROM: "loss_from"}
+
+
+class CapabilityError(NotImplementedError):
+    """A model was asked for a capability it does not declare."""
+
+
 class HarnessModel(abc.ABC):
     """A scratch model as the harness sees it.
 
@@ -59,11 +91,47 @@ class HarnessModel(abc.ABC):
     spec : spec.Network
         What the model is: layers, names, hyperparameters and native layouts. The Keras
         twin, the layout conversions and the pools and kinks the checks visit come from it.
+    capabilities : frozenset of Capability
+        What the model provides: :data:`REQUIRED` and the optional ones it implements. A
+        class attribute; a subclass declares exactly the optional methods it overrides
+        (checked when the class is defined: TypeError otherwise).
     """
 
     name: str
     dtype: np.dtype
     spec: Network
+    capabilities: frozenset[Capability] = REQUIRED
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declared = frozenset(cls.capabilities)
+        if not REQUIRED <= declared:
+            raise TypeError(
+                f"{cls.__name__}.capabilities must include every required capability "
+                f"{sorted(map(str, REQUIRED))}. Received {sorted(map(str, declared))}."
+            )
+        for capability, method in OPTIONAL.items():
+            overridden = any(method in vars(k) for k in cls.__mro__[:-1] if k is not HarnessModel)
+            if overridden != (capability in declared):
+                raise TypeError(
+                    f"{cls.__name__}: capability `{capability}` is "
+                    f"{'declared' if capability in declared else 'not declared'} but "
+                    f"`{method}` is {'defined' if overridden else 'not defined'}; declare "
+                    f"the capability exactly when the class defines `{method}`."
+                )
+
+    def provides(self, capability: Capability) -> bool:
+        """Whether this model declares ``capability``."""
+        return capability in self.capabilities
+
+    def require(self, capability: Capability) -> None:
+        """Raise :class:`CapabilityError` naming ``capability`` unless it is declared."""
+        if capability not in self.capabilities:
+            raise CapabilityError(
+                f"Model `{self.name}` ({type(self).__name__}) does not provide the capability "
+                f"`{capability}`; it provides {sorted(map(str, self.capabilities))}. "
+                f"Ask `model.provides(Capability.{capability.name})` before using it."
+            )
 
     @property
     @abc.abstractmethod
@@ -120,3 +188,51 @@ class HarnessModel(abc.ABC):
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """The model's output probabilities ``(N, 10)``."""
         return self.forward(x)[self.layer_names[-1]]
+
+    def gradients_and_probabilities(self, x, labels, need_input_grad: bool = True):
+        """``(loss, grads, probabilities)``: :meth:`gradients` and the probabilities of the
+        same weights. By default two passes (``probabilities``, then ``gradients``; the
+        first layer's ``input`` gradient is computed whatever ``need_input_grad`` says); a
+        family overrides it to take both from one forward pass."""
+        probs = self.probabilities(x)
+        loss, grads = self.gradients(x, labels)
+        return loss, grads, probs
+
+    # -- snapshot and restore (every model) ---------------------------------------------
+
+    def snapshot(self) -> Tree:
+        """Copies of every weight, ``{layer: {weight: array}}`` (native layout, own dtype)."""
+        return {layer: {w: np.array(a, copy=True) for w, a in ws.items()}
+                for layer, ws in self.params().items()}  # fmt: skip
+
+    def restore(self, snapshot: Tree) -> None:
+        """Write a :meth:`snapshot` back into the live weights, bit for bit."""
+        self.set_params(snapshot)
+
+    # -- optional capabilities: defined here, raising CapabilityError unless declared --
+
+    def train_step(self, x, labels, learning_rate) -> tuple[float, int]:
+        """``Capability.TRAIN_STEP``: one plain-SGD step ``w -= lr * g`` on the batch's
+        mean loss through the implementation's own update path, in place; returns
+        ``(loss, correct predictions)`` of the forward pass before the update.
+
+        Raises
+        ------
+        CapabilityError
+            The model does not declare ``Capability.TRAIN_STEP``.
+        """
+        self.require(Capability.TRAIN_STEP)
+        raise CapabilityError(f"{type(self).__name__} declares `train step` without it.")
+
+    def loss_from(self, layer_name: str, h, labels) -> float:
+        """``Capability.LOSS_FROM``: the mean loss when ``h`` (``(N, ...)``, native layout
+        of ``layer_name``'s input) is fed as the input of ``layer_name`` (finite
+        differences of input gradients, and of weights from their layer onward).
+
+        Raises
+        ------
+        CapabilityError
+            The model does not declare ``Capability.LOSS_FROM``.
+        """
+        self.require(Capability.LOSS_FROM)
+        raise CapabilityError(f"{type(self).__name__} declares `loss from a layer` without it.")

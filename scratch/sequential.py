@@ -18,11 +18,12 @@ import numpy as np
 import spec
 from scratch import activations as A
 from scratch import layers as L
-from scratch.layers import Layer, Softmax, check_batch, invalid_argument
+from scratch.layer_base import Layer, check_batch, invalid_argument
+from scratch.layers import Softmax
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
 from scratch.padding import ZeroPadding2D
 from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D
-from scratch.protocol import HarnessModel, Tree, check_dtype
+from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree, check_dtype
 
 # spec kind -> (scratch class, hyperparameters it takes under the same names). The one
 # table both ways: a network description builds layers, a stack of layers describes itself.
@@ -56,7 +57,12 @@ class Sequential(HarnessModel):
     dtype : {"float64", "float32"}
     name : str, default "sequential"
         The registry sets it to the model's registry name.
+
+    Capabilities: the required ones, its own SGD step (``train_step``) and the loss from
+    any layer (``loss_from``).
     """
+
+    capabilities = REQUIRED | {Capability.TRAIN_STEP, Capability.LOSS_FROM}
 
     def __init__(
         self,

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratch.layers import invalid_argument, positive_int
+from scratch.layer_base import invalid_argument, positive_int
 from scratch.losses import check_labels, count_correct
 from scratch.optim import SGD
+from scratch.protocol import Capability
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,10 @@ def train(
     orders : sequence of ``epochs`` integer index arrays into ``x``
     progress : callable (StepRecord, steps_in_epoch) -> None, optional
     fast_path : bool, default True
-        Use ``model.train_step(x, labels, lr)`` when the model has one and the
-        optimizer is ``SGD`` (same arithmetic, fewer passes).
+        Use ``model.train_step(x, labels, lr)`` when the model declares
+        ``Capability.TRAIN_STEP`` and the optimizer is plain ``SGD`` (no momentum): the
+        same arithmetic, fewer passes. Otherwise every step is ``gradients_and_probabilities``
+        then ``optimizer.update``.
     """
     epochs, batch_size = positive_int("epochs", epochs), positive_int("batch_size", batch_size)
     x = np.asarray(x)
@@ -144,7 +147,8 @@ def _check_orders(orders, epochs: int, n: int) -> list[np.ndarray]:
 
 
 def _step_function(model, optimizer, fast_path: bool):
-    if fast_path and isinstance(optimizer, SGD) and hasattr(model, "train_step"):
+    plain_sgd = isinstance(optimizer, SGD) and optimizer.momentum == 0  # train_step: w -= lr g
+    if fast_path and plain_sgd and model.provides(Capability.TRAIN_STEP):
 
         def fast(xb, yb):
             loss, correct = model.train_step(xb, yb, optimizer.learning_rate)
@@ -154,11 +158,7 @@ def _step_function(model, optimizer, fast_path: bool):
         return fast
 
     def general(xb, yb):
-        if hasattr(model, "gradients_and_probabilities"):
-            loss, grads, probs = model.gradients_and_probabilities(xb, yb)
-        else:
-            probs = model.probabilities(xb)
-            loss, grads = model.gradients(xb, yb)
+        loss, grads, probs = model.gradients_and_probabilities(xb, yb)
         optimizer.update(model.params(), grads)
         return float(loss), count_correct(probs, yb)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from scratch import blog_api
 from scratch.blog_api import FLAT, LAYER_NAMES, NUM_CLASSES, NUM_FILTERS, WEIGHTS
-from scratch.protocol import HarnessModel, Tree, check_dtype
+from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree, check_dtype
 from scratch.user_code import UserCode, load
 from scratch.zhou_model import check_images
 from spec.networks import ZHOU
@@ -51,6 +51,9 @@ class UserBlogModel(HarnessModel):
     """
 
     spec = ZHOU  # the blog's network: its layouts and its twin
+    # Training steps through the user's own backprop; no loss from an inner layer (the
+    # user's Softmax flattens and multiplies in one call).
+    capabilities = REQUIRED | {Capability.TRAIN_STEP}
 
     def __init__(self, classes: dict[str, type], seed: int = 0, dtype="float64", name="user"):
         self.name = name

@@ -1,4 +1,5 @@
-"""The blog network, "CNNs, Part 2: Training a Convolutional Neural Network" (Victor Zhou).
+"""The blog's layers, "CNNs, Part 2: Training a Convolutional Neural Network" (Victor Zhou):
+its conv.py, maxpool.py and softmax.py (the network, its cnn.py, is ``scratch.zhou_cnn``).
 
 Three layers with the blog's API, one image at a time, activations HWC:
 
@@ -30,7 +31,6 @@ gradient (the blog's exercise); the softmax is computed stably.
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-def _check_rank(x: np.ndarray, ndim: int, layout: str, name: str) -> None:
+def check_rank(x: np.ndarray, ndim: int, layout: str, name: str) -> None:
     if x.ndim != ndim:
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a {ndim}-D array {layout}. "
@@ -64,7 +64,7 @@ def _check_rank(x: np.ndarray, ndim: int, layout: str, name: str) -> None:
         )
 
 
-def _check_finite(x: np.ndarray, name: str) -> None:
+def check_finite(x: np.ndarray, name: str) -> None:
     # One sum is the cheap test (a NaN or an infinity makes it non-finite); only
     # when it fails, or overflows on huge finite values, is the array scanned.
     if math.isfinite(x.sum()):
@@ -147,13 +147,13 @@ class Conv3x3:
     def check_input(self, input) -> np.ndarray:
         """``input`` as an array of the layer's dtype, or ValueError naming the rule broken."""
         x = np.asarray(input, dtype=self.dtype)
-        _check_rank(x, 2, "(H, W)", "input")
+        check_rank(x, 2, "(H, W)", "input")
         if x.shape[0] < 3 or x.shape[1] < 3:
             raise ValueError(
                 "Invalid value for argument `input`. Expected height and width >= 3 for a "
                 f"3x3 filter. Received shape {x.shape}."
             )
-        _check_finite(x, "input")
+        check_finite(x, "input")
         return x
 
     def forward(self, input):
@@ -220,7 +220,7 @@ class MaxPool2:
     def forward(self, input):
         """Max of each 2x2 window: ``(H, W, C) -> (H // 2, W // 2, C)``."""
         x = np.asarray(input)
-        _check_rank(x, 3, "(H, W, C)", "input")
+        check_rank(x, 3, "(H, W, C)", "input")
         h, w, c = x.shape
         nh, nw = h // 2, w // 2
         if nh == 0 or nw == 0:
@@ -338,7 +338,7 @@ class Softmax:
         exp = np.exp(totals - totals.max())
         total = exp.sum()  # in [1, nodes] unless a NaN or inf input reached the totals
         if not math.isfinite(total):
-            _check_finite(x, "input")
+            check_finite(x, "input")
         out = exp / total
         self.last_input_shape = x.shape
         self.last_input = flat
@@ -378,122 +378,3 @@ class Softmax:
         np.subtract(self.weights, step, out=self.weights)
         self.biases -= learn_rate * self.d_L_d_b
         return d_input
-
-
-class ZhouCNN:
-    """The blog's whole network (its cnn.py): Conv3x3(8) -> MaxPool2 -> Softmax(1352, 10).
-
-    Parameters
-    ----------
-    seed : int
-        Seed of the one Generator that draws the conv filters, then the softmax weights.
-    dtype : float32 or float64
-
-    ``forward(image, label)`` and ``train(image, label, lr)`` take a raw 2-D image
-    (uint8 (28, 28), or any real array) and scale it ``image / 255 - 0.5`` first,
-    as the blog does.
-    """
-
-    def __init__(self, seed=0, dtype="float64"):
-        self.dtype = check_dtype(dtype)
-        rng = np.random.default_rng(seed)
-        self.conv = Conv3x3(NUM_FILTERS, rng, self.dtype)  # 28x28 -> 26x26x8
-        self.pool = MaxPool2()  # 26x26x8 -> 13x13x8
-        self.softmax = Softmax(13 * 13 * NUM_FILTERS, NUM_CLASSES, rng, self.dtype)  # -> 10
-        # image / 255 - 0.5 for every uint8 value: a table lookup gives the same bits.
-        self.scale_table = (np.arange(256) / 255 - 0.5).astype(self.dtype)
-
-    def scale(self, image) -> np.ndarray:
-        """``image / 255 - 0.5`` in the model's dtype, for one 2-D image ``(28, 28)``."""
-        image = np.asarray(image)
-        if image.shape != IMAGE_SHAPE:
-            _check_rank(image, 2, "(H, W)", "image")
-            raise ValueError(
-                f"Invalid value for argument `image`. Expected shape {IMAGE_SHAPE} "
-                f"(the network's input). Received shape {image.shape}."
-            )
-        if image.dtype == np.uint8:
-            return self.scale_table.take(image)
-        _check_finite(image, "image")
-        return (image / 255 - 0.5).astype(self.dtype, copy=False)
-
-    def _check_label(self, label) -> int:
-        try:
-            index = operator.index(label)  # ints and numpy integers; not floats or bools
-        except TypeError:
-            index = None
-        if index is None or isinstance(label, bool) or not 0 <= index < NUM_CLASSES:
-            raise ValueError(
-                "Invalid value for argument `label`. Expected an integer in "
-                f"[0, {NUM_CLASSES - 1}]. Received label={label!r}."
-            )
-        return index
-
-    def _forward(self, x, label: int):
-        # x: a checked, scaled (28, 28) image; label: a checked class.
-        out = self.conv._forward(x)
-        out = self.pool.forward(out)
-        out = self.softmax.forward(out)
-        loss = -math.log(out[label])
-        acc = 1 if out.argmax() == label else 0
-        return out, loss, acc
-
-    def forward_scaled(self, x, label):
-        """``forward`` on an already scaled image ``x`` (28, 28)."""
-        label = self._check_label(label)
-        return self._forward(self.conv.check_input(x), label)
-
-    def forward(self, image, label):
-        """Returns ``(probabilities (10,), cross-entropy loss, 1 if correct else 0)``."""
-        label = self._check_label(label)
-        return self._forward(self.scale(image), label)
-
-    def _loss_gradient(self, label: int) -> np.ndarray:
-        # The blog: the gradient of L = -ln(p_label) is -1 / p_label at the label, 0 elsewhere.
-        gradient = np.zeros(NUM_CLASSES, dtype=self.dtype)
-        gradient[label] = -1 / self.softmax.last_output[label]
-        return gradient
-
-    def _train(self, x, label: int, lr):
-        _, loss, acc = self._forward(x, label)
-        gradient = self.softmax.backprop(self._loss_gradient(label), lr)
-        gradient = self.pool.backprop(gradient)
-        # The blog discards the conv's input gradient; skip computing it.
-        self.conv.backprop(gradient, lr, input_grad=False)
-        return loss, acc
-
-    def train_scaled(self, x, label, lr=0.005):
-        """``train`` on an already scaled image ``x`` (28, 28)."""
-        label = self._check_label(label)
-        return self._train(self.conv.check_input(x), label, lr)
-
-    def train(self, image, label, lr=0.005):
-        """One SGD step of the blog on one image; returns ``(loss, acc)`` before the step."""
-        label = self._check_label(label)
-        return self._train(self.scale(image), label, lr)
-
-    def gradients_scaled(self, x, label):
-        """``gradients`` on an already scaled image ``x`` (28, 28)."""
-        _, loss, _ = self.forward_scaled(x, label)
-        d_pool_output = self.softmax.backward(self._loss_gradient(label))
-        d_conv_output = self.pool.backward(d_pool_output)
-        d_input = self.conv.backward(d_conv_output)
-        grads = {
-            "filters": self.conv.d_L_d_filters,  # (8, 3, 3)
-            "weights": self.softmax.d_L_d_w,  # (1352, 10)
-            "biases": self.softmax.d_L_d_b,  # (10,)
-            "input": d_input,  # (28, 28), of the scaled image
-            "conv_output": d_conv_output,  # (26, 26, 8)
-            "pool_output": d_pool_output,  # (13, 13, 8)
-            "totals": self.softmax.d_L_d_t,  # (10,), of the logits
-        }
-        return loss, grads
-
-    def gradients(self, image, label):
-        """Loss and gradients of one image, without updating any weight.
-
-        Returns ``(loss, grads)``; ``grads`` maps ``filters`` (8, 3, 3), ``weights``
-        (1352, 10), ``biases`` (10,), ``input`` (28, 28) (of the scaled image),
-        ``conv_output`` (26, 26, 8), ``pool_output`` (13, 13, 8) and ``totals`` (10,).
-        """
-        return self.gradients_scaled(self.scale(image), label)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.blog_api import LAYER_NAMES, backprop_gradients
-from scratch.protocol import HarnessModel, Tree
-from scratch.zhou import IMAGE_SHAPE, ZhouCNN, softmax_probabilities
+from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree
+from scratch.zhou import IMAGE_SHAPE, softmax_probabilities
+from scratch.zhou_cnn import ZhouCNN
 from spec.networks import ZHOU
 
 
@@ -43,6 +44,7 @@ class ZhouModel(HarnessModel):
     """
 
     spec = ZHOU
+    capabilities = REQUIRED | {Capability.TRAIN_STEP, Capability.LOSS_FROM}
 
     def __init__(self, seed=0, dtype="float64"):
         self.name = "zhou"

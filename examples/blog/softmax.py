@@ -20,7 +20,10 @@ class Softmax:
         self.last_input = flat
         totals = flat @ self.weights + self.biases
         self.last_totals = totals
-        exps = np.exp(totals)
+        # The blog takes np.exp(totals): it overflows once a total passes 709.78 (float64),
+        # 88.72 (float32). Softmax is shift-invariant: subtracting the maximum changes nothing
+        # else and keeps every exponent <= 0 (parity checks it at its large-logits state).
+        exps = np.exp(totals - totals.max())
         return exps / np.sum(exps)
 
     def backprop(self, d_L_d_out, learn_rate):
@@ -28,7 +31,7 @@ class Softmax:
 
         The input gradient is taken with the weights BEFORE the step.
         """
-        exps = np.exp(self.last_totals)
+        exps = np.exp(self.last_totals - self.last_totals.max())  # shifted, as in forward
         probs = exps / np.sum(exps)
         d_L_d_totals = np.zeros_like(probs)
         for k in np.flatnonzero(d_L_d_out):

@@ -11,7 +11,10 @@ import numpy as np
 from parity.compare import Comparison
 from reference.layout import layout_for  # numpy only: no TensorFlow here
 
-STATES = ("initial", "trained", "random")  # weights the forward/gradient checks run at
+LARGE_LOGITS = "large-logits"  # ``random`` with the logits shifted past exp's overflow
+# Weights the checks run at; ``large-logits`` runs the forward outputs and the loss only
+# (``parity.checks.large_logits``).
+STATES = ("initial", "trained", "random", LARGE_LOGITS)
 TRAIN_STEPS = 300  # SGD steps (batch 1) before the "trained" state: blog-like, ~85% acc
 TRAIN_LEARNING_RATE = 0.005  # the blog's SGD learning rate
 RANDOM_BIAS_STD = 0.1  # O(1) state: biases ~ N(0, 0.1); kernels ~ N(0, 1/fan_in)

@@ -31,6 +31,7 @@ from parity.checks.common import Context, mean_loss, per_example_loss
 from parity.checks.ties import near_maxima, pools
 from parity.compare import INCONCLUSIVE, PASS, compare, missing, not_provided
 from parity.finite_diff import EPS  # the central step (recorded in environment.json)
+from scratch.protocol import Capability
 
 CHECK = "derivations"
 JITTER = 1e-2  # uniform +-JITTER on preprocessed inputs: near-ties stay >> EPS apart
@@ -193,7 +194,7 @@ def _weight_loss(model, layer: str, x, labels):
     """The mean loss as a function of ``layer``'s live weights: ``() -> float``.
 
     Nothing before ``layer`` reads its weights, so where the model can run from a layer's
-    input (``loss_from``, optional) that input is computed once and each evaluation runs
+    input (``Capability.LOSS_FROM``) that input is computed once and each evaluation runs
     ``layer`` onward: the same function, fewer layers. Taken only where it gives the full
     forward pass's loss at the unperturbed weights to ``TAIL_ULPS`` (it does bit for bit
     on every shipped model); otherwise, and for the first layer or a model without
@@ -204,13 +205,12 @@ def _weight_loss(model, layer: str, x, labels):
         return mean_loss(model, x, labels)
 
     names = model.layer_names
-    run_from = getattr(model, "loss_from", None)
-    if run_from is None or layer == names[0]:
+    if not model.provides(Capability.LOSS_FROM) or layer == names[0]:
         return full
     h = np.array(model.forward(x)[names[names.index(layer) - 1]], copy=True)
 
     def tail() -> float:
-        return float(run_from(layer, h, labels))
+        return float(model.loss_from(layer, h, labels))
 
     base = full()
     return tail if abs(tail() - base) <= TAIL_ULPS * np.spacing(base) else full

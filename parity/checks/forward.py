@@ -14,9 +14,10 @@ def expected(model) -> list[tuple[str, str]]:
     return [(layer, "output") for layer in model.layer_names]
 
 
-def forward_rows(ctx: Context) -> list[dict]:
+def forward_rows(ctx: Context, budget: str = CHECK) -> list[dict]:
+    """One row per layer output; ``budget`` names the tolerance (``parity.tolerances``)."""
     ours, theirs = ctx.outputs("scratch"), ctx.outputs("keras")
-    tol = tolerances.get(CHECK, ctx.dtype)
+    tol = tolerances.get(budget, ctx.dtype)
     rows = []
     for layer, quantity in expected(ctx.model):
         limits = dict(atol=tol.atol, rtol=tol.rtol)

@@ -210,7 +210,7 @@ def _judge(found: dict, name: str, setting: Setting, seed: int, rng) -> list:
 def _judge_loss(model, keras_model, setting: Setting, rng) -> list:
     """``softmax_loss`` on ``(N, K)`` scores ~ N(0, 3): the mean loss and dscores, against
     Keras's softmax and categorical cross-entropy (from the logits, unclipped)."""
-    import tensorflow as tf
+    import keras
 
     from reference import probes
 
@@ -220,8 +220,9 @@ def _judge_loss(model, keras_model, setting: Setting, rng) -> list:
     _, theirs = probes.isolated(keras_model, model, "softmax", scores, labels=labels)
     target = probes.one_hot(labels, setting.K, scores.dtype)
     softmax = keras_model.get_layer("softmax")
-    keras_loss = probes.loss_function()(tf.constant(target), softmax(tf.constant(scores)))
-    return [_compare("softmax", "loss", loss, keras_loss.numpy(), None),
+    tensor = keras.ops.convert_to_tensor
+    keras_loss = probes.loss_function()(tensor(target), softmax(tensor(scores)))
+    return [_compare("softmax", "loss", loss, keras.ops.convert_to_numpy(keras_loss)[()], None),
             _compare("softmax", "input", dscores, theirs["input"], None)]  # fmt: skip
 
 

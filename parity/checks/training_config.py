@@ -25,7 +25,7 @@ import numpy as np
 from parity import tolerances
 
 KERAS_PATHS = ("epoch", "fit", "tape")  # the free-running Keras paths (reference.training)
-DEFAULT_KERAS_PATHS = ("epoch",)  # the fastest, bit-identical to fit (reference.tf_training)
+DEFAULT_KERAS_PATHS = ("epoch",)  # the fastest, bit-identical to fit (reference.tf_backend)
 LOCKSTEP = "lockstep"  # the Keras path re-synced to scratch before every step
 FREE_RUNNING_JUDGED = ("float64",)  # dtypes whose free-running curves are a verdict
 OPTIMIZERS = ("sgd", "adam")

@@ -12,6 +12,12 @@ to change. Each reads the scratch side only, at the weights of the current state
   copied to every tied maximum (the blog's ``MaxPool2.backprop``).
 - ``ties-to-last-maximum``: mass conserved, but in tied windows the gradient sits on the
   LAST maximum in row-major order, where TensorFlow routes it to the first.
+- ``softmax-overflow`` (the ``large-logits`` state only, ``parity.checks.large_logits``:
+  every image's largest logit >= 800 in float64, >= 100 in float32): the scratch logits
+  are finite but its probabilities, its loss or its gradients are not (or its code raised
+  an overflow), while Keras's are finite: ``exp(z)`` taken without subtracting the row
+  maximum, which overflows past 709.78 (float64) and 88.72 (float32). At that state no
+  other signature is read (its weights are ``random``'s but one bias).
 
 Rows: ``model, dtype, state, layer, signature, evidence, advice`` (diagnosis.csv).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from parity import tolerances
+from parity.checks import large_logits
 from parity.checks.common import Context
 from parity.checks.ties import pools, windows
 
@@ -29,8 +36,53 @@ MASS_RATIO_NOISE = 1e-6  # a window's |sum(dx) / dy - 1| above this is not round
 
 def signature_rows(ctx: Context) -> list[dict]:
     """Every signature seen in ``ctx``'s model at its current weights."""
-    found = _accumulation(ctx) + _pool_routing(ctx)
+    if ctx.state == large_logits.STATE:
+        found = _softmax_overflow(ctx)
+    else:
+        found = _accumulation(ctx) + _pool_routing(ctx)
     return [dict(model=ctx.name, dtype=ctx.dtype, state=ctx.state, **row) for row in found]
+
+
+def _softmax_overflow(ctx: Context) -> list[dict]:
+    logits = large_logits.logits_layer(ctx.model)
+    softmax = ctx.model.layer_names[-1]
+    peak = float(np.max(ctx.outputs("keras")[logits]))
+    try:
+        ours = ctx.outputs("scratch")
+        loss, grads = ctx.grads("scratch")
+    except Exception as exc:  # the checks' rows already carry it as an ERROR
+        if not large_logits.overflowed(exc):
+            return []
+        seen = f"your code raised {type(exc).__name__}: {exc}"
+    else:
+        if not np.isfinite(ours[logits]).all():
+            return []  # non-finite before the softmax: not its exponentials
+        bad = ~np.isfinite(ours[softmax]).reshape(len(ours[softmax]), -1).all(axis=1)
+        keras_loss, keras_grads = ctx.grads("keras")
+        broken = [key for key in _non_finite(grads) if key not in _non_finite(keras_grads)]
+        if bad.any():
+            seen = (f"{int(bad.sum())} of {bad.size} images' probabilities are inf or nan "
+                    "(Keras's are finite)")  # fmt: skip
+        elif not np.isfinite(loss) and np.isfinite(keras_loss):
+            seen = f"the loss is {float(loss)} (Keras's {float(keras_loss):.3g})"
+        elif broken:
+            seen = (f"the gradients of {', '.join(broken)} are inf or nan: the "
+                    "backward pass takes exp of the logits again, unshifted")  # fmt: skip
+        else:
+            return []
+    return [dict(layer=softmax, signature="softmax-overflow",
+                 evidence=f"the exponentials overflow at logits of {peak:.0f}: {seen}",
+                 advice="subtract the row maximum before exp (softmax is shift-invariant: "
+                        "exp(z - max z) / sum(exp(z - max z)) is the same softmax with every "
+                        "exponent <= 0); for the loss, log(sum(exp(z))) = max z + "
+                        "log(sum(exp(z - max z)))")]  # fmt: skip
+
+
+def _non_finite(grads) -> list[str]:
+    """``layer/quantity`` of every gradient holding an inf or a nan."""
+    return [f"{layer}/{quantity}" for layer, quantities in grads.items()
+            for quantity, array in quantities.items()
+            if array is not None and not np.isfinite(array).all()]  # fmt: skip
 
 
 def _accumulation(ctx: Context) -> list[dict]:

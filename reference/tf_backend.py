@@ -1,18 +1,35 @@
-"""What the twin's training needs from TensorFlow itself, in one module.
+"""Everything in reference/ that is specific to TensorFlow, in one module.
 
-Keras 3 on the TensorFlow backend. ``reference.training`` holds what is not specific to
-a backend (schedules, argument checks, layouts, results, Keras's optimizers and loss);
-the graphs, tapes, tensor arrays and variables are here. Importing this module imports
-TensorFlow, so ``reference.training`` imports it only inside the functions that train.
+Keras 3 on the TensorFlow backend. The other modules of reference/ speak Keras (layers'
+own calls, ``keras.ops.convert_to_tensor``/``convert_to_numpy``, Keras's optimizers and
+loss); what Keras has no API for is here, so running the probes on another Keras backend
+means another module like this one. Importing it imports TensorFlow, so the other modules
+import it only inside the functions that need it (``reference.backend`` configures floatx
+first).
 
-One training step, written once (``_train_step``) and traced into every compiled path:
-the forward pass ``keras_model(x, training=True)``, the loss, ``tf.GradientTape``'s
-gradient of it, and ``optimizer.apply`` with Keras's own optimizer. That is what Keras's
-``fit`` runs per batch (``keras/src/backend/tensorflow/trainer.py``, ``train_step``: the
-compiled loss adds nothing to one loss with weight 1, and ``apply_gradients`` is
-``apply``), so every path below gives ``fit``'s weights and losses bit for bit
-(``parity_tests/test_reference_training.py`` proves it on a prefix, both dtypes, SGD
-and Adam):
+Process setup (``reference.backend.configure`` calls these):
+
+- ``list_devices``: TensorFlow's device probe (CUDA's start-up lines, logged now, inside
+  the caller's filter);
+- ``enable_determinism``: TensorFlow's op determinism;
+- ``environment``: TensorFlow's version and thread counts, for reports.
+
+Gradients of the probes (``reference.probes``):
+
+- ``record(fn, watch)``: ``fn()`` on a ``tf.GradientTape`` and a ``gradient`` function
+  of what it computed (weights and the tensors in ``watch``, intermediate tensors too);
+- ``anchored_call(layer, h, anchor)``: ``layer(h)`` whose backward pass is the layer's
+  VJP taken at another input (``tf.custom_gradient``).
+
+Training (``reference.training``, ``reference.lockstep_step``): one training step, written
+once (``_train_step``) and traced into every compiled path: the forward pass
+``keras_model(x, training=True)``, the loss, ``tf.GradientTape``'s gradient of it, and
+``optimizer.apply`` with Keras's own optimizer. That is what Keras's ``fit`` runs per batch
+(``keras/src/backend/tensorflow/trainer.py``, ``train_step``: the compiled loss adds
+nothing to one loss with weight 1, and ``apply_gradients`` is ``apply``), so every path
+below gives ``fit``'s weights and losses bit for bit
+(``parity_tests/test_reference_training.py`` proves it on a prefix, both dtypes, SGD and
+Adam):
 
 - ``tape_step``: one step per call (a ``tf.function`` called once per batch);
 - ``epoch_function``: many steps per call, a whole epoch (or a chunk of one) inside one
@@ -24,6 +41,79 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+# -- process setup ---------------------------------------------------------------------
+
+
+def list_devices() -> None:
+    """TensorFlow's device probe: CUDA's start-up lines are logged now (call it inside
+    ``reference.backend.start_up_lines_filtered``)."""
+    tf.config.list_physical_devices()
+
+
+def enable_determinism() -> None:
+    """TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``)."""
+    tf.config.experimental.enable_op_determinism()
+
+
+def environment() -> dict:
+    """``{"tensorflow": version, "intra_op_parallelism_threads": n,
+    "inter_op_parallelism_threads": n}`` (0: TensorFlow's default, all cores)."""
+    threading = tf.config.threading
+    return {
+        "tensorflow": tf.__version__,
+        "intra_op_parallelism_threads": threading.get_intra_op_parallelism_threads(),
+        "inter_op_parallelism_threads": threading.get_inter_op_parallelism_threads(),
+    }
+
+
+# -- gradients of the probes -----------------------------------------------------------
+
+
+def record(fn, watch=()):
+    """``(fn(), gradient)``: ``fn()`` computed on a ``tf.GradientTape`` that watches the
+    tensors in ``watch`` (and every trainable variable ``fn`` reads).
+
+    ``gradient(target, sources, output_gradients=None)`` -> one numpy array per source
+    (None where ``target`` does not depend on it): ``d target / d source``, or the VJP
+    ``output_gradients^T d target / d source`` (``output_gradients`` a numpy array or a
+    tensor shaped like ``target``). ``sources`` may be variables, watched tensors or
+    tensors ``fn`` computed from them. Call it once (the tape is not persistent).
+    """
+    with tf.GradientTape() as tape:
+        for tensor in watch:
+            tape.watch(tensor)
+        result = fn()
+
+    def gradient(target, sources, output_gradients=None):
+        if output_gradients is not None:
+            output_gradients = tf.convert_to_tensor(output_gradients)
+        grads = tape.gradient(target, sources, output_gradients=output_gradients)
+        return [None if g is None else g.numpy() for g in grads]
+
+    return result, gradient
+
+
+def anchored_call(layer, h, anchor: np.ndarray):
+    """``layer(h)``, whose backward pass is the layer's own VJP taken at ``anchor`` (a
+    numpy array shaped like ``h``, cast to ``h``'s dtype: a scratch side that returned
+    float64 from a float32 model is a dtype FAIL of its rows, not a crash here)."""
+    anchor = tf.constant(np.asarray(anchor).astype(h.dtype.as_numpy_dtype, copy=False))
+
+    @tf.custom_gradient
+    def call(inp):
+        def backward(dy):
+            with tf.GradientTape() as tape:
+                tape.watch(anchor)
+                y = layer(anchor)
+            return tape.gradient(y, anchor, output_gradients=dy)
+
+        return layer(inp), backward
+
+    return call(h)
+
+
+# -- training --------------------------------------------------------------------------
 
 
 def _train_step(keras_model, variables, optimizer, loss_fn, xb, yb):

@@ -497,6 +497,56 @@ class ChwRowsNotPermuted:
         return layout.with_transforms("dense", "kernel", ())
 
 
+# -- the update rule (training only: the gradients are right) ------------------------------
+
+
+def _sgd_update(w, lr, g) -> None:
+    np.subtract(w, lr * g, out=w)  # correct: scratch.optim.SGD, Keras's SGD
+
+
+def _update_sign_flipped(w, lr, g) -> None:
+    np.add(w, lr * g, out=w)  # the bug: w += lr * g (gradient ascent)
+
+
+def _learning_rate_twice(w, lr, g) -> None:
+    np.subtract(w, lr * (lr * g), out=w)  # the bug: a gradient already scaled by lr
+
+
+def _never_updated(w, lr, g) -> None:
+    pass  # the bug: the update of this weight was never written
+
+
+FAULTY_UPDATES = {"sign": _update_sign_flipped, "learning-rate-twice": _learning_rate_twice,
+                  "never": _never_updated}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FaultyUpdate:
+    """The model's own SGD step (``train_step``, what ``scratch.train`` calls for SGD)
+    updates one layer's weights by a wrong rule; every other weight, and every gradient,
+    is right. ``weights``: the layer's weights it applies to (empty: all of them).
+    ``rule``: a key of :data:`FAULTY_UPDATES`."""
+
+    layer: str
+    rule: str
+    weights: tuple[str, ...] = ()
+
+    def __call__(self, model) -> None:
+        faulty = FAULTY_UPDATES[self.rule]
+
+        def train_step(x, labels, learning_rate):
+            loss, grads, probs = model.gradients_and_probabilities(x, labels, False)
+            lr = model.dtype.type(learning_rate)
+            for layer, weights in model.params().items():
+                for weight, w in weights.items():
+                    bad = layer == self.layer and (not self.weights or weight in self.weights)
+                    update = faulty if bad else _sgd_update
+                    update(w, lr, grads[layer][weight])
+            return loss, int(np.count_nonzero(probs.argmax(axis=1) == labels))
+
+        model.train_step = train_step
+
+
 # -- optimizer (training only) --------------------------------------------------------------
 
 
@@ -676,6 +726,18 @@ ENTRIES: tuple[Entry, ...] = (
           "layer's input) instead of 1 - tanh(x)^2 from its output. Nearly right for small "
           "x (the difference is about 2x^4/3), wrong sign for |x| > 1.",
           TanhDerivativeFromInput("tanh"), ("gradient:tanh/input", "gradient:conv2d/kernel")),
+    Entry("update-sign-flipped", "two-conv",
+          "Training only: the first conv's SGD update written w += lr * g instead of "
+          "w -= lr * g (gradient ascent on that layer); its gradients are right.",
+          FaultyUpdate("conv2d", "sign"), ("training",), training=SGD_RUN),
+    Entry("learning-rate-twice", "two-conv",
+          "Training only: the dense layer's update multiplies by the learning rate twice, "
+          "w -= lr * (lr * g) (a gradient already scaled by lr handed to the update).",
+          FaultyUpdate("dense", "learning-rate-twice"), ("training",), training=SGD_RUN),
+    Entry("bias-never-updated", "two-conv",
+          "Training only: the strided conv's bias is never updated (its gradient is right; "
+          "the update loop skips it).",
+          FaultyUpdate("conv2d_1", "never", ("bias",)), ("training",), training=SGD_RUN),
     Entry("adam-epsilon-inside-sqrt", "chw",
           "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
           "m_hat / (sqrt(v_hat) + eps).",

@@ -126,6 +126,12 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         "step per batch); lockstep always runs too (default: %(default)s)",
     )
     training.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="always report lockstep's first divergence (its step, layer and kind; on a "
+        "passing check its closest step); by default only when a training check fails",
+    )
+    training.add_argument(
         "--blog-printout",
         action="store_true",
         help="print the blog's log (loss, accuracy per 100 steps)",
@@ -205,6 +211,9 @@ def run_command(args, user_code=None) -> int:
     diagnosis = format_diagnosis(results.tables.get("diagnosis"))
     if diagnosis:
         print(diagnosis)
+    divergence = training_report.format_first_divergence(results.curves)
+    if divergence:
+        print(divergence)
     print(f"\n{len(results.summary)} checks: {status_counts(results.summary)}, "
           f"{results.seconds:.1f} s")  # fmt: skip
     print(f"report: {folder}")
@@ -255,6 +264,7 @@ def training_from_args(args) -> runner.TrainingOptions | None:
         train_size=integer("--train-size", args.train_size, 1, 60_000),
         test_size=integer("--test-size", args.test_size, 1, 10_000),
         keras_paths=choices("--keras-path", args.keras_path, KERAS_PATHS),
+        diagnose=bool(getattr(args, "diagnose", False)),
     )  # fmt: skip
     return options if epochs else None
 

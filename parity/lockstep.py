@@ -44,8 +44,8 @@ from parity.lockstep_judge import (
 from parity.lockstep_state import ITERATIONS, Snapshot, copy_weights, quantities, scratch_state
 
 __all__ = ["ITERATIONS", "Budgets", "Entry", "Judge", "Lockstep", "LockstepRun", "ScratchRun",
-           "Snapshot", "copy_weights", "decision_nudges", "nonfinite_sides", "quantities",
-           "scratch_state", "seed_condition", "train_scratch"]  # fmt: skip
+           "Snapshot", "StepCase", "copy_weights", "decision_nudges", "nonfinite_sides",
+           "quantities", "scratch_state", "seed_condition", "train_scratch"]  # fmt: skip
 
 
 # -- decisions rounding took differently ----------------------------------------------------
@@ -142,6 +142,22 @@ class LockstepRun:
     seconds: float = 0.0
 
 
+@dataclass
+class StepCase:
+    """One lockstep step kept for a diagnosis (``parity.diagnosis.first_step``): the
+    scratch snapshots before and after it, Keras's after it, the batch (preprocessed
+    ``x``, integer ``labels``) and the judged entries. ``global_step`` counts from 1."""
+
+    global_step: int
+    where: str
+    before: Snapshot
+    after: Snapshot
+    keras: Snapshot
+    x: np.ndarray
+    labels: np.ndarray
+    entries: list
+
+
 MAX_FAILING_PROBES = 20  # a step over budget after this many: no more re-sync attempts
 
 
@@ -173,6 +189,7 @@ class Lockstep:
         self.failing_probes = 0
         self.run = LockstepRun()
         self.last: tuple[Snapshot, Snapshot] | None = None  # (scratch, keras) after a step
+        self.first_over: StepCase | None = None  # the first step over budget, kept whole
         self.epoch_steps = 0  # steps taken in the current epoch
 
     @property
@@ -195,6 +212,9 @@ class Lockstep:
         if resynced:
             self.judge.resynced.append((where, resynced))
         self.judge.record(entries, where)
+        if self.first_over is None and any(e.use > 1.0 for e in entries):
+            self.first_over = StepCase(len(self.run.losses) + 1, where, before, after, keras,
+                                       x, labels, entries)  # fmt: skip
         self.run.seconds += time.perf_counter() - t0
         self.run.losses.append(out.loss)
         self.run.correct.append(out.correct)

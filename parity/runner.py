@@ -61,6 +61,7 @@ class TrainingOptions:
     train_size: int = 1000
     test_size: int = 1000
     keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS
+    diagnose: bool = False  # lockstep's first divergence on a passing check too
 
     def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
         return TrainingConfig(model, dtype, seed=seed, **asdict(self))

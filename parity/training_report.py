@@ -42,8 +42,39 @@ def blog_printout(result: CurveResult, every: int = BLOG_EVERY) -> list[str]:
     return lines
 
 
+def first_divergence(results: list[CurveResult]) -> pd.DataFrame:
+    """Every check's lockstep first-divergence rows (``first_divergence.csv``)."""
+    from parity.diagnosis.first_step import COLUMNS
+
+    frames = [r.first_divergence for r in results if not r.first_divergence.empty]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def format_first_divergence(results: list[CurveResult]) -> str:
+    """Lines under the summary table: per model, dtype, layer and kind, where lockstep
+    first diverged and why, then the fix; empty when there is nothing to say."""
+    frame = first_divergence(results)
+    if frame.empty:
+        return ""
+    lines = ["", "first divergence (lockstep training):"]
+    keys = ["model", "dtype", "layer", "kind"]
+    for _, part in frame.groupby(keys, sort=False):
+        row = part.iloc[0]
+        where = (f"epoch {row['epoch']} step {row['step']} (global step {row['global_step']}, "
+                 f"example {row['example']}, label {row['label']})")  # fmt: skip
+        weights = ", ".join(part["quantity"])
+        lines.append(f"  {row['model']} {row['dtype']} {row['layer']} ({weights}) at {where}: "
+                     f"{row['evidence']}.")  # fmt: skip
+        if row["advice"] != "-":
+            lines.append(f"    fix: {row['advice']}.")
+    return "\n".join(lines)
+
+
 def write_outputs(results: list[CurveResult], folder) -> list:
-    """Write training.csv, epochs.csv, divergence.csv and the plots into ``folder``.
+    """Write training.csv, epochs.csv, divergence.csv, first_divergence.csv and the plots
+    into ``folder``.
 
     For ``reports.py``: call it on the temporary run folder before the rename. Returns the
     paths written. Rows are sorted by model, dtype (run order), Keras path, step.
@@ -60,6 +91,9 @@ def write_outputs(results: list[CurveResult], folder) -> list:
         path = folder / f"{name}.csv"
         frame.to_csv(path, index=False, float_format="%.17g")
         written.append(path)
+    path = folder / "first_divergence.csv"
+    first_divergence(results).to_csv(path, index=False, float_format="%.17g")
+    written.append(path)
     training = pd.concat([r.training for r in results], ignore_index=True)
     # the red line on each path where it is judged, at its own budget (None: measured only)
     budgets = {(r.config.model, r.config.dtype, path): loss_atol(r.config, path)

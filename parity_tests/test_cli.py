@@ -159,7 +159,7 @@ def test_report_is_renamed_into_place_complete(tmp_path):
     assert (folder / "summary.csv").read_text() == "x\n1.000000e-01\n"
 
 
-TRAINING_FILES = {"training.csv", "epochs.csv", "divergence.csv"}
+TRAINING_FILES = {"training.csv", "epochs.csv", "divergence.csv", "first_divergence.csv"}
 
 
 @pytest.mark.slow
@@ -179,6 +179,27 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     }
     epochs = pd.read_csv(folder / "epochs.csv")
     assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("diagnose", [False, True], ids=["default", "diagnose"])
+def test_diagnose_reports_a_passing_runs_closest_lockstep_step(tmp_path, capsys, monkeypatch,
+                                                               diagnose):  # fmt: skip
+    real_run = runner.run
+
+    def quick(config, **kwargs):
+        config = dataclasses.replace(config, checks=("forward",), states=("initial",))
+        return real_run(config, in_process=True, **kwargs)
+
+    monkeypatch.setattr(runner, "run", quick)
+    flags = ["--diagnose"] if diagnose else []
+    assert _run(tmp_path, "--dtypes", "float64", "--images", "4", "--epochs", "1",
+                "--train-size", "20", "--test-size", "20", *flags) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert ("first divergence (lockstep training):" in out) == diagnose
+    assert ("no lockstep step is over its budget: the closest is " in out) == diagnose
+    rows = pd.read_csv(tmp_path / "out" / _folders(tmp_path)[0] / "first_divergence.csv")
+    assert list(rows["kind"]) == (["none"] if diagnose else [])
 
 
 def _planted_run(monkeypatch, hook):

@@ -137,6 +137,11 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
     keras_eval = _evaluate_keras_epochs(model, keras_runs, x_test, y_test)
     result = assemble(config, pools, orders, scratch, keras_runs, keras_eval, timings,
                       lock_run)  # fmt: skip
+    result.first_divergence = _first_divergence(config, result, lock, model)
+    if not result.first_divergence.empty:
+        from parity.diagnosis.first_step import annotate
+
+        result.comparisons = annotate(result.comparisons, result.first_divergence)
     result.environment = backend.environment()
     return result
 
@@ -150,6 +155,27 @@ def _lockstep(config: TrainingConfig, model, keras_model):
     stepper = LockstepStepper(keras_model, model, optimizer=config.optimizer,
                               learning_rate=config.learning_rate)  # fmt: skip
     return Lockstep(stepper, model, config.dtype, config.optimizer)
+
+
+def _first_divergence(config: TrainingConfig, result, lock, model):
+    """Lockstep's first step over budget, diagnosed (``parity.diagnosis.first_step``),
+    when the check failed or ``config.diagnose``; an empty table otherwise."""
+    import pandas as pd
+
+    from parity.diagnosis import first_step
+
+    empty = pd.DataFrame(columns=first_step.COLUMNS)
+    if lock is None or not lock.judge.steps or (result.passed and not config.diagnose):
+        return empty
+    if lock.first_over is None:
+        failing = "; ".join(f"{c.layer}/{c.quantity} ({path})" for path, _, c in result.comparisons
+                            if not c.passed)  # fmt: skip
+        rows = [first_step.none_row(lock.judge, config.optimizer, failing)]
+    else:
+        rows = first_step.diagnose(lock.first_over, model, lock.stepper, config.optimizer,
+                                   config.learning_rate, lock.judge.adam_rule)  # fmt: skip
+    rows = first_step.locate(rows, result.training, config.model, config.dtype)
+    return pd.DataFrame(rows, columns=first_step.COLUMNS)
 
 
 def _lockstep_run(run, config: TrainingConfig, stepper):

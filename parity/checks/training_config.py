@@ -77,6 +77,9 @@ class TrainingConfig:
     seed: int = 0
     keras_paths: tuple[str, ...] = DEFAULT_KERAS_PATHS  # free-running paths
     lockstep: bool = True
+    # lockstep's first divergence (parity.diagnosis.first_step): on a failing check
+    # always; with `diagnose` on a passing one too (its closest step, a `none` row)
+    diagnose: bool = False
 
     def __post_init__(self):
         _check_choice("dtype", self.dtype, ("float32", "float64"))
@@ -94,6 +97,9 @@ class TrainingConfig:
                 "Invalid value for argument `learning_rate`. Expected a finite, strictly "
                 f"positive float. Received learning_rate={lr!r}."
             )
+        if not isinstance(self.diagnose, bool):
+            raise ValueError(f"Invalid value for argument `diagnose`. Expected a bool. "
+                             f"Received diagnose={self.diagnose!r}.")  # fmt: skip
         paths = tuple(self.keras_paths)
         if any(p not in KERAS_PATHS for p in paths) or not (paths or self.lockstep):
             raise ValueError(
@@ -120,7 +126,7 @@ class TrainingConfig:
             model=self.model, dtype=self.dtype, optimizer=self.optimizer,
             learning_rate=self.learning_rate, batch_size=self.batch_size, epochs=self.epochs,
             train_size=self.train_size, test_size=self.test_size, seed=self.seed,
-            keras_paths=list(self.keras_paths), lockstep=self.lockstep,
+            keras_paths=list(self.keras_paths), lockstep=self.lockstep, diagnose=self.diagnose,
             shuffle=f"default_rng([seed, {SHUFFLE_STREAM}, epoch])",
         )  # fmt: skip
 

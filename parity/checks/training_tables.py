@@ -66,6 +66,8 @@ class CurveResult:
     comparisons: list[tuple[str, str, Comparison]]  # (keras_path, state, comparison)
     seconds_per_step: dict[str, float]  # scratch and each Keras path
     environment: dict = field(default_factory=dict)
+    # lockstep's first divergence (parity.diagnosis.first_step.COLUMNS); empty when none
+    first_divergence: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:

@@ -176,6 +176,24 @@ class UpdateBeforeInputGradient:
         layer.backprop = backprop
 
 
+class BlogUpdatePlusEquals:
+    """``zhou``: Softmax.backprop takes the input gradient from the old weights, as the
+    blog does, then updates with ``+=`` (gradient ascent)."""
+
+    def __call__(self, model) -> None:
+        layer = model.net.softmax
+
+        def backprop(d_L_d_out, learn_rate):
+            layer.backward(d_L_d_out)
+            d_L_d_input = (layer.weights @ layer.d_L_d_t).reshape(layer.last_input_shape)
+            lr = layer.dtype.type(learn_rate)
+            np.add(layer.weights, lr * layer.d_L_d_w, out=layer.weights)  # the bug: +=
+            layer.biases += lr * layer.d_L_d_b  # the bug
+            return d_L_d_input
+
+        layer.backprop = backprop
+
+
 # -- two-conv (general NHWC layers) ---------------------------------------------------------
 
 
@@ -715,6 +733,10 @@ ENTRIES: tuple[Entry, ...] = (
           "from backprop (backward is right).",
           UpdateBeforeInputGradient(), ("gradient:flatten/input", "training"),
           training=SGD_RUN),
+    Entry("blog-update-plus-equals", "zhou",
+          "Softmax.backprop updates with += (gradient ascent) where the blog has -=: the "
+          "gradients read from backprop come out negated, and training climbs the loss.",
+          BlogUpdatePlusEquals(), ("gradient:dense/kernel", "gradient:dense/bias")),
     Entry("avg-pool-backward-not-divided", "lenet5",
           "AveragePooling2D backward: every pixel of a window gets the window's whole "
           "upstream gradient, not 1/(pool area) of it (forward's mean is right): the input "

@@ -22,6 +22,7 @@ def _diagnosis(model: str, hooks=()):
     ("blog-all-ties-maxpool", "max_pooling2d", "pool-mass-not-conserved"),
     ("tie-to-last-max", "max_pooling2d", "ties-to-last-maximum"),
     ("gradient-buffer-never-reset", "conv2d_1", "accumulating-gradients"),
+    ("blog-update-plus-equals", "dense", "gradient-sign-flipped"),
 ])  # fmt: skip
 def test_each_signature_is_named_at_its_layer(entry, layer, signature):
     found = _diagnosis(catalog.BY_NAME[entry].model, catalog.hooks_of(catalog.BY_NAME[entry]))

@@ -12,6 +12,9 @@ to change. Each reads the scratch side only, at the weights of the current state
   copied to every tied maximum (the blog's ``MaxPool2.backprop``).
 - ``ties-to-last-maximum``: mass conserved, but in tied windows the gradient sits on the
   LAST maximum in row-major order, where TensorFlow routes it to the first.
+- ``gradient-sign-flipped``: a layer's weight gradients are Keras's with the opposite
+  sign (within the gradient budget): for an API whose gradients are read from its update
+  (the blog's ``backprop(d, learn_rate)``), the update is written ``+=``, gradient ascent.
 - ``softmax-overflow`` (the ``large-logits`` state only, ``parity.checks.large_logits``:
   every image's largest logit >= 800 in float64, >= 100 in float32): the scratch logits
   are finite but its probabilities, its loss or its gradients are not (or its code raised
@@ -39,7 +42,7 @@ def signature_rows(ctx: Context) -> list[dict]:
     if ctx.state == large_logits.STATE:
         found = _softmax_overflow(ctx)
     else:
-        found = _accumulation(ctx) + _pool_routing(ctx)
+        found = _accumulation(ctx) + _pool_routing(ctx) + _sign_flipped(ctx)
     return [dict(model=ctx.name, dtype=ctx.dtype, state=ctx.state, **row) for row in found]
 
 
@@ -107,6 +110,35 @@ def _accumulation(ctx: Context) -> list[dict]:
                              f"max|gradient| = {np.abs(k).max():.3g})",
                     advice="each call adds to a gradient buffer that is never reset: zero "
                            "it (or assign, not +=) at the start of backward"))  # fmt: skip
+    return rows
+
+
+def _sign_flipped(ctx: Context) -> list[dict]:
+    """One row per layer whose every weight gradient is Keras's negated (a zero gradient
+    says nothing and is skipped)."""
+    (_, ours), (_, keras) = ctx.grads("scratch"), ctx.grads("keras")
+    rtol = tolerances.get("gradients", ctx.dtype).rtol
+    rows = []
+    for layer, quantities in ours.items():
+        flipped, other = [], False
+        for quantity, a in quantities.items():
+            k = keras.get(layer, {}).get(quantity)
+            if quantity == "input" or a is None or k is None or not np.abs(k).max() > 0:
+                continue
+            scale = float(np.abs(k).max())
+            if _close(-np.asarray(a, np.float64), k, rtol, scale) and not _close(a, k, rtol, scale):
+                flipped.append(quantity)
+            else:
+                other = True
+        if flipped and not other:
+            rows.append(dict(
+                layer=layer, signature="gradient-sign-flipped",
+                evidence=f"{', '.join(flipped)}: your gradient is Keras's with the opposite "
+                         "sign (max|yours + Keras's| within the gradient budget)",
+                advice="where the gradient is read from your update (the blog API's "
+                       "backprop(d_L_d_out, learn_rate) updates in place), the update adds "
+                       "it: write w -= learn_rate * dL/dw, not += (gradient ascent); "
+                       "otherwise, the sign of your derivation"))  # fmt: skip
     return rows
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from parity.checks import common, derivations, forward, gradients, isolation, sweep, ties
+from parity.checks import preprocessing as preprocessing_check
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
@@ -28,7 +29,9 @@ from parity.progress import print_progress
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
-TABLES = ("forward", "gradients", "isolation", "derivations", "ties", SWEEP)
+PREPROCESSING = "preprocessing"  # a factory's own preprocessing (parity.checks.preprocessing)
+USER_TABLES = (SWEEP, PREPROCESSING)  # written only where they have rows: user code only
+TABLES = ("forward", "gradients", "isolation", "derivations", "ties", *USER_TABLES)
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
 DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
@@ -65,7 +68,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     images: int = DEFAULT_IMAGES
     data: str | None = None
-    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS, SWEEP)
+    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS, *USER_TABLES)
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
@@ -234,6 +237,9 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
         progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
     if SWEEP in config.checks:
         rows[SWEEP] += _sweep(ctx, config)
+    if PREPROCESSING in config.checks:
+        ctx.state = preprocessing_check.STATE
+        rows[PREPROCESSING] += _guarded(ctx, PREPROCESSING, preprocessing_check.preprocessing_rows)
     return rows
 
 
@@ -331,9 +337,10 @@ def gather(parts: list[dict]) -> Results:
             merged.setdefault(table, []).extend(rows)
     # sweep.csv only where a sweep ran (a user's cs231n code): `parity run`'s folder is unchanged
     tables = {t: _sorted(pd.DataFrame(merged.get(t, []))) for t in TABLES
-              if t != SWEEP or merged.get(t)}  # fmt: skip
+              if t not in USER_TABLES or merged.get(t)}  # fmt: skip
     tables[DIAGNOSIS] = _sorted(pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS))
-    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties", SWEEP)
+    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties",
+               *USER_TABLES)  # fmt: skip
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]

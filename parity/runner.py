@@ -24,7 +24,7 @@ from parity.checks import preprocessing as preprocessing_check
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
-from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, worst_status
+from parity.compare import EXIT_FAIL, EXIT_PASS, PASS, error, exit_code, raised, worst_status
 from parity.progress import print_progress
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
@@ -230,7 +230,7 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
             _set_weights(ctx, state, config, batches)
             copy_into_keras(keras_model, ctx.model)
         except Exception as exc:
-            rows["errors"].append(ctx.row(SETUP, error("-", f"{state} weights", exc)))
+            rows["errors"].append(ctx.row(SETUP, raised(exc, "-", f"{state} weights")))
             continue
         ctx.set_twin(keras_model, state)
         _run_state(ctx, config, rows)
@@ -311,7 +311,7 @@ def _guarded(ctx: Context, check: str, rows_of):
     try:
         return rows_of(ctx)
     except Exception as exc:
-        return [ctx.row(check, error("-", "-", exc))]
+        return [ctx.row(check, raised(exc))]
 
 
 def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, str]]:

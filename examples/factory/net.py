@@ -13,6 +13,8 @@ axis, routing each window's gradient to its first maximum in row-major order (Te
 rule: MNIST's black background ties most windows).
 """
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -49,7 +51,10 @@ def make_network(seed, dtype):
         Linear(360, 10, rng=rng, dtype=dtype),  # dense
     ]
     return Subject(
-        NETWORK, layers, softmax_loss, preprocess=lambda images: preprocess(images, dtype)
+        network=NETWORK,
+        layers=layers,
+        loss=softmax_loss,
+        preprocess=functools.partial(preprocess, dtype=dtype),  # optional
     )
 
 

@@ -40,6 +40,17 @@ Conv(1, 8, 3) -> [ReLU ->] MaxPool2x2 -> Linear(1352, 10) -> softmax_loss (model
 (dw, db) with --optimizer. A layer that writes into the array it was given is a FAIL row
 (`gradients LAYER/input in place`, or `dout in place` for backward).
 
+``PATH:FUNCTION``: any other channels-first network. PATH is a .py file and FUNCTION a
+function in it, called as FUNCTION(seed=SEED, dtype=DTYPE) (DTYPE a numpy dtype, once
+per --dtypes entry), returning a scratch.user_factory.Subject: `network`, a spec.Network
+made with spec.networks.channels_first (the Keras twin, the layouts and the reference
+preprocessing come from it); `layers`, your layer objects in forward order with the
+cs231n API above, one per layer of the description but the folded ones and the Softmax,
+weights made from SEED in DTYPE; `loss`, softmax_loss; optionally `preprocess`, raw
+(N, H, W) uint8 images -> (N, C, H, W), judged against the description's reference on raw
+images (the `preprocessing/input` row; every other check feeds both sides the reference).
+A factory that cannot be called or returns something else: exit 2, naming the attribute.
+
 ``--api auto`` (the default) picks the API whose names the code defines. Defaults to
 --dtypes float64; with float32 the weights and inputs are float32 and arrays are reported
 in the dtype your code returns (np.zeros buffers are float64: a dtype FAIL). Could not
@@ -55,7 +66,10 @@ import pandas as pd
 
 from parity.compare import EXIT_USAGE
 
-CHECK_HELP = "run the parity checks on your own numpy CNN (PATH): blog or cs231n API"
+CHECK_HELP = (
+    "run the parity checks on your own numpy CNN (PATH): blog or cs231n API, or "
+    "PATH:FUNCTION, a factory describing any channels-first network"
+)
 DEFAULT_DTYPES = "float64"
 
 
@@ -68,8 +82,8 @@ def add_check_arguments(check: argparse.ArgumentParser, add_run_arguments) -> No
     check.add_argument(
         "path",
         metavar="PATH",
-        help="a folder with conv.py, maxpool.py, softmax.py (blog), or one .py file "
-        "(blog or cs231n)",
+        help="a folder with conv.py, maxpool.py, softmax.py (blog), one .py file "
+        "(blog or cs231n), or FILE.py:FUNCTION (a factory; see above)",
     )
     check.add_argument("--api", default=AUTO,
                        help=f"{', '.join((AUTO, *APIS))}: the API of the code; auto picks the "
@@ -82,15 +96,33 @@ def check_command(args, run_command) -> int:
     """Locate and import the user's code (exit 2 on failure, before any report folder
     exists), then run exactly what ``parity run`` runs, on it: ``run_command(args,
     user_code=...)``, given by ``parity.cli``."""
-    from scratch.user_code import UserCodeError, load, locate
+    from scratch.user_code import FACTORY, UserCodeError, load, locate
 
     try:
         code = locate(args.path, args.api)
         load(code)  # the dtype processes import it again from the path
+        if code.api == FACTORY:  # what it returns is checked here, in every dtype asked for
+            _call_factory_in_each_dtype(code, args)
     except UserCodeError as error:
         print(f"parity check: {error}", file=sys.stderr)
         return EXIT_USAGE
     return run_command(args, user_code=code)
+
+
+def _call_factory_in_each_dtype(code, args) -> None:
+    """Call the factory once per ``--dtypes`` entry (the ones that exist: a bad entry is
+    reported by the run's own validation), so a bad return value exits 2 before any run."""
+    from parity.options import UsageError, choices, integer
+    from parity.runner import DEFAULT_DTYPES
+    from scratch.user_factory import call_factory
+
+    try:
+        seed = integer("--seed", args.seed, 0, 2**32 - 1)
+        dtypes = choices("--dtypes", args.dtypes, DEFAULT_DTYPES)
+    except UsageError:
+        return  # run_command reports it
+    for dtype in dtypes:
+        call_factory(code, seed=seed, dtype=dtype)
 
 
 def name_user_classes(results, code) -> None:
@@ -98,9 +130,12 @@ def name_user_classes(results, code) -> None:
     with a ``layer`` column: ``conv2d`` -> ``Conv3x3`` (``--api blog``) or ``Conv``
     (``--api cs231n``); blank for ``loss`` and ``-``. ``code``: the located
     ``scratch.user_code.UserCode``."""
-    from scratch import user_blog, user_cs231n
+    from scratch import user_blog, user_cs231n, user_factory
 
-    classes = {"blog": user_blog.USER_CLASSES, "cs231n": user_cs231n.USER_CLASSES}[code.api]
+    if code.api == "factory":
+        classes = user_factory.class_names(user_factory.call_factory(code))
+    else:
+        classes = {"blog": user_blog.USER_CLASSES, "cs231n": user_cs231n.USER_CLASSES}[code.api]
     for name, frame in results.tables.items():
         if "layer" in frame.columns:
             column = frame["layer"].map(classes).fillna("")

@@ -225,6 +225,24 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
+def shape_mismatch(layer: str, quantity: str, actual: tuple, expected: tuple, message: str,
+                   *, atol=0.0, rtol=0.0, actual_side="scratch",
+                   desired_side="spec") -> Comparison:  # fmt: skip
+    """A FAIL at the shape stage found before any comparison could run: the code under
+    test made an array of shape ``actual`` where its description says ``expected``."""
+    base = _base(layer, quantity, atol, rtol, actual_side, desired_side)
+    return _mismatch(
+        base, "shape", f"{tuple(actual)} vs {tuple(expected)}", "", f"shape: {message}"
+    )
+
+
+def raised(exc: BaseException, layer: str = "-", quantity: str = "-") -> Comparison:
+    """The record of an exception during a check: a FAIL when it carries a
+    ``shape_mismatch`` (``scratch.cs231n_api.OutputShapeError``), else an ERROR."""
+    found = getattr(exc, "shape_mismatch", None)
+    return shape_mismatch(**found) if found else error(layer, quantity, exc)
+
+
 def _mismatch(base: dict, stage: str, shape: str, dtype, message: str,
               status: str = FAIL) -> Comparison:  # fmt: skip
     nan = float("nan")

@@ -29,6 +29,7 @@ CSV_TABLES = (  # fmt: skip
     "derivations",
     "ties",
     "sweep",
+    "preprocessing",
     "diagnosis",
 )
 FLOAT_FORMAT = "%.6e"  # every float column: 7 significant digits, always scientific

@@ -29,16 +29,19 @@ from parity.checks import (
     sweep,
     ties,
 )
+from parity.checks import preprocessing as preprocessing_check
 from parity.checks import training as training_curves
 from parity.checks.common import Context, progress
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
-from parity.compare import EXIT_FAIL, EXIT_PASS, error, exit_code
+from parity.compare import EXIT_FAIL, EXIT_PASS, error, exit_code, raised
 from parity.progress import print_progress
 from parity.summary import SUMMARY_COLUMNS, in_run_order, summarize
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
-TABLES = ("forward", "gradients", "isolation", "derivations", "ties", SWEEP)
+PREPROCESSING = "preprocessing"  # a factory's own preprocessing (parity.checks.preprocessing)
+USER_TABLES = (SWEEP, PREPROCESSING)  # written only where they have rows: user code only
+TABLES = ("forward", "gradients", "isolation", "derivations", "ties", *USER_TABLES)
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
 DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
@@ -76,7 +79,7 @@ class RunConfig:
     seed: int = DEFAULT_SEED
     images: int = DEFAULT_IMAGES
     data: str | None = None
-    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS, SWEEP)
+    checks: tuple[str, ...] = (*CHECKS, DIAGNOSIS, *USER_TABLES)
     states: tuple[str, ...] = common.STATES
     train_steps: int = common.TRAIN_STEPS
     model_hooks: tuple = ()
@@ -238,13 +241,16 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
             _set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, ctx.model)
         except Exception as exc:
-            rows["errors"].append(ctx.row(SETUP, error("-", f"{state} weights", exc)))
+            rows["errors"].append(ctx.row(SETUP, raised(exc, "-", f"{state} weights")))
             continue
         ctx.set_twin(keras_model, state)
         _run_state(ctx, config, rows)
         progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
     if SWEEP in config.checks:
         rows[SWEEP] += _sweep(ctx, config)
+    if PREPROCESSING in config.checks:
+        ctx.state = preprocessing_check.STATE
+        rows[PREPROCESSING] += _guarded(ctx, PREPROCESSING, preprocessing_check.preprocessing_rows)
     return rows
 
 
@@ -336,7 +342,7 @@ def _guarded(ctx: Context, check: str, rows_of):
     try:
         return rows_of(ctx)
     except Exception as exc:
-        return [ctx.row(check, error("-", "-", exc))]
+        return [ctx.row(check, raised(exc))]
 
 
 def expected_keys(name: str, dtype: str, checks=CHECKS) -> list[tuple[str, str, str]]:
@@ -362,11 +368,12 @@ def gather(parts: list[dict]) -> Results:
             merged.setdefault(table, []).extend(rows)
     # sweep.csv only where a sweep ran (a user's cs231n code): `parity run`'s folder is unchanged
     tables = {t: in_run_order(pd.DataFrame(merged.get(t, []))) for t in TABLES
-              if t != SWEEP or merged.get(t)}  # fmt: skip
+              if t not in USER_TABLES or merged.get(t)}  # fmt: skip
     tables[DIAGNOSIS] = in_run_order(
         pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS)
     )
-    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties", SWEEP)
+    checked = ("errors", "forward", "gradients", "isolation", "derivations", "ties",
+               *USER_TABLES)  # fmt: skip
     comparison_rows = [row for t in checked for row in merged.get(t, [])]
     results = [r for part in parts for r in part.get("curves", [])]
     training_rows = [row for r in results for row in r.summary_rows()]

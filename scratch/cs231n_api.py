@@ -145,6 +145,7 @@ class ChannelsFirstModel(HarnessModel):
         for name, layer in self.layers:
             out = layer.forward(h)
             self._watch(name, "forward", h, seen, "x")
+            self._check_output(name, out)
             seen = np.array(out, copy=True)
             outputs.append(seen)
             h = out  # the layer's own array, as the user's own chain would pass it
@@ -293,6 +294,17 @@ class ChannelsFirstModel(HarnessModel):
             "x.copy()). The other rows compare copies taken before the call."
         )
 
+    def _check_output(self, name: str, out) -> None:
+        """Raise :class:`OutputShapeError` if ``out``, one piece's output of layer
+        ``name``, is not shaped as the description says (per example, native layout)."""
+        expected = self.spec.native_shape(name, "output")[1:]
+        actual = np.shape(out) if self.per_image else np.shape(out)[1:]
+        if actual != expected:
+            raise OutputShapeError(name, actual, expected, (
+                f"layer `{name}` ({self._class(name)}).forward returned an output of shape "
+                f"{actual} per image; network `{self.spec.name}` says {expected} (the next "
+                "layer cannot take it, so nothing after it was run)."))  # fmt: skip
+
     def _class(self, name: str) -> str:
         return self.class_names.get(name) or type(dict(self.layers)[name]).__name__
 
@@ -304,6 +316,17 @@ class ChannelsFirstModel(HarnessModel):
                 f"Invalid value for argument `x`. Expected shape ({expected}) "
                 f"(channels-first batch). Received x.shape={shape}."
             )
+
+
+class OutputShapeError(ValueError):
+    """A layer's forward returned a shape its network description contradicts: a FAIL at
+    ``(layer, "output")`` (``shape_mismatch``: the keyword arguments of
+    ``parity.compare.shape_mismatch``), not an exception of the code under test."""
+
+    def __init__(self, layer: str, actual: tuple, expected: tuple, message: str):
+        super().__init__(message)
+        self.shape_mismatch = dict(layer=layer, quantity="output", actual=actual,
+                                   expected=expected, message=message)  # fmt: skip
 
 
 def _describe(value) -> str:

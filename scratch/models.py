@@ -37,6 +37,7 @@ _USER_CODE: dict = {}
 _USER_BUILDERS = {  # the API of the user's code -> its adapter, "module:function(code, ...)"
     "blog": "scratch.user_blog:build_user_blog",
     "cs231n": "scratch.user_cs231n:build_user_cs231n",
+    "factory": "scratch.user_factory:build_user_factory",  # PATH:FUNCTION
 }
 
 

@@ -32,18 +32,21 @@ from pathlib import Path
 
 APIS = ("blog", "cs231n")
 AUTO = "auto"
+FACTORY = "factory"  # PATH:FUNCTION (scratch.user_factory); not an --api value
 BLOG_FILES = {"Conv3x3": "conv.py", "MaxPool2": "maxpool.py", "Softmax": "softmax.py"}
 REQUIRED = {
     "blog": tuple(BLOG_FILES),
     "cs231n": ("Conv", "MaxPool2x2", "Linear", "softmax_loss"),
 }
-OPTIONAL = {"blog": (), "cs231n": ("ReLU",)}
+OPTIONAL = {"blog": (), "cs231n": ("ReLU",), FACTORY: ()}
 EXPECTED = {
     "blog": "the blog API: class Conv3x3 in conv.py, MaxPool2 in maxpool.py and Softmax in "
     "softmax.py (a folder laid out like the blog's repository), or all three classes in "
     "one .py file",
     "cs231n": "the cs231n API: one .py file defining the classes Conv, MaxPool2x2 and Linear "
     "and the function softmax_loss (ReLU optional)",
+    FACTORY: "PATH:FUNCTION, a .py file defining a function FUNCTION(seed, dtype) that "
+    "returns a scratch.user_factory.Subject",
 }
 
 
@@ -60,23 +63,28 @@ class UserCode:
     path : str
         Absolute path of the folder or of the one ``.py`` file.
     api : str
-        ``blog`` or ``cs231n``.
+        ``blog``, ``cs231n`` or ``factory`` (``PATH:FUNCTION``).
     name : str
         The model name in reports (``user``).
     network : str
         ``cs231n`` only: the name of a description in ``spec.networks.NETWORKS`` to build
         the user's classes on instead of the API's fixed network (``chw-odd`` reaches
         C > 1, stride 2 and padding); not on the command line yet. Empty: the fixed one.
+    function : str
+        ``factory`` only: the name of the factory function in ``path``.
     """
 
     path: str
     api: str = "blog"
     name: str = "user"
     network: str = ""
+    function: str = ""
 
     def files(self) -> dict[str, Path]:
         """``{required name: file that must define it}``."""
         path = Path(self.path)
+        if self.api == FACTORY:
+            return {self.function: path}
         if path.is_dir() and self.api == "blog":
             return {cls: path / file for cls, file in BLOG_FILES.items()}
         return {name: path for name in REQUIRED[self.api]}
@@ -84,7 +92,11 @@ class UserCode:
 
 def locate(path, api: str = AUTO) -> UserCode:
     """Check ``path`` and resolve ``api`` (``auto``: the API whose names the code defines)
-    without importing anything; raises :class:`UserCodeError`."""
+    without importing anything; raises :class:`UserCodeError`. ``PATH:FUNCTION`` (a
+    ``.py`` file, then an identifier) names a factory (``scratch.user_factory``)."""
+    factory = split_factory(path)
+    if factory is not None:
+        return _locate_factory(path, api, *factory)
     if api != AUTO and api not in APIS:
         raise UserCodeError(
             f"Invalid value for argument `--api`. Expected one of {', '.join((AUTO, *APIS))}. "
@@ -126,6 +138,40 @@ def locate(path, api: str = AUTO) -> UserCode:
     raise UserCodeError(
         f"{path}: {what}. Expected {wanted}. Found: {described}; missing: {lacking}."
     )
+
+
+def split_factory(path) -> tuple[str, str] | None:
+    """``"net.py:make_network"`` -> ``("net.py", "make_network")``; None when ``path`` is
+    not of that form (a ``.py`` file part, an identifier after the last colon)."""
+    file, colon, function = str(path).rpartition(":")
+    if not colon or not file.endswith(".py") or not function.isidentifier():
+        return None
+    return file, function
+
+
+def _locate_factory(given, api: str, file: str, function: str) -> UserCode:
+    if api != AUTO:
+        raise UserCodeError(
+            f"Invalid value for argument `--api`. Expected it left out (auto) with "
+            f"PATH:FUNCTION, whose factory describes the network. Received --api={api!r} "
+            f"with PATH='{given}'."
+        )
+    resolved = Path(file).expanduser().resolve()
+    if not resolved.is_file():
+        raise UserCodeError(
+            f"Invalid value for argument `PATH`. Expected {EXPECTED[FACTORY]}. Received "
+            f"PATH='{given}' (no such file: {file})."
+        )
+    code = UserCode(str(resolved), FACTORY, function=function)
+    found = defined_names(code).get(resolved, {})
+    if found.get(function) != "function":
+        raise UserCodeError(
+            f"{given}: {file} defines no function `{function}` "
+            f"({'it is a ' + found[function] if function in found else 'not defined'}; "
+            f"found: {_describe_found(code, {resolved: found})}). Expected "
+            f"{EXPECTED[FACTORY]}."
+        )
+    return code
 
 
 def _missing(code: UserCode, found: dict[Path, set[str]]) -> list[str]:
@@ -194,7 +240,8 @@ def load(code: UserCode) -> dict[str, object]:
         obj = getattr(modules[file], name, None)
         if obj is None and name in optional:
             continue
-        kind = "class" if name[:1].isupper() else "function"
+        upper = name[:1].isupper() and code.api != FACTORY
+        kind = "class" if upper else "function"
         if not (isinstance(obj, type) if kind == "class" else callable(obj)):
             public = sorted(n for n in vars(modules[file]) if not n.startswith("_"))
             raise UserCodeError(
@@ -219,13 +266,14 @@ def _import(file: Path, code: UserCode):
     except (Exception, SystemExit) as error:
         del sys.modules[name]
         raise UserCodeError(
-            f"{file}: importing it raised {type(error).__name__}: {error}{_where(error, file)}. "
+            f"{file}: importing it raised {type(error).__name__}: {error}"
+            f"{where_raised(error, file)}. "
             f"Expected a module that imports cleanly and defines {EXPECTED[code.api]}."
         ) from None
     return module
 
 
-def _where(error: BaseException, file: Path) -> str:
+def where_raised(error: BaseException, file: Path) -> str:
     """`` (at file:line)``: the innermost frame of the user's code, if any."""
     frames = traceback.extract_tb(error.__traceback__)
     if isinstance(error, SyntaxError) and error.filename:

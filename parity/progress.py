@@ -1,77 +1,74 @@
-"""Progress of a long training run: one line on stderr at most every few seconds."""
+"""Progress of a long phase (training, finite differences): tqdm bars on stderr.
+
+A phase reports through a callback ``progress(event: ProgressEvent)``; the CLI's callback
+is :data:`print_progress`, a :class:`TqdmProgress` that draws one tqdm bar per phase
+(https://tqdm.github.io), redrawn at most every ``MIN_INTERVAL`` seconds so CI logs stay
+short. The callback runs in the dtype's child process, so it is picklable (a small
+module-level class; its open bars are not pickled). ``progress=None`` reports nothing.
+"""
 
 from __future__ import annotations
 
-import math
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-PROGRESS_EVERY_SECONDS = 5.0  # at most one progress line this often (plus phase ends)
+from tqdm import tqdm
+
+MIN_INTERVAL = 5.0  # seconds between redraws of one bar (plus its end): short CI logs
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Where a long run is: ``done`` of ``total`` steps of one phase, and time spent."""
+    """``done`` of ``total`` units (``unit``: step, point) of the phase ``description``,
+    e.g. ``"[training zhou float64] scratch"``."""
 
-    model: str
-    dtype: str
-    phase: str  # scratch, keras fit, keras tape, evaluation
+    description: str
     done: int
     total: int
-    elapsed: float  # seconds in this phase
-
-    @property
-    def rate(self) -> float:
-        """Steps per second so far."""
-        return self.done / self.elapsed if self.elapsed > 0 else float("nan")
-
-    @property
-    def remaining(self) -> float:
-        """Estimated seconds left in this phase."""
-        return (self.total - self.done) / self.rate if self.done else float("nan")
-
-    def line(self) -> str:
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        return (
-            f"[training {self.model} {self.dtype}] {self.phase}: {self.done}/{self.total} steps "
-            f"({pct:.0f}%), {self.rate:.0f} steps/s, {_duration(self.elapsed)} elapsed, "
-            f"{_duration(self.remaining)} left"
-        )
+    unit: str = "step"
 
 
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+class TqdmProgress:
+    """A progress callback drawing one tqdm bar on stderr per phase ``description``.
 
-
-def print_progress(event: ProgressEvent) -> None:
-    """The CLI's progress callback: one line on stderr (picklable: module level)."""
-    print(event.line(), file=sys.stderr, flush=True)
-
-
-class Throttle:
-    """Calls ``progress`` at most every ``PROGRESS_EVERY_SECONDS``, and at the end.
-
-    ``config``: anything with ``model`` and ``dtype`` (a ``TrainingConfig``).
+    A bar opens at a phase's first event and closes when ``done`` reaches ``total``.
+    Picklable: the open bars stay in the process that draws them.
     """
 
-    def __init__(self, progress, config, phase: str, total: int):
-        self.progress, self.config, self.phase, self.total = progress, config, phase, total
-        self.start = self.last = time.perf_counter()
+    def __init__(self, min_interval: float = MIN_INTERVAL):
+        self.min_interval = min_interval
+        self._bars: dict[str, tqdm] = {}
 
-    def __call__(self, done: int) -> None:
-        now = time.perf_counter()
-        if self.progress is None:
-            return
-        if done < self.total and now - self.last < PROGRESS_EVERY_SECONDS:
-            return
-        self.last = now
-        self.progress(
-            ProgressEvent(
-                self.config.model, self.config.dtype, self.phase, done, self.total,
-                now - self.start,
-            )
-        )  # fmt: skip
+    def __getstate__(self) -> dict:
+        return {"min_interval": self.min_interval}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["min_interval"])
+
+    def __call__(self, event: ProgressEvent) -> None:
+        bar = self._bars.get(event.description)
+        if bar is None:
+            bar = self._bars[event.description] = tqdm(
+                total=event.total, desc=event.description, unit=event.unit,
+                file=sys.stderr, mininterval=self.min_interval, dynamic_ncols=True,
+            )  # fmt: skip
+        bar.update(event.done - bar.n)
+        if event.done >= event.total:
+            bar.close()
+            del self._bars[event.description]
+
+
+print_progress = TqdmProgress()  # the CLI's callback
+
+
+def phase(progress, description: str, total: int, unit: str = "step") -> Callable[[int], None]:
+    """``report(done)``: sends ``ProgressEvent(description, done, total, unit)`` to
+    ``progress`` (a callable, or None: a no-op). ``done`` counts from 0 up to ``total``."""
+    if progress is None:
+        return lambda done: None
+
+    def report(done: int) -> None:
+        progress(ProgressEvent(description, int(done), int(total), unit))
+
+    return report

@@ -225,7 +225,8 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     from scratch.models import build
 
     rows = {table: [] for table in (*TABLES, DIAGNOSIS, "errors")}
-    ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed)
+    ctx = Context(name, dtype, None, batches.images, batches.labels, config.seed,
+                  progress=print_progress)  # fmt: skip
     try:
         ctx.model = build(name, seed=config.seed, dtype=dtype)
         for hook in config.model_hooks:

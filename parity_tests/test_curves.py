@@ -70,9 +70,17 @@ def test_block_means_of_100_steps():
     assert ends.tolist() == [100, 200, 250] and means.tolist() == [49.5, 149.5, 224.5]
 
 
-def test_progress_line_has_rate_and_time_left():
-    line = progress.ProgressEvent("zhou", "float64", "scratch", 500, 3000, 2.0).line()
-    assert "500/3000 steps" in line and "250 steps/s" in line and "10s left" in line
+def test_progress_is_a_tqdm_bar_on_stderr_per_phase(capsys):
+    import pickle
+
+    bars = pickle.loads(pickle.dumps(progress.TqdmProgress(min_interval=0)))  # child process
+    report = progress.phase(bars, "[training zhou float64] scratch", 3000)
+    for done in (0, 500, 3000):
+        report(done)
+    err = capsys.readouterr().err
+    assert "[training zhou float64] scratch" in err and "500/3000" in err
+    assert "3000/3000" in err and "step/s" in err and bars._bars == {}  # closed at the total
+    assert progress.phase(None, "x", 3)(1) is None  # no callback: nothing to report
 
 
 def test_plots_are_png(tmp_path):

@@ -36,6 +36,7 @@ class Context:
     twin: object = None
     state: str = ""
     cache: dict = field(default_factory=dict)
+    progress: object = None  # callable(parity.progress.ProgressEvent) of long checks, or None
 
     def set_twin(self, twin, state: str) -> None:
         """New weights: the twin that holds them, and a fresh cache."""

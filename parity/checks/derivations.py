@@ -31,6 +31,7 @@ from parity.checks.common import Context, mean_loss, per_example_loss
 from parity.checks.ties import near_maxima, pools
 from parity.compare import INCONCLUSIVE, PASS, compare, missing, not_provided
 from parity.finite_diff import EPS  # the central step (recorded in environment.json)
+from parity.progress import phase
 from scratch.protocol import Capability
 
 CHECK = "derivations"
@@ -92,6 +93,10 @@ def derivation_rows(ctx: Context) -> list[dict]:
     }
     rows = []
     absent = model.not_provided()  # found while the scratch gradients were taken
+    points = _points(model, real, [key for key in expected(model) if key not in absent])
+    description = f"[derivations {ctx.name} {ctx.dtype} {ctx.state}] finite differences"
+    report, done = phase(ctx.progress, description, sum(points.values()), unit="point"), 0
+    report(done)
     for layer, quantity in expected(model):
         if (layer, quantity) in absent:
             rows += _not_provided_rows(ctx, layer, quantity, absent[(layer, quantity)])
@@ -102,7 +107,24 @@ def derivation_rows(ctx: Context) -> list[dict]:
         a = ours[which].get(layer, {}).get(quantity)
         b = theirs[which].get(layer, {}).get(quantity)
         rows += _three_way(ctx, layer, quantity, a, b, (fd, mask, note, fraction))
+        done += points[(layer, quantity)]
+        report(done)
     return rows
+
+
+def _points(model, x: np.ndarray, keys) -> dict[tuple[str, str], int]:
+    """Points finite differences evaluate per ``(layer, quantity)`` of ``keys``: a weight's
+    elements (at most ``FD_MAX_POINTS``), an input's positions in every example of ``x``."""
+    names, params = model.layer_names, model.params()
+    outputs = model.forward(x) if any(q == "input" for _, q in keys) else {}
+    counts = {}
+    for layer, quantity in keys:
+        if quantity != "input":
+            counts[(layer, quantity)] = min(params[layer][quantity].size, FD_MAX_POINTS)
+        else:
+            i = names.index(layer)
+            counts[(layer, quantity)] = int(np.size(outputs[names[i - 1]] if i else x))
+    return counts
 
 
 def _three_way(ctx, layer, quantity, ours, theirs, finite_difference) -> list[dict]:

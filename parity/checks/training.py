@@ -32,7 +32,7 @@ from parity.checks.training_config import (
 )
 from parity.checks.training_tables import CurveResult, assemble
 from parity.lockstep import copy_weights
-from parity.progress import ProgressEvent, Throttle
+from parity.progress import ProgressEvent, phase
 
 
 def training_check(
@@ -70,8 +70,8 @@ def training_check(
     lockstep : bool
         Also train the twin in lockstep (the verdict in float32).
     progress : callable(ProgressEvent), optional
-        Called in the dtype's process: must be picklable (``print_progress``) unless
-        ``in_process``.
+        Called in the dtype's process with each phase's steps (tqdm bars on stderr:
+        ``parity.progress.print_progress``); must be picklable unless ``in_process``.
     model_hooks : tuple of picklable ``hook(model)``
         Applied to every freshly built scratch model (how tests plant bugs).
     in_process : bool
@@ -114,11 +114,11 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
     twins = {path: _twin_at(model, initial, config.dtype) for path in config.paths}
     lock = _lockstep(config, model, twins.get(LOCKSTEP))
 
-    phase = "scratch + lockstep" if lock else "scratch"
+    name = "scratch + lockstep" if lock else "scratch"
     scratch = lockstep.train_scratch(
         model, _scratch_optimizer(config), x_train, y_train, orders, config.batch_size,
         lockstep=lock, evaluate=lambda m: _scratch_test(m, x_test, y_test),
-        progress=Throttle(progress, config, phase, config.total_steps),
+        progress=phase(progress, _description(config, name), config.total_steps),
     )  # fmt: skip
     steps = len(scratch.losses)
     timings = {"scratch": scratch.seconds / max(steps, 1)}
@@ -232,11 +232,11 @@ def _scratch_test(model, x_test, y_test) -> tuple[float, float]:
 def _train_keras(path, keras_model, model, x, y, orders, config, progress):
     from reference import training
 
-    throttle = Throttle(progress, config, f"keras {path}", config.total_steps)
+    report = phase(progress, _description(config, f"keras {path}"), config.total_steps)
 
-    def during(done: int) -> None:  # the last line comes after the path ends
+    def during(done: int) -> None:  # the bar ends after the path ends
         if done < config.total_steps:
-            throttle(done)
+            report(done)
 
     t0 = time.perf_counter()
     run = training.train(
@@ -244,8 +244,13 @@ def _train_keras(path, keras_model, model, x, y, orders, config, progress):
         optimizer=config.optimizer, learning_rate=config.learning_rate, progress=during,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    throttle(config.total_steps)
+    report(config.total_steps)
     return run, seconds
+
+
+def _description(config: TrainingConfig, name: str) -> str:
+    """A training phase's progress description: ``[training zhou float64] scratch``."""
+    return f"[training {config.model} {config.dtype}] {name}"
 
 
 def _evaluate_keras_epochs(model, keras_runs, x_test, y_test) -> dict[str, list]:

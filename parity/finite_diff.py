@@ -53,12 +53,17 @@ class Differences:
 
 
 def point_losses(
-    f: Callable[[], float], x: np.ndarray, indices: Iterable[int], steps: Iterable[float]
+    f: Callable[[], float],
+    x: np.ndarray,
+    indices: Iterable[int],
+    steps: Iterable[float],
+    on_point: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """``f()`` with ``x.flat[i]`` moved by each step: ``(len(steps), len(indices))`` float64.
 
     ``x`` (any shape, writeable) is perturbed in place, one element at a time, and each
-    element is written back bit-exactly before the next. ValueError names the argument.
+    element is written back bit-exactly before the next. ``on_point(points done)``,
+    optional, is called after each point (progress). ValueError names the argument.
     """
     if not isinstance(x, np.ndarray) or not x.flags.writeable:
         raise ValueError(
@@ -76,6 +81,8 @@ def point_losses(
             x[where] = original + step
             losses[row, j] = f()
         x[where] = original  # bit-exact restore
+        if on_point is not None:
+            on_point(j + 1)
     return losses
 
 
@@ -107,13 +114,14 @@ def central_difference(
     return result.reshape(x.shape) if indices is None else result
 
 
-def pointwise(f, x: np.ndarray, indices, eps: float = EPS) -> Differences:
+def pointwise(f, x: np.ndarray, indices, eps: float = EPS, on_point=None) -> Differences:
     """Classified differences of ``f()`` at ``x.flat[indices]`` (``(len(indices),)``).
 
     Four evaluations per point (``MULTIPLES``), the base ``f()`` once; see :func:`classify`.
+    ``on_point``: as in :func:`point_losses`.
     """
     _check_eps(eps)
-    losses = point_losses(f, x, indices, [k * eps for k in MULTIPLES])
+    losses = point_losses(f, x, indices, [k * eps for k in MULTIPLES], on_point)
     return classify(losses, np.float64(f()), eps)
 
 

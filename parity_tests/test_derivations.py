@@ -56,6 +56,6 @@ def test_the_finite_differences_report_their_points_up_to_the_total():
     counts = [e.done for e in events]
     assert {e.total for e in events} == {total} and {e.unit for e in events} == {"point"}
     assert counts[0] == 0 and counts[-1] == total
-    assert all(a < b for a, b in zip(counts, counts[1:], strict=False))
-    assert len(counts) == 1 + len(derivations.expected(model))
+    assert all(a <= b for a, b in zip(counts, counts[1:], strict=False))
+    assert len(set(counts)) > weights  # a weight's points one by one (a forward pass each)
     assert all("[derivations zhou float64 random]" in e.description for e in events)

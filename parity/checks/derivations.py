@@ -24,6 +24,8 @@ The engine (steps, kink classifier) is ``parity.finite_diff``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from parity import finite_diff, tolerances
@@ -103,13 +105,18 @@ def derivation_rows(ctx: Context) -> list[dict]:
             continue
         which = "jit" if quantity == "input" else "real"
         x = jittered if which == "jit" else real
-        fd, mask, note, fraction = _finite_difference(ctx, layer, quantity, x, labels)
+        on_point = functools.partial(_offset, report, done)  # points within a weight
+        fd, mask, note, fraction = _finite_difference(ctx, layer, quantity, x, labels, on_point)
         a = ours[which].get(layer, {}).get(quantity)
         b = theirs[which].get(layer, {}).get(quantity)
         rows += _three_way(ctx, layer, quantity, a, b, (fd, mask, note, fraction))
         done += points[(layer, quantity)]
         report(done)
     return rows
+
+
+def _offset(report, base: int, done: int) -> None:
+    report(base + done)
 
 
 def _points(model, x: np.ndarray, keys) -> dict[tuple[str, str], int]:
@@ -171,13 +178,14 @@ def _coverage(record, fraction: float):
         f"(the rest are kinks or near max-pool ties); {record.message}"))  # fmt: skip
 
 
-def _finite_difference(ctx, layer, quantity, x, labels):
+def _finite_difference(ctx, layer, quantity, x, labels, on_point=None):
     """FD of the mean loss w.r.t. ``layer``'s ``quantity``: ``(fd, mask, note, fraction)``,
-    ``fraction`` the share of the FD'd points that are judged (not kinks, not near ties)."""
+    ``fraction`` the share of the FD'd points that are judged (not kinks, not near ties).
+    ``on_point(points done)``: progress within a weight (one forward pass per step)."""
     model = ctx.model
     if quantity != "input":
         live = model.params()[layer][quantity]
-        return _fd_weight(ctx, live, _weight_loss(model, layer, x, labels))
+        return _fd_weight(ctx, live, _weight_loss(model, layer, x, labels), on_point)
     names = model.layer_names
     if layer == names[0]:
 
@@ -238,7 +246,7 @@ def _weight_loss(model, layer: str, x, labels):
     return tail if abs(tail() - base) <= TAIL_ULPS * np.spacing(base) else full
 
 
-def _fd_weight(ctx, live: np.ndarray, loss):
+def _fd_weight(ctx, live: np.ndarray, loss, on_point=None):
     """FD of ``loss()`` w.r.t. the live weight array, at every (or a seeded sample of)
     index; kinks (a ReLU at exactly 0 on real images) are detected as for activations."""
     size = live.size
@@ -247,7 +255,8 @@ def _fd_weight(ctx, live: np.ndarray, loss):
     else:
         rng = np.random.default_rng([ctx.seed, 4, size])
         idx = np.sort(rng.choice(size, FD_MAX_POINTS, replace=False))
-    diff = _retry_kinks(finite_diff.pointwise(loss, live, idx), loss, live, idx)
+    diff = finite_diff.pointwise(loss, live, idx, on_point=on_point)
+    diff = _retry_kinks(diff, loss, live, idx)
     fd = np.zeros(live.shape, dtype=np.float64)
     fd.flat[idx] = diff.values
     mask = np.zeros(live.shape, dtype=bool)

@@ -29,8 +29,8 @@ returns none; it equals the biases' gradient, compared as dense/bias). Training
 (--epochs, on by default) steps through your own backprop with the learning rate, in the
 blog's order.
 
-``--api cs231n``: PATH is one .py file with the channels-first seed document's API
-(``scratch.user_cs231n``): Conv(in_channels, out_channels, filter_size, pad=0, stride=1)
+``--api cs231n``: PATH is one .py file with the cs231n-style channels-first API
+(one image per call): Conv(in_channels, out_channels, filter_size, pad=0, stride=1)
 with `filters` (F, C, k, k) and `bias` (F,), MaxPool2x2(), Linear(in_features,
 out_features) with `weights` (in, out) and `bias` (out,), optionally ReLU(), each
 forward(x) taking one image (C, H, W) and backward(dout) returning dx or (dx, dw, db), and

@@ -66,9 +66,11 @@ def _model_names() -> tuple[str, ...]:
 
 
 def check_doc() -> str:
+    """``parity check --help``'s text: the check module's docstring (its reST literals
+    shown plainly on a terminal), then the statuses and exit codes."""
     from parity.check import __doc__ as check_description
 
-    return check_description + "\n" + __doc__.split("\n\n", 1)[1]
+    return check_description.replace("``", "") + "\n" + __doc__.split("\n\n", 1)[1]
 
 
 def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:

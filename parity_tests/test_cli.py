@@ -245,6 +245,12 @@ def test_help_documents_statuses_and_exit_codes(capsys):
     assert "--keras-path" in out and "bit-identical to fit" in out
 
 
+def test_check_help_shows_no_restructuredtext_markup(capsys):
+    assert cli.main(["check", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and "--api cs231n" in out and "3 an ERROR row" in out
+
+
 @pytest.mark.slow
 def test_keras_path_fit_runs_fit_beside_the_epoch_function(tmp_path):
     args = ("--dtypes", "float64", "--images", "4", "--epochs", "1", "--train-size", "60")

@@ -49,3 +49,24 @@ def pytest_collection_finish(session):
 def pytest_runtest_setup(item):
     if _needs_keras([item]):
         _configure_keras()
+
+
+@pytest.fixture
+def check(tmp_path, monkeypatch):
+    """``parity check PATH *args`` in this (float64) process: ``(exit code, summary)``, the
+    summary read back from the report (None when no report was written: exit 2)."""
+    import functools
+
+    import pandas as pd
+
+    from parity import cli, runner
+
+    monkeypatch.setattr(runner, "run", functools.partial(runner.run, in_process=True))
+    out = tmp_path / "out"
+
+    def run(path, *args):
+        code = cli.main(["check", str(path), "--out", str(out), *args])
+        folders = sorted(out.iterdir()) if out.exists() else []
+        return code, (pd.read_csv(folders[0] / "summary.csv") if folders else None)
+
+    return run

@@ -1,4 +1,3 @@
-import functools
 import shutil
 from pathlib import Path
 
@@ -59,21 +58,6 @@ def _user_code(tmp_path, replace=None) -> Path:
         assert text.count(old) == 1, (name, old)
         (folder / name).write_text(text.replace(old, new))
     return folder
-
-
-@pytest.fixture
-def check(tmp_path, monkeypatch):
-    """``parity check FOLDER *args`` in this (float64) process: ``(exit code, summary)``."""
-    monkeypatch.setattr(runner, "run", functools.partial(runner.run, in_process=True))
-    out = tmp_path / "out"
-
-    def run(folder, *args):
-        code = cli.main(["check", str(folder), "--out", str(out), *args])
-        folders = sorted(out.iterdir()) if out.exists() else []
-        summary = pd.read_csv(folders[0] / "summary.csv") if folders else None
-        return code, summary
-
-    return run
 
 
 def _run(folder, **config) -> pd.DataFrame:

@@ -1,4 +1,3 @@
-import functools
 import re
 from pathlib import Path
 
@@ -71,20 +70,6 @@ def mnist():
     from parity.data import load_mnist
 
     return load_mnist()
-
-
-@pytest.fixture
-def check(tmp_path, monkeypatch):
-    """``parity check PATH *args`` in this (float64) process: ``(exit code, summary)``."""
-    monkeypatch.setattr(runner, "run", functools.partial(runner.run, in_process=True))
-    out = tmp_path / "out"
-
-    def run(path, *args):
-        code = cli.main(["check", str(path), "--out", str(out), *args])
-        folders = sorted(out.iterdir()) if out.exists() else []
-        return code, (pd.read_csv(folders[0] / "summary.csv") if folders else None)
-
-    return run
 
 
 # -- the example and the one adapter ----------------------------------------------------------

@@ -1,11 +1,10 @@
-import functools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from parity import cli, runner
+from parity import runner
 from parity.checks import preprocessing
 from parity.compare import FAIL, PASS, is_failure
 from scratch.user_code import UserCode, UserCodeError, locate
@@ -51,20 +50,6 @@ def _run(path, **config) -> pd.DataFrame:
 def _failing(summary) -> set:
     bad = summary[summary["status"].map(is_failure)]
     return {f"{lay}/{q}" for lay, q in zip(bad["layer"], bad["quantity"], strict=True)}
-
-
-@pytest.fixture
-def check(tmp_path, monkeypatch):
-    """``parity check PATH *args`` in this (float64) process: ``(exit code, summary)``."""
-    monkeypatch.setattr(runner, "run", functools.partial(runner.run, in_process=True))
-    out = tmp_path / "out"
-
-    def run(path, *args):
-        code = cli.main(["check", str(path), "--out", str(out), *args])
-        folders = sorted(out.iterdir()) if out.exists() else []
-        return code, (pd.read_csv(folders[0] / "summary.csv") if folders else None)
-
-    return run
 
 
 # -- the example ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parity import catalog_modes as M
 from parity import runner
 from parity.plant import BlogAllTiesMaxPool
 
@@ -655,9 +656,15 @@ class Entry:
     # e.g. Adam's epsilon), and part of the correct code's sweep for this model.
     training: Training | None = None
     base_hooks: tuple = ()  # the correct variant the bug is planted on (pad > 0 path)
+    # The dtypes whose budgets can resolve the bug: a bug below float32's rounding budget
+    # (batchnorm-variance-unbiased, ~2e-5 relative) is run and claimed in float64 only.
+    dtypes: tuple[str, ...] = ("float64", "float32")
 
 
 SGD_RUN = Training(epochs=1, train_size=40, test_size=100, keras_paths=("tape",))
+# cs231n-3layer: batches of 32 (batch norm), lockstep only (dropout: runner.TrainingOptions)
+BATCHNORM_RUN = Training(learning_rate=0.01, batch_size=32, epochs=1, train_size=96,
+                         test_size=100, keras_paths=())  # fmt: skip
 ADAM_RUN = Training(optimizer="adam", learning_rate=0.001, batch_size=32, epochs=1,
                     train_size=96, test_size=100, keras_paths=("tape",))  # fmt: skip
 
@@ -777,6 +784,38 @@ ENTRIES: tuple[Entry, ...] = (
           SoftmaxLossWithoutMaxSubtraction(), ("large_logits:loss",)),
 )  # fmt: skip
 
+# Batch norm and dropout (cs231n-3layer; hooks in parity/catalog_modes.py).
+ENTRIES += (
+    Entry("batchnorm-backward-no-mean-term", "cs231n-3layer",
+          "BatchNorm backward (training mode) without the mean term: dx = (M dxhat - xhat "
+          "sum(dxhat xhat)) / (M std), the - sum(dxhat) from d mean / dx left out.",
+          M.BatchNormBackwardNoMeanTerm("batch_normalization_1"),
+          ("gradient:batch_normalization_1/input", "gradient:dense/kernel")),
+    Entry("batchnorm-variance-unbiased", "cs231n-3layer",
+          "Spatial batch norm divides the batch variance by M - 1 (np.var(ddof=1)) instead "
+          "of M: about 1/(2M) = 2.3e-5 relative at M = 21,632 elements per channel, below "
+          "float32's budgets: float64 only.",
+          M.BatchNormUnbiasedVariance("batch_normalization"), ("forward:batch_normalization",),
+          dtypes=("float64",)),
+    Entry("batchnorm-momentum-reversed", "cs231n-3layer",
+          "Training only: the moving averages written momentum * batch + (1 - momentum) * "
+          "moving (the weights swapped); training mode's output never reads them.",
+          M.BatchNormMomentumReversed("batch_normalization"), ("training",),
+          training=BATCHNORM_RUN),
+    Entry("batchnorm-training-uses-moving", "cs231n-3layer",
+          "BatchNorm's training-mode forward normalizes with the moving statistics (the "
+          "test-mode formula) instead of the batch's.",
+          M.BatchNormTrainingUsesMoving("batch_normalization_1"),
+          ("forward:batch_normalization_1",)),
+    Entry("dropout-not-scaled", "cs231n-3layer",
+          "Inverted dropout without the 1 / (1 - rate) scale (cs231n: / p), forward and "
+          "backward.",
+          M.DropoutNotScaled("dropout"), ("forward:dropout",)),
+    Entry("dropout-mask-not-reused", "cs231n-3layer",
+          "Dropout backward draws a fresh mask instead of reusing its forward pass's.",
+          M.DropoutMaskNotReused("dropout"), ("gradient:dropout/input",)),
+)  # fmt: skip
+
 BY_NAME = {entry.name: entry for entry in ENTRIES}
 
 # Correct variants the false-alarm sweep also runs (besides the registered models).
@@ -847,14 +886,16 @@ def _finite_at_large_logits(model, x, layer: str) -> np.ndarray:
 
 
 def _trained_weights(spec: Training, model, x, labels) -> np.ndarray:
-    """Every weight, flattened, after one epoch over the batch with ``spec``'s optimizer."""
+    """Every weight and state array (batch norm's moving statistics), flattened, after one
+    epoch over the batch with ``spec``'s optimizer."""
     from scratch.optim import SGD, Adam
     from scratch.train import train
 
     optimizer = SGD(spec.learning_rate) if spec.optimizer == "sgd" else Adam(spec.learning_rate)
-    train(model, x, labels, optimizer, epochs=1, batch_size=spec.batch_size,
+    batch = spec.batch_size or model.spec.training_batch  # None: the network's own
+    train(model, x, labels, optimizer, epochs=1, batch_size=batch,
           orders=[np.arange(len(x))])  # fmt: skip
-    return np.concatenate([w.ravel() for ws in model.params().values() for w in ws.values()])
+    return np.concatenate([w.ravel() for ws in model.snapshot().values() for w in ws.values()])
 
 
 def _max_diff(a, b) -> float:

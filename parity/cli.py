@@ -115,7 +115,10 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         help="held-out images for test loss/accuracy (default: %(default)s)",
     )
     training.add_argument("--optimizer", default="sgd", help="sgd or adam (default: sgd)")
-    training.add_argument("--batch-size", default="1", help="mini-batch size (default: 1)")
+    training.add_argument(
+        "--batch-size", default=None,
+        help="mini-batch size (default: the network's own: 1, or 32 with batch norm)",
+    )  # fmt: skip
     training.add_argument(
         "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
     )
@@ -262,7 +265,8 @@ def training_from_args(args) -> runner.TrainingOptions | None:
     lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else positive("--lr", args.lr)
     options = runner.TrainingOptions(
         optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
-        batch_size=integer("--batch-size", args.batch_size, 1, 60_000),
+        batch_size=(None if args.batch_size is None
+                    else integer("--batch-size", args.batch_size, 1, 60_000)),
         train_size=integer("--train-size", args.train_size, 1, 60_000),
         test_size=integer("--test-size", args.test_size, 1, 10_000),
         keras_paths=choices("--keras-path", args.keras_path, KERAS_PATHS),

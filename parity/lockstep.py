@@ -156,6 +156,7 @@ class StepCase:
     x: np.ndarray
     labels: np.ndarray
     entries: list
+    masks: dict | None = None  # the step's dropout masks (Keras layout)
 
 
 MAX_FAILING_PROBES = 20  # a step over budget after this many: no more re-sync attempts
@@ -183,12 +184,13 @@ class Lockstep:
             keras_adam = stepper.optimizer
             rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
                     float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
-        self.judge = Judge(dtype, Budgets.of(dtype, optimizer), self.adam, rule)
-        self.forward_rtol = tolerances.get("forward", dtype).rtol
+        self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.adam, rule)
+        self.forward_rtol = tolerances.get("forward", dtype, model.spec).rtol
         self.decisions = decision_layers(model, stepper.keras_model)
         self.failing_probes = 0
         self.run = LockstepRun()
         self.last: tuple[Snapshot, Snapshot] | None = None  # (scratch, keras) after a step
+        self.masks = None  # the current step's dropout masks (Keras layout), or None
         self.first_over: StepCase | None = None  # the first step over budget, kept whole
         self.epoch_steps = 0  # steps taken in the current epoch
 
@@ -196,12 +198,14 @@ class Lockstep:
     def active(self) -> bool:
         return not self.run.ended
 
-    def step(self, before: Snapshot, after: Snapshot, x, labels, where: str):
-        """One Keras step from ``before`` on ``(x, labels)``, measured against ``after``."""
+    def step(self, before: Snapshot, after: Snapshot, x, labels, where: str, masks=None):
+        """One Keras step from ``before`` on ``(x, labels)``, measured against ``after``;
+        ``masks``: the step's dropout masks (Keras layout), the ones scratch's step used."""
         import time
 
         t0 = time.perf_counter()
-        out = self.stepper(before.weights, before.state, x, labels)
+        self.masks = masks
+        out = self.stepper(before.weights, before.state, x, labels, masks=masks)
         keras = Snapshot(out.weights, out.state)
         kappa = seed_condition(out.probabilities, labels, self.judge.budgets.eps)
         entries = self.judge.measure(before, after, keras, kappa)
@@ -214,7 +218,7 @@ class Lockstep:
         self.judge.record(entries, where)
         if self.first_over is None and any(e.use > 1.0 for e in entries):
             self.first_over = StepCase(len(self.run.losses) + 1, where, before, after, keras,
-                                       x, labels, entries)  # fmt: skip
+                                       x, labels, entries, masks)  # fmt: skip
         self.run.seconds += time.perf_counter() - t0
         self.run.losses.append(out.loss)
         self.run.correct.append(out.correct)
@@ -234,16 +238,17 @@ class Lockstep:
         decide differently; kept when it is within budget."""
         if not self.decisions or self.failing_probes >= MAX_FAILING_PROBES:
             return keras, entries, ""
-        self.model.set_params(before.weights)  # scratch's forward pass at `before`
+        self.model.restore(before.weights)  # scratch's forward pass at `before`
         try:
             mine = self.model.forward(x)
         finally:
-            self.model.set_params(after.weights)
+            self.model.restore(after.weights)  # the weights and moving statistics after
         theirs = self.stepper.forward(before.weights, x)
         nudges, found = decision_nudges(mine, theirs, self.decisions, self.forward_rtol,
                                         self.stepper.layout)  # fmt: skip
         if nudges:
-            out = self.stepper(before.weights, before.state, x, labels, nudges=nudges)
+            out = self.stepper(before.weights, before.state, x, labels, nudges=nudges,
+                               masks=self.masks)  # fmt: skip
             again = Snapshot(out.weights, out.state)
             retry = self.judge.measure(before, after, again, kappa)
             if all(e.use <= 1.0 for e in retry):
@@ -303,20 +308,34 @@ def where(epoch: int, step: int, global_step: int) -> str:
 
 
 def train_scratch(model, optimizer, x, labels, orders, batch_size: int, *, lockstep=None,
-                  evaluate=None, progress=None) -> ScratchRun:  # fmt: skip
+                  evaluate=None, progress=None, masks=None) -> ScratchRun:  # fmt: skip
     """Scratch training over ``orders`` (``scratch.train.train``, one call per epoch),
     with the lockstep Keras step after every scratch step when ``lockstep`` is given.
 
     Never raises for what the scratch model does: an exception ends the run and is kept
     in ``ScratchRun.error``; a non-finite loss or weight ends it after that step.
     ``evaluate(model)`` gives the test loss and accuracy after each epoch.
+    ``masks(global step from 0, batch size)``: that step's dropout masks (Keras layout),
+    given to the scratch model before the step and to lockstep's Keras step with it.
     """
     import time
+
+    from parity import modes
 
     run = ScratchRun()
     clock = {"outside": 0.0}
     before = [Snapshot.take(model, optimizer) if lockstep is not None else None]
     epoch = 0
+    sizes = [len(order[i : i + batch_size]) for order in orders
+             for i in range(0, order.size, batch_size)]  # fmt: skip
+    current = [None]
+
+    def inject(step: int) -> None:
+        if masks is not None and step < len(sizes):
+            current[0] = masks(step, sizes[step])
+            modes.inject(model, current[0])
+
+    inject(0)
 
     def on_step(record, _steps_in_epoch):
         t0 = time.perf_counter()
@@ -327,8 +346,10 @@ def train_scratch(model, optimizer, x, labels, orders, batch_size: int, *, locks
         bad = _scratch_nonfinite(record.loss, model.params())
         if lockstep is not None and lockstep.active:
             after = Snapshot.take(model, optimizer)
-            lockstep.step(before[0], after, x[record.indices], labels[record.indices], here)
+            lockstep.step(before[0], after, x[record.indices], labels[record.indices], here,
+                          masks=current[0])  # fmt: skip
             before[0] = after
+        inject(g)  # the next step's masks (g steps done, counted from 0)
         if progress is not None:
             progress(g)
         clock["outside"] += time.perf_counter() - t0

@@ -9,7 +9,7 @@ import numpy as np
 
 from parity import tolerances
 from parity.compare import Comparison, compare
-from parity.lockstep_state import ITERATIONS, Snapshot, quantities
+from parity.lockstep_state import ITERATIONS, Snapshot, is_model_state, quantities
 
 # -- budgets ------------------------------------------------------------------------------
 
@@ -53,28 +53,36 @@ class Budgets:
     weight_rtol: float
     state_rtol: float  # Adam's moments
     eps: float
+    moving_rtol: float = 0.0  # batch norm's moving statistics (their own scale M)
 
     @classmethod
-    def of(cls, dtype: str, optimizer: str) -> Budgets:
+    def of(cls, dtype: str, optimizer: str, network=None) -> Budgets:
+        """The budgets of ``dtype`` and ``optimizer``; ``network`` (a ``spec.Network``)
+        picks a batch-norm network's own where they exist (``tolerances.get``)."""
         weights = "lockstep-weights-adam" if optimizer == "adam" else "lockstep-weights"
         return cls(
-            loss_atol=tolerances.get("lockstep-loss", dtype).atol,
-            weight_rtol=tolerances.get(weights, dtype).rtol,
-            state_rtol=tolerances.get("lockstep-adam-state", dtype).rtol,
+            loss_atol=tolerances.get("lockstep-loss", dtype, network).atol,
+            weight_rtol=tolerances.get(weights, dtype, network).rtol,
+            state_rtol=tolerances.get("lockstep-adam-state", dtype, network).rtol,
             eps=float(np.finfo(dtype).eps),
+            moving_rtol=tolerances.get("lockstep-moving-statistics", dtype).rtol,
         )
 
     def rtol(self, quantity: str) -> float:
-        if quantity == ITERATIONS[1]:
+        kind = quantity_kind(quantity)
+        if kind == "iterations":
             return 0.0
-        return self.state_rtol if quantity_kind(quantity) != "weights" else self.weight_rtol
+        if kind == MOVING:
+            return self.moving_rtol
+        return self.state_rtol if kind != "weights" else self.weight_rtol
 
     def update_rtol(self, quantity: str, kappa: float) -> float:
         """``rtol`` at a step whose loss gradient has condition ``kappa`` (>= 1):
         ``rtol + SEED_ROUNDINGS * eps * kappa`` (``parity.tolerances``); 0 for the iteration
-        count (exact)."""
-        if quantity == ITERATIONS[1]:
-            return 0.0
+        count (exact). The moving statistics come from the forward pass alone (the batch's
+        mean and variance): no loss gradient in them, so no ``kappa`` term."""
+        if quantity_kind(quantity) in ("iterations", MOVING):
+            return self.rtol(quantity)
         return self.rtol(quantity) + tolerances.LOCKSTEP_SEED_ROUNDINGS * self.eps * kappa
 
 
@@ -101,10 +109,16 @@ def seed_condition(probabilities, labels, eps: float) -> float:
     return float(min(max(kappa, 1.0), 1.0 / eps))
 
 
+MOVING = "moving statistics"  # batch norm's moving_mean and moving_variance
+
+
 def quantity_kind(quantity: str) -> str:
-    """``weights``, ``momentum``, ``velocity`` or ``iterations``: what shares a scale ``M``."""
+    """``weights``, ``momentum``, ``velocity``, ``moving statistics`` or ``iterations``:
+    what shares a scale ``M``."""
     if quantity == ITERATIONS[1]:
         return "iterations"
+    if is_model_state(quantity):
+        return MOVING
     return quantity.rsplit(" ", 1)[-1] if quantity.endswith(("momentum", "velocity")) else "weights"
 
 
@@ -275,8 +289,10 @@ class Judge:
         rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
                 f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
                 f" + {rtol:.1e}*{entry.scale:.3e}, M the step's largest "
-                f"{quantity_kind(entry.quantity)} update, rtol = {base:.1e} + {seed:g}*eps*kappa, "
-                f"kappa = {entry.kappa:.3g} the loss gradient's condition")  # fmt: skip
+                f"{quantity_kind(entry.quantity)} update")  # fmt: skip
+        if quantity_kind(entry.quantity) != MOVING:
+            rule += (f", rtol = {base:.1e} + {seed:g}*eps*kappa, kappa = {entry.kappa:.3g} "
+                     "the loss gradient's condition")  # fmt: skip
         if entry.explained is not None:
             rule += (f"; keras's update moved by what the m, v differences explain (up to "
                      f"{float(np.max(entry.explained, initial=0.0)):.3e})")  # fmt: skip

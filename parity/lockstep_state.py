@@ -10,6 +10,14 @@ import numpy as np
 ITERATIONS = ("optimizer", "iterations")  # (layer, quantity) of the iteration count
 
 
+def is_model_state(name: str) -> bool:
+    """Whether a snapshot entry is a layer's non-trainable state (batch norm's
+    ``moving_mean``/``moving_variance``, ``spec.layers.STATE_WEIGHTS``), not a weight."""
+    from spec.layers import STATE_WEIGHTS
+
+    return any(name in names for names in STATE_WEIGHTS.values())
+
+
 # -- state --------------------------------------------------------------------------------
 
 
@@ -59,5 +67,6 @@ def quantities(snapshot: Snapshot, adam: bool):
                            ("velocity", snapshot.state.velocities)):  # fmt: skip
             for layer, weights in snapshot.weights.items():
                 for weight in weights:
-                    yield layer, f"{weight} {name}", (tree or {}).get(layer, {}).get(weight)
+                    if not is_model_state(weight):  # moving statistics: no optimizer slots
+                        yield layer, f"{weight} {name}", (tree or {}).get(layer, {}).get(weight)
     yield *ITERATIONS, np.array(snapshot.state.iterations, dtype=np.int64)

@@ -17,6 +17,13 @@ EXPECTED = {
     "gradient-buffer-never-reset": ("conv2d_1", {"kernel", "bias"}, "gradient", 2, "conv2d_1"),
     "update-before-input-grad": ("conv2d", {"kernel"}, "input-gradient-after-update", 1, "dense"),
     "adam-epsilon-inside-sqrt": (None, {"kernel", "bias"}, "adam-epsilon-inside-sqrt", 1, ""),
+    "batchnorm-momentum-reversed": (
+        "batch_normalization",
+        {"moving_mean", "moving_variance"},
+        "moving-average",
+        1,
+        "",
+    ),
 }
 
 

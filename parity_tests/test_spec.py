@@ -123,7 +123,7 @@ ERRORS = {
         lambda: Layer("Conv3D", "conv3d"),
         "Layer `conv3d`: unknown kind 'Conv3D'; known: ('Conv2D', 'MaxPooling2D', "
         "'AveragePooling2D', 'GlobalAveragePooling2D', 'ZeroPadding2D', 'Flatten', 'Dense', "
-        "'ReLU', 'LeakyReLU', 'Tanh', 'Sigmoid', 'Softmax').",
+        "'ReLU', 'LeakyReLU', 'Tanh', 'Sigmoid', 'Softmax', 'BatchNormalization', 'Dropout').",
     ),
     "missing-hyperparameter": (
         lambda: Layer("Conv2D", "conv2d", kernel_size=3),

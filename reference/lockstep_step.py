@@ -76,10 +76,14 @@ class LockstepStepper:
         self.keras_model, self.model, self.optimizer_name = keras_model, model, optimizer
         self.layout = layout_module.layout_for(model)
         self.units = int(keras_model.output_shape[-1])
-        params = model.params()
+        params, state = model.params(), model.state()
         scratch_key = {self.layout.keras_key(layer, weight): (layer, weight)
-                       for layer in params for weight in params[layer]}  # fmt: skip
-        self.keys, variables = [], []
+                       for tree in (params, state) for layer in tree
+                       for weight in tree[layer]}  # fmt: skip
+        # Trainable weights (stepped by the optimizer) and non-trainable state (batch norm's
+        # moving statistics: assigned before the step, updated by its forward pass, read
+        # back; never given to the optimizer).
+        self.keys, variables, self.state_keys, state_variables = [], [], [], []
         for k_layer, weights in keras_weight_variables(keras_model).items():
             for k_weight, variable in weights.items():
                 if (k_layer, k_weight) not in scratch_key:
@@ -87,14 +91,20 @@ class LockstepStepper:
                         f"Lockstep for `{model.name}`: Keras weight `{k_layer}/{k_weight}` has "
                         f"no scratch counterpart (scratch keys: {sorted(scratch_key.values())})."
                     )
-                self.keys.append(scratch_key[(k_layer, k_weight)])
-                variables.append(variable)
-        self._variables = variables
+                key = scratch_key[(k_layer, k_weight)]
+                if variable.trainable:
+                    self.keys.append(key)
+                    variables.append(variable)
+                else:
+                    self.state_keys.append(key)
+                    state_variables.append(variable)
+        self._variables, self._state_variables = variables, state_variables
         self.optimizer = make_optimizer(optimizer, learning_rate, self.dtype)
         self.optimizer.build(variables)
         slots = self._slots(keras_model)
         self._slots, self._loss_fn = slots, loss_function()
-        self._step = lockstep_step(keras_model, variables, self.optimizer, slots, self._loss_fn)
+        self._step = lockstep_step(keras_model, variables, self.optimizer, slots, self._loss_fn,
+                                   state_variables)  # fmt: skip
 
     def _slots(self, keras_model) -> tuple[list, list]:
         if self.optimizer_name != "adam":
@@ -110,18 +120,27 @@ class LockstepStepper:
             )
         return list(momentums), list(velocities)
 
-    def __call__(self, weights: Tree, state: OptimizerState, x, labels, nudges=None) -> KerasStep:
+    def __call__(self, weights: Tree, state: OptimizerState, x, labels, nudges=None,
+                 masks=None) -> KerasStep:  # fmt: skip
         """One Keras step from ``weights`` and ``state`` on the batch ``x`` (scratch layout,
         preprocessed) with integer ``labels``.
 
+        ``weights`` holds the moving statistics too (``HarnessModel.snapshot``), and so
+        does the returned ``KerasStep.weights``. ``masks``: ``{scratch dropout layer: keep
+        mask}`` in Keras layout, the step's dropout masks (required for a twin with dropout).
         ``nudges``: ``{scratch layer: array}`` added to those layers' inputs (scratch
         layout of the input) during the step; the step then runs eagerly (rarely needed:
         ``parity.lockstep`` re-syncs a max-pool or ReLU decision that way).
         """
+        from reference.modal_layers import set_masks
         from reference.tf_backend import call_lockstep, eager_lockstep_step
 
+        if masks is not None:
+            key = self.layout.keras_key
+            set_masks(self.keras_model, {key(n, "input")[0]: m for n, m in masks.items()})
         to_keras = self.layout.to_keras
-        arrays = [to_keras(layer, weight, weights[layer][weight]) for layer, weight in self.keys]
+        arrays = [to_keras(layer, weight, weights[layer][weight])
+                  for layer, weight in (*self.keys, *self.state_keys)]  # fmt: skip
         moments = ([], [])
         if self.optimizer_name == "adam":
             moments = tuple(
@@ -137,24 +156,30 @@ class LockstepStepper:
                      for layer, array in nudges.items()}  # fmt: skip
             loss, probabilities, *reads = eager_lockstep_step(
                 self.keras_model, self._variables, self.optimizer, self._slots, self._loss_fn,
-                args, added,
+                args, added, self._state_variables,
             )  # fmt: skip
         else:
             loss, probabilities, *reads = call_lockstep(self._step(len(y)), args)
-        n = len(self.keys)
+        n, n_state = len(self.keys), len(self.state_keys)
         after = OptimizerState(int(reads[-1]))
+        slots = reads[n + n_state : -1]
         if self.optimizer_name == "adam":
-            after.momentums = self._tree(reads[n : 2 * n])
-            after.velocities = self._tree(reads[2 * n : 3 * n])
+            after.momentums = self._tree(slots[:n])
+            after.velocities = self._tree(slots[n : 2 * n])
         correct = np.argmax(probabilities, axis=-1) == np.asarray(labels)
-        return KerasStep(loss, probabilities, correct, self._tree(reads[:n]), after)
+        weights_after = self._tree(reads[:n])
+        for layer, arrays_of in self._tree(reads[n : n + n_state], self.state_keys).items():
+            weights_after.setdefault(layer, {}).update(arrays_of)
+        return KerasStep(loss, probabilities, correct, weights_after, after)
 
     def forward(self, weights: Tree, x) -> dict[str, np.ndarray]:
         """Every layer's output of the twin at ``weights`` (``reference.probes.forward``),
         for looking at a step again; the next ``__call__`` assigns its own weights."""
         from reference.probes import forward
 
-        for (layer, weight), variable in zip(self.keys, self._variables, strict=True):
+        pairs = zip((*self.keys, *self.state_keys), (*self._variables, *self._state_variables),
+                    strict=True)  # fmt: skip
+        for (layer, weight), variable in pairs:
             variable.assign(self.layout.to_keras(layer, weight, weights[layer][weight]))
         return forward(self.keras_model, self.model, x)
 
@@ -164,9 +189,11 @@ class LockstepStepper:
             return np.zeros_like(self.model.params()[layer][weight])
         return tree[layer][weight]
 
-    def _tree(self, arrays) -> Tree:
+    def _tree(self, arrays, keys=None) -> Tree:
         out: Tree = {}
-        for (layer, weight), keras_array in zip(self.keys, arrays, strict=True):
+        for (layer, weight), keras_array in zip(
+            self.keys if keys is None else keys, arrays, strict=True
+        ):
             array = self.layout.from_keras(layer, weight, keras_array)
             out.setdefault(layer, {})[weight] = array
         return out

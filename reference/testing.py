@@ -235,3 +235,29 @@ def keras_path_runs(cases: dict, images, labels, epochs: int, chunk_steps: int) 
                 path, twin_module.twin(model, dtype), model, x, labels, orders, **kwargs
             )
     return out
+
+
+def masked_dropout_vs_keras(rate: float, seed: int, scale_bug: float = 1.0) -> tuple:
+    """In this process's dtype: Keras's own ``Dropout(rate)`` in training mode on a
+    positive batch, its mask read back (output != 0), then the twin's ``MaskedDropout``
+    given that mask: ``(outputs bit-equal, input gradients bit-equal)``. ``scale_bug``
+    multiplies the twin layer's output (a planted bug: 1.0 is the real layer)."""
+    import keras
+
+    from reference import modal_layers, tf_backend
+
+    rng = np.random.default_rng(seed)
+    x = keras.ops.convert_to_tensor(rng.uniform(0.1, 1.0, (64, 32)).astype(keras.config.floatx()))
+    dy = rng.standard_normal((64, 32)).astype(keras.config.floatx())
+    theirs = keras.layers.Dropout(rate, seed=seed)
+    y, gradient = tf_backend.record(lambda: theirs(x, training=True), watch=[x])
+    g = gradient(y, [x], dy)[0]
+    y = keras.ops.convert_to_numpy(y)
+    ours = modal_layers.classes()[1](rate)
+    ours.build((None, 32))
+    ours.keep.assign(y != 0)
+    ours.harness_training = True
+    y2, gradient2 = tf_backend.record(lambda: ours(x) * scale_bug, watch=[x])
+    g2 = gradient2(y2, [x], dy)[0]
+    return (bool(np.array_equal(y, keras.ops.convert_to_numpy(y2))),
+            bool(np.array_equal(g, g2)), str(y.dtype))  # fmt: skip

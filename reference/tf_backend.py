@@ -206,33 +206,37 @@ def epoch_function(keras_model, optimizer, loss_fn, x: np.ndarray, y: np.ndarray
 # -- lockstep: one step from given weights and optimizer state ------------------------
 
 
-def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
+def lockstep_step(keras_model, variables, optimizer, slots, loss_fn, state_variables=()):
     """The compiled lockstep step, ``concrete(batch_size)`` (see
     ``reference.lockstep_step.LockstepStepper``).
 
-    Flat tensor arguments ``(*weights, *momentums, *velocities, iterations, x, y)`` in the
-    order of ``variables``. Returns ``concrete(batch_size)``, the function traced for that
-    batch size (cached; at most two: full batches and the shorter last one). Calling a
+    Flat tensor arguments ``(*weights, *state, *momentums, *velocities, iterations, x, y)``
+    in the order of ``variables`` and ``state_variables`` (non-trainable: batch norm's
+    moving statistics, assigned before the step and updated by its forward pass). Returns
+    ``concrete(batch_size)``, the function traced for that batch size (cached; at most
+    two: full batches and the shorter last one). Calling a
     concrete function skips ``tf.function``'s per-call signature matching (most of a small
     step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
-    The concrete function returns ``(loss, probabilities, *weights, *slots, iterations)``:
+    The concrete function returns ``(loss, probabilities, *weights, *state, *slots,
+    iterations)``:
     the loss and the ``(batch, units)`` probabilities before the step, the rest after it.
     """
     momentums, velocities = slots
     slot_list = momentums + velocities
-    n_w, n_s = len(variables), len(slot_list)
+    assigned = [*variables, *state_variables]
+    n_w, n_s = len(assigned), len(slot_list)
 
     @tf.function
     def step(*args):
         weights, slot_values = args[:n_w], args[n_w : n_w + n_s]
         iterations, xb, yb = args[n_w + n_s :]
-        for variable, value in zip(variables, weights, strict=True):
+        for variable, value in zip(assigned, weights, strict=True):
             variable.assign(value)
         for slot, value in zip(slot_list, slot_values, strict=True):
             slot.assign(value)
         optimizer.iterations.assign(iterations)
         loss, probs = _step_probabilities(keras_model, variables, optimizer, loss_fn, xb, yb)
-        reads = [tf.identity(v) for v in [*variables, *slot_list, optimizer.iterations]]
+        reads = [tf.identity(v) for v in [*assigned, *slot_list, optimizer.iterations]]
         return (loss, probs, *reads)
 
     def spec(variable):
@@ -244,7 +248,7 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
     def concrete(batch_size: int):
         if batch_size not in traced:
             traced[batch_size] = step.get_concrete_function(
-                *(spec(v) for v in variables),
+                *(spec(v) for v in assigned),
                 *(spec(s) for s in slot_list),
                 tf.TensorSpec([], tf.int64),
                 tf.TensorSpec([batch_size, *batch.shape[1:]], batch.dtype),
@@ -255,13 +259,15 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
     return concrete
 
 
-def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, arrays, added: dict):
+def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, arrays, added: dict,
+                        state_variables=()):  # fmt: skip
     """``lockstep_step``'s work, eagerly, with ``added[keras layer]`` (an array in Keras
     layout) added to that layer's input during the step; ``arrays`` as its arguments.
     Returns the same tuple, as numpy arrays."""
     slot_list = slots[0] + slots[1]
-    n_w, n_s = len(variables), len(slot_list)
-    for variable, value in zip(variables + slot_list, arrays[: n_w + n_s], strict=True):
+    assigned = [*variables, *state_variables]
+    n_w, n_s = len(assigned), len(slot_list)
+    for variable, value in zip(assigned + slot_list, arrays[: n_w + n_s], strict=True):
         variable.assign(value)
     optimizer.iterations.assign(arrays[n_w + n_s])
     h, yb = tf.constant(arrays[-2]), tf.constant(arrays[-1])
@@ -272,7 +278,7 @@ def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, array
             h = layer(h, training=True)
         loss = loss_fn(yb, h)
     optimizer.apply(tape.gradient(loss, variables), variables)
-    reads = [v.numpy() for v in [*variables, *slot_list, optimizer.iterations]]
+    reads = [v.numpy() for v in [*assigned, *slot_list, optimizer.iterations]]
     return (loss.numpy(), h.numpy(), *reads)
 
 
@@ -280,3 +286,17 @@ def call_lockstep(concrete, arrays) -> tuple:
     """Call a ``lockstep_step`` concrete function on numpy ``arrays``; numpy results."""
     results = concrete(*(tf.constant(a) for a in arrays))
     return tuple(r.numpy() for r in results)
+
+
+# -- dropout masks ---------------------------------------------------------------------
+
+
+def mask_variable(feature_shape: tuple):
+    """A non-trainable bool ``tf.Variable`` of shape ``(None, *feature_shape)`` (any batch
+    size assigned later), empty: a dropout keep mask the harness assigns before each call
+    (``reference.modal_layers``). Not a Keras variable, so no Keras weight."""
+    return tf.Variable(
+        tf.zeros([0, *feature_shape], tf.bool),
+        shape=tf.TensorShape([None, *feature_shape]),
+        trainable=False,
+    )

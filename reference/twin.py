@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from reference import layout as layout_module
+from reference import modal_layers
 from reference.backend import check_dtype
 from reference.layout import Layout, NoKerasCounterpart, Tree
 
@@ -65,7 +66,7 @@ def twin(model, dtype: str = "float64", *, fused_softmax: bool = False):
 def copy_into_keras(keras_model, model, layout: Layout | None = None) -> None:
     """Copy the scratch weights into the twin (converted through ``layout``)."""
     layout = layout or layout_module.layout_for(model)
-    converted = layout.weights_to_keras(model.params())
+    converted = layout.weights_to_keras(weights_and_state(model))
     variables = keras_weight_variables(keras_model)
     missing = [
         f"{layer}/{weight}"
@@ -98,7 +99,7 @@ def copy_into_keras(keras_model, model, layout: Layout | None = None) -> None:
 def load_into_scratch(keras_model, model) -> None:
     """Copy the twin's weights back into the scratch ``model`` (the way back)."""
     layout = layout_module.layout_for(model)
-    params = model.params()
+    params = weights_and_state(model)
     values = keras_weights(keras_model)
     extra = [
         f"{layer}/{weight}"
@@ -111,7 +112,19 @@ def load_into_scratch(keras_model, model) -> None:
             f"load_into_scratch(`{model.name}`): Keras weight(s) {extra} have no scratch "
             f"counterpart (scratch params: {_keys(params)})."
         )
-    model.set_params(layout.weights_from_keras(values, params))
+    back = layout.weights_from_keras(values, params)
+    model.set_params(back)
+    model.set_state(back)
+
+
+def weights_and_state(model) -> Tree:
+    """The scratch model's live weights and non-trainable state (batch norm's moving
+    statistics) in one tree, ``{layer: {name: array}}``: what the twin's variables hold."""
+    out: Tree = {}
+    for tree in (model.params(), model.state()):
+        for layer, arrays in tree.items():
+            out.setdefault(layer, {}).update(arrays)
+    return out
 
 
 def keras_weight_variables(keras_model) -> dict:
@@ -238,6 +251,10 @@ KERAS_LAYERS = {
     "Tanh": _activation("tanh"),
     "Sigmoid": _activation("sigmoid"),
     "Softmax": _activation("softmax"),
+    # Keras's BatchNormalization (harness-set mode when called without `training`) and a
+    # dropout with an injected mask: reference.modal_layers says why and how.
+    "BatchNormalization": modal_layers.batch_normalization,
+    "Dropout": modal_layers.dropout,
 }
 
 

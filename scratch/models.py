@@ -22,6 +22,7 @@ _BUILDERS: dict[str, str] = {
     "nhwc-odd": "scratch.models:build_nhwc_odd",  # a description only (spec.networks)
     "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
     "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
+    "cs231n-3layer": "scratch.models:build_cs231n_3layer",  # a description only
 }
 
 _INTERNAL: dict[str, str] = {
@@ -105,3 +106,13 @@ def build_lenet5(seed: int, dtype) -> HarnessModel:
     from spec.networks import LENET5
 
     return Sequential.from_network(LENET5, seed=seed, dtype=dtype)
+
+
+def build_cs231n_3layer(seed: int, dtype) -> HarnessModel:
+    """``spec.networks.CS231N_3LAYER`` (conv - spatial batch norm - relu - pool - affine -
+    batch norm - relu - dropout - affine - softmax) from the general NHWC layers; built in
+    training mode."""
+    from scratch.sequential import Sequential
+    from spec.networks import CS231N_3LAYER
+
+    return Sequential.from_network(CS231N_3LAYER, seed=seed, dtype=dtype)

@@ -66,13 +66,20 @@ class Capability(enum.StrEnum):
     SNAPSHOT = "snapshot"  # snapshot() / restore(copies): the weights, bit for bit
     TRAIN_STEP = "train step"  # train_step(x, labels, lr): one SGD step, its own update
     LOSS_FROM = "loss from a layer"  # loss_from(layer, h, labels): h fed to that layer
+    # set_training(flag) / set_masks(masks): training mode (batch statistics, dropout masks
+    # injected by the harness) or inference mode (moving statistics, no dropout)
+    MODES = "training and inference modes"
 
 
 REQUIRED = frozenset(
     {Capability.LAYER_OUTPUTS, Capability.GRADIENTS, Capability.WEIGHTS, Capability.SNAPSHOT}
 )
 # Optional capability -> the base-class method a model that declares it overrides.
-OPTIONAL = {Capability.TRAIN_STEP: "train_step", Capability.LOSS_FROM: "loss_from"}
+OPTIONAL = {
+    Capability.TRAIN_STEP: "train_step",
+    Capability.LOSS_FROM: "loss_from",
+    Capability.MODES: "set_training",
+}
 
 
 class CapabilityError(NotImplementedError):
@@ -174,16 +181,7 @@ class HarnessModel(abc.ABC):
 
     def set_params(self, values: Tree) -> None:
         """Copy ``values`` into the live weights; shapes must match exactly."""
-        live = self.params()
-        for layer, weights in live.items():
-            for weight, array in weights.items():
-                new = np.asarray(values[layer][weight])
-                if new.shape != array.shape:
-                    raise ValueError(
-                        f"Layer `{layer}` weight `{weight}`: expected shape "
-                        f"{array.shape}, received {new.shape}."
-                    )
-                array[...] = new
+        _copy_into(self.params(), values, "weight")
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """The model's output probabilities ``(N, 10)``."""
@@ -198,16 +196,33 @@ class HarnessModel(abc.ABC):
         loss, grads = self.gradients(x, labels)
         return loss, grads, probs
 
+    def state(self) -> Tree:
+        """The live non-trainable state (not copies), ``{layer: {name: array}}``: batch
+        norm's ``moving_mean`` and ``moving_variance`` (Keras's names). Updated by a
+        training-mode forward pass, read in inference mode, never differentiated. Empty
+        by default (a model without such layers)."""
+        return {}
+
+    def set_state(self, values: Tree) -> None:
+        """Copy ``values`` into the live state (:meth:`state`); shapes must match exactly.
+        Keys of ``values`` that are not state (weights of a snapshot) are ignored."""
+        _copy_into(self.state(), values, "state")
+
     # -- snapshot and restore (every model) ---------------------------------------------
 
     def snapshot(self) -> Tree:
-        """Copies of every weight, ``{layer: {weight: array}}`` (native layout, own dtype)."""
-        return {layer: {w: np.array(a, copy=True) for w, a in ws.items()}
-                for layer, ws in self.params().items()}  # fmt: skip
+        """Copies of every weight and state array, ``{layer: {name: array}}`` (native
+        layout, own dtype): what training changes."""
+        out: Tree = {}
+        for tree in (self.params(), self.state()):
+            for layer, ws in tree.items():
+                out.setdefault(layer, {}).update({w: np.array(a, copy=True) for w, a in ws.items()})
+        return out
 
     def restore(self, snapshot: Tree) -> None:
-        """Write a :meth:`snapshot` back into the live weights, bit for bit."""
+        """Write a :meth:`snapshot` back into the live weights and state, bit for bit."""
         self.set_params(snapshot)
+        self.set_state(snapshot)
 
     # -- optional capabilities: defined here, raising CapabilityError unless declared --
 
@@ -224,6 +239,31 @@ class HarnessModel(abc.ABC):
         self.require(Capability.TRAIN_STEP)
         raise CapabilityError(f"{type(self).__name__} declares `train step` without it.")
 
+    def set_training(self, training: bool) -> None:
+        """``Capability.MODES``: ``True``, training mode (batch statistics, each dropout
+        layer multiplies by its mask, moving statistics updated by every forward pass);
+        ``False``, inference mode (moving statistics, dropout the identity).
+
+        Raises
+        ------
+        CapabilityError
+            The model does not declare ``Capability.MODES``.
+        """
+        self.require(Capability.MODES)
+        raise CapabilityError(f"{type(self).__name__} declares `{Capability.MODES}` without it.")
+
+    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+        """``Capability.MODES``: ``{dropout layer: keep mask}`` (bool, the layer's input
+        shape for the next batch, native layout) used by the next training-mode calls.
+
+        Raises
+        ------
+        CapabilityError
+            The model does not declare ``Capability.MODES``.
+        """
+        self.require(Capability.MODES)
+        raise CapabilityError(f"{type(self).__name__} declares `{Capability.MODES}` without it.")
+
     def loss_from(self, layer_name: str, h, labels) -> float:
         """``Capability.LOSS_FROM``: the mean loss when ``h`` (``(N, ...)``, native layout
         of ``layer_name``'s input) is fed as the input of ``layer_name`` (finite
@@ -236,3 +276,16 @@ class HarnessModel(abc.ABC):
         """
         self.require(Capability.LOSS_FROM)
         raise CapabilityError(f"{type(self).__name__} declares `loss from a layer` without it.")
+
+
+def _copy_into(live: Tree, values: Tree, what: str) -> None:
+    """Copy ``values[layer][name]`` into every live array; shapes must match exactly."""
+    for layer, arrays in live.items():
+        for name, array in arrays.items():
+            new = np.asarray(values[layer][name])
+            if new.shape != array.shape:
+                raise ValueError(
+                    f"Layer `{layer}` {what} `{name}`: expected shape "
+                    f"{array.shape}, received {new.shape}."
+                )
+            array[...] = new

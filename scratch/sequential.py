@@ -18,9 +18,11 @@ import numpy as np
 import spec
 from scratch import activations as A
 from scratch import layers as L
+from scratch.dropout import Dropout
 from scratch.layer_base import Layer, check_batch, invalid_argument
 from scratch.layers import Softmax
 from scratch.losses import categorical_crossentropy, check_labels, count_correct
+from scratch.normalization import BatchNormalization
 from scratch.padding import ZeroPadding2D
 from scratch.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPool2D
 from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree, check_dtype
@@ -40,7 +42,10 @@ LAYERS = {
     "Tanh": (A.Tanh, ()),
     "Sigmoid": (A.Sigmoid, ()),
     "Softmax": (L.Softmax, ()),
+    "BatchNormalization": (BatchNormalization, ("momentum", "epsilon")),
+    "Dropout": (Dropout, ("rate",)),
 }
+MODAL = (BatchNormalization, Dropout)  # layers with a ``training`` flag
 
 
 class Sequential(HarnessModel):
@@ -58,11 +63,14 @@ class Sequential(HarnessModel):
     name : str, default "sequential"
         The registry sets it to the model's registry name.
 
-    Capabilities: the required ones, its own SGD step (``train_step``) and the loss from
-    any layer (``loss_from``).
+    Capabilities: the required ones, its own SGD step (``train_step``), the loss from
+    any layer (``loss_from``) and training/inference modes (``set_training``,
+    ``set_masks``; batch norm and dropout). A model is built in training mode: its
+    gradients are training mode's (batch statistics, the dropout masks), and every
+    training-mode forward pass updates the moving statistics, as Keras's does.
     """
 
-    capabilities = REQUIRED | {Capability.TRAIN_STEP, Capability.LOSS_FROM}
+    capabilities = REQUIRED | {Capability.TRAIN_STEP, Capability.LOSS_FROM, Capability.MODES}
 
     def __init__(
         self,
@@ -86,6 +94,7 @@ class Sequential(HarnessModel):
         self.input_shape = self.layers[0].input_shape
         self.output_shape = shape
         self._by_name = {layer.name: layer for layer in self.layers}
+        self.set_training(True)
 
     @classmethod
     def from_network(cls, network: spec.Network, seed: int = 0, dtype="float64") -> Sequential:
@@ -154,6 +163,35 @@ class Sequential(HarnessModel):
 
     def params(self) -> Tree:
         return {layer.name: dict(layer.params) for layer in self.layers if layer.params}
+
+    def state(self) -> Tree:
+        return {layer.name: dict(layer.state) for layer in self.layers
+                if isinstance(layer, BatchNormalization)}  # fmt: skip
+
+    def set_training(self, training: bool) -> None:
+        if not isinstance(training, bool):
+            raise invalid_argument("training", "a bool", training)
+        self.training = training
+        for layer in self.layers:
+            if isinstance(layer, MODAL):
+                layer.training = training
+
+    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+        """``{dropout layer name: keep mask}``, bool ``(N, *input shape)``; every dropout
+        layer must be named (a stale mask must never be reused silently)."""
+        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        if sorted(masks) != sorted(layer.name for layer in dropouts):
+            raise invalid_argument(
+                "masks", f"one mask per dropout layer {[d.name for d in dropouts]}", sorted(masks)
+            )
+        for layer in dropouts:
+            mask = np.asarray(masks[layer.name])
+            if mask.dtype != bool or mask.shape[1:] != layer.input_shape:
+                raise invalid_argument(
+                    f"masks[{layer.name!r}]", f"a bool array (N, *{layer.input_shape})",
+                    f"<{mask.dtype} array of shape {mask.shape}>",
+                )  # fmt: skip
+            layer.mask = mask.copy()
 
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         x = self._check_x(x)

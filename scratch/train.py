@@ -108,7 +108,11 @@ def train(
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
         raise invalid_argument("x", "a non-empty batch of model inputs", f"<shape {x.shape}>")
-    labels = check_labels(labels, len(x), model.probabilities(x[:1]).shape[1])
+    # The class count from the description, not from a forward pass: a training-mode
+    # forward would move batch norm's moving statistics and draw a dropout mask.
+    labels = check_labels(
+        labels, len(x), model.spec.keras_shape(model.layer_names[-1], "output")[-1]
+    )
     orders = _check_orders(orders, epochs, len(x))
     step = _step_function(model, optimizer, fast_path)
     history = TrainHistory()

@@ -40,6 +40,10 @@ HYPERPARAMETERS: dict[str, dict] = {
     "Tanh": {},
     "Sigmoid": {},
     "Softmax": {},
+    # Keras's defaults; cs231n's are momentum 0.9, epsilon 1e-5 (spec.networks says which a
+    # network uses, always explicitly: the twin passes both to Keras).
+    "BatchNormalization": {"momentum": 0.99, "epsilon": 1e-3},
+    "Dropout": {"rate": REQUIRED},  # the DROP probability (cs231n's p keeps: rate = 1 - p)
 }
 KINDS = tuple(HYPERPARAMETERS)
 BASE_NAMES = {
@@ -55,13 +59,32 @@ BASE_NAMES = {
     "Tanh": "tanh",
     "Sigmoid": "sigmoid",
     "Softmax": "softmax",
+    "BatchNormalization": "batch_normalization",
+    "Dropout": "dropout",
 }  # Keras's default names (an Activation layer's is "activation": ours name the function)
 POOL_KINDS = ("MaxPooling2D",)  # a window's gradient is routed to its maximum (ties check)
 # Backward jumps with the input: which element is a window's maximum, which side of 0 (ReLU:
 # slope 0 or 1; LeakyReLU: negative_slope or 1). Average pooling, tanh and sigmoid are
 # smooth (linear or analytic): finite differences hold at every point.
 KINKED_KINDS = ("MaxPooling2D", "ReLU", "LeakyReLU")
-ELEMENTWISE_KINDS = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax")  # shape unchanged
+ELEMENTWISE_KINDS = (
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Softmax",
+    "BatchNormalization",
+    "Dropout",
+)  # shape unchanged
+# Output differs between training and inference mode (Keras's ``training`` argument).
+MODAL_KINDS = ("BatchNormalization", "Dropout")
+# In training mode an example's output depends on the other examples of the batch (the
+# batch statistics): finite differences must perturb one example of the batch at a time.
+COUPLED_KINDS = ("BatchNormalization",)
+MASKED_KINDS = ("Dropout",)  # training mode multiplies by a random mask the harness draws
+# Non-trainable state updated by a training-mode forward pass (Keras's weight names):
+# copied both ways and compared after every training step, never differentiated.
+STATE_WEIGHTS = {"BatchNormalization": ("moving_mean", "moving_variance")}
 PADDINGS = ("valid", "same")
 
 
@@ -77,7 +100,10 @@ class Layer:
     ``kernel_size``, ``strides`` and ``pool_size`` are stored as ``(rows, cols)`` pairs (an
     int means a square). ``padding`` is "valid"/"same" for Conv2D and the 2D pools, an int
     (symmetric rows and columns) for ZeroPadding2D. ``negative_slope`` (LeakyReLU) is a
-    float >= 0 (Keras default 0.3).
+    float >= 0 (Keras default 0.3). ``momentum`` in [0, 1) and ``epsilon`` > 0
+    (BatchNormalization: ``moving = moving * momentum + batch * (1 - momentum)``, output
+    ``gamma (x - mean) / sqrt(var + epsilon) + beta``); ``rate`` in [0, 1) (Dropout's drop
+    probability).
 
     ``folded``: the implementation under test has no layer of its own here; the layer is
     part of the next one, whose input is this layer's input (a channels-first ``Linear``
@@ -99,6 +125,9 @@ class Layer:
     pool_size: tuple[int, int] | None = None
     units: int | None = None
     negative_slope: float | None = None
+    momentum: float | None = None
+    epsilon: float | None = None
+    rate: float | None = None
     folded: bool = False
 
     def __post_init__(self):
@@ -153,6 +182,16 @@ class Layer:
                 rule = "expects `negative_slope` a finite float >= 0"
                 raise self.error(rule, f"{name}={value!r}")
             return float(value)
+        if name in ("momentum", "rate"):
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (real and 0 <= value < 1):
+                raise self.error(f"expects `{name}` a float in [0, 1)", f"{name}={value!r}")
+            return float(value)
+        if name == "epsilon":
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (real and math.isfinite(value) and value > 0):
+                raise self.error("expects `epsilon` a finite float > 0", f"epsilon={value!r}")
+            return float(value)
         if name == "use_bias" and not isinstance(value, bool):
             raise self.error("expects `use_bias` a bool", f"use_bias={value!r}")
         if name == "padding":
@@ -164,8 +203,11 @@ class Layer:
         return value
 
     def weight_shapes(self, input_shape: tuple) -> dict[str, tuple]:
-        """Keras weight shapes for this per-example input: Conv2D ``kernel (kh, kw, C, F)``
-        and ``bias (F,)``; Dense ``kernel (D, units)`` and ``bias (units,)``."""
+        """Keras's trainable weight shapes for this per-example input: Conv2D ``kernel (kh,
+        kw, C, F)`` and ``bias (F,)``; Dense ``kernel (D, units)`` and ``bias (units,)``;
+        BatchNormalization ``gamma`` and ``beta`` ``(C,)`` (the last axis)."""
+        if self.kind == "BatchNormalization":
+            return {"gamma": (input_shape[-1],), "beta": (input_shape[-1],)}
         if self.kind == "Conv2D":
             shapes = {"kernel": (*self.kernel_size, input_shape[-1], self.filters)}
             width = self.filters
@@ -177,6 +219,11 @@ class Layer:
         if self.use_bias:
             shapes["bias"] = (width,)
         return shapes
+
+    def state_shapes(self, input_shape: tuple) -> dict[str, tuple]:
+        """Keras's non-trainable state for this per-example input (:data:`STATE_WEIGHTS`):
+        BatchNormalization ``moving_mean`` and ``moving_variance`` ``(C,)``."""
+        return {name: (input_shape[-1],) for name in STATE_WEIGHTS.get(self.kind, ())}
 
     def output_shape(self, shape: tuple) -> tuple:
         """The per-example Keras output shape for input ``shape``; SpecError if it breaks

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spec import transforms as T
-from spec.layers import KINKED_KINDS, POOL_KINDS, Layer, SpecError
+from spec.layers import (
+    COUPLED_KINDS,
+    KINKED_KINDS,
+    MASKED_KINDS,
+    MODAL_KINDS,
+    POOL_KINDS,
+    Layer,
+    SpecError,
+)
 
 ACTIVATIONS = ("input", "output")
 FOLDABLE = ("Flatten", "ZeroPadding2D")  # weightless and linear: nothing to compare inside
@@ -53,6 +61,10 @@ class Network:
     activations : tuple
         The layout of every rank-4 activation ``(N, H, W, C)`` not in ``layouts``, e.g.
         ``(Permute((0, 2, 3, 1)),)`` for an NCHW implementation.
+    training_batch : int
+        The mini-batch the network trains with when the user names none (1 for the blog's
+        schedule; a network with batch normalization needs batches: at batch 1 a Dense's
+        batch variance is 0 and its output is ``beta`` whatever the input).
 
     Raises
     ------
@@ -67,6 +79,7 @@ class Network:
     preprocess: Preprocess = Preprocess()
     layouts: dict = field(default_factory=dict)
     activations: tuple = ()
+    training_batch: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -130,13 +143,24 @@ class Network:
         return out
 
     def weight_shapes(self) -> dict[str, dict[str, tuple]]:
-        """``{layer: {weight: Keras shape}}`` for every layer with weights."""
+        """``{layer: {weight: Keras shape}}`` for every layer with trainable weights."""
         shapes = self.shapes()
         out = {}
         for layer in self.layers:
             weights = layer.weight_shapes(shapes[layer.name][0])
             if weights:
                 out[layer.name] = weights
+        return out
+
+    def state_shapes(self) -> dict[str, dict[str, tuple]]:
+        """``{layer: {state: Keras shape}}`` for every layer with non-trainable state
+        (batch norm's ``moving_mean``, ``moving_variance``)."""
+        shapes = self.shapes()
+        out = {}
+        for layer in self.layers:
+            state = layer.state_shapes(shapes[layer.name][0])
+            if state:
+                out[layer.name] = state
         return out
 
     # -- names and keys ----------------------------------------------------------------
@@ -157,12 +181,12 @@ class Network:
 
     def keys(self) -> list[tuple[str, str]]:
         """Every compared key of the implementation, in forward order: each layer's
-        ``input``, its weights, its ``output``."""
-        weights = self.weight_shapes()
+        ``input``, its weights, its state, its ``output``."""
+        weights, state = self.weight_shapes(), self.state_shapes()
         return [
             (name, q)
             for name in self.native_names
-            for q in ("input", *weights.get(name, {}), "output")
+            for q in ("input", *weights.get(name, {}), *state.get(name, {}), "output")
         ]
 
     def pools(self) -> tuple[str, ...]:
@@ -172,6 +196,21 @@ class Network:
     def kinked(self) -> tuple[str, ...]:
         """Names of the layers whose backward pass jumps with their input (by kind)."""
         return tuple(n for n in self.native_names if self.layer(n).kind in KINKED_KINDS)
+
+    def modal(self) -> tuple[str, ...]:
+        """Names of the layers whose output depends on training vs inference mode."""
+        return self._of_kinds(MODAL_KINDS)
+
+    def coupled(self) -> tuple[str, ...]:
+        """Names of the layers that couple a batch's examples in training mode."""
+        return self._of_kinds(COUPLED_KINDS)
+
+    def masked(self) -> tuple[str, ...]:
+        """Names of the dropout layers (a mask per training-mode call)."""
+        return self._of_kinds(MASKED_KINDS)
+
+    def _of_kinds(self, kinds) -> tuple[str, ...]:
+        return tuple(n for n in self.native_names if self.layer(n).kind in kinds)
 
     def keras_key(self, layer: str, quantity: str) -> tuple[str, str]:
         """The Keras key holding the same numbers as the implementation's key: a layer's
@@ -194,7 +233,8 @@ class Network:
             given, made = self.shapes()[k_layer]
             return (None, *(given if k_quantity == "input" else made))
         try:
-            return self.weight_shapes()[k_layer][k_quantity]
+            own = {**self.weight_shapes().get(k_layer, {}), **self.state_shapes().get(k_layer, {})}
+            return own[k_quantity]
         except KeyError:
             raise SpecError(
                 f"Network `{self.name}`: layer `{layer}` has no weight {quantity!r}."

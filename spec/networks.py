@@ -153,4 +153,39 @@ LENET5 = Network(
     UNIT_SCALING,
 )  # fmt: skip
 
-NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5)}
+# cs231n's batch-norm conventions (assignment 2, layers.py: batchnorm_forward's defaults),
+# passed to Keras explicitly: Keras's own defaults are momentum 0.99, epsilon 1e-3. Both
+# libraries update ``running = momentum * running + (1 - momentum) * batch`` with the biased
+# batch variance, so cs231n's (momentum, eps) ARE Keras's (momentum, epsilon): a mapping of
+# defaults, not of formulas. Dropout: cs231n's p is the keep probability; rate = 1 - p.
+CS231N_MOMENTUM, CS231N_EPSILON = 0.9, 1e-5
+CS231N_KEEP = 0.5  # dropout_forward's p in the assignment's examples
+
+# The cs231n three-layer convnet with batch norm and dropout (assignment 2's ThreeLayerConvNet
+# plus its batchnorm/dropout layers), small enough to be fast: conv - spatial batch norm -
+# relu - 2x2 max pool - affine - batch norm - relu - dropout - affine - softmax. The layers
+# before a batch norm have no bias: batch norm subtracts the batch mean, so such a bias has
+# a gradient that is exactly 0 in exact arithmetic and only rounding in floating point (a
+# norm-wise comparison of two roundings is meaningless); Keras's documentation recommends
+# use_bias=False there too. Pixels in [0, 1]; trained with batches of 32.
+CS231N_3LAYER = Network(
+    "cs231n-3layer", MNIST,
+    stack(
+        ("Conv2D", dict(filters=8, kernel_size=3, use_bias=False)),  # 26x26x8
+        ("BatchNormalization", dict(momentum=CS231N_MOMENTUM, epsilon=CS231N_EPSILON)),
+        ("ReLU", {}),
+        ("MaxPooling2D", dict(pool_size=2)),  # 13x13x8
+        ("Flatten", {}),  # 1352
+        ("Dense", dict(units=32, use_bias=False)),
+        ("BatchNormalization", dict(momentum=CS231N_MOMENTUM, epsilon=CS231N_EPSILON)),
+        ("ReLU", {}),
+        ("Dropout", dict(rate=1 - CS231N_KEEP)),
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
+    ),
+    UNIT_SCALING,
+    training_batch=32,
+)  # fmt: skip
+
+NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5,
+                                CS231N_3LAYER)}  # fmt: skip

@@ -37,11 +37,43 @@ class Context:
     state: str = ""
     cache: dict = field(default_factory=dict)
     progress: object = None  # callable(parity.progress.ProgressEvent) of long checks, or None
+    masks: dict = field(default_factory=dict)  # the check batch's dropout masks (Keras layout)
+    saved_state: dict = field(default_factory=dict)  # moving statistics when the twin was set
 
     def set_twin(self, twin, state: str) -> None:
-        """New weights: the twin that holds them, and a fresh cache."""
+        """New weights: the twin that holds them, and a fresh cache.
+
+        A model with training and inference modes (``parity.modes``) is put in training
+        mode on both sides, with the check batch's dropout masks drawn (per state, from
+        the seed) and given to both; its moving statistics at this point are kept for the
+        inference-mode forward rows (every training-mode pass moves them)."""
+        from parity import modes
+
         self.twin, self.state = twin, state
         self.cache.clear()
+        if modes.modal(self.model):
+            key = STATES.index(state) if state in STATES else len(STATES)
+            self.masks = modes.draw(self.model.spec, len(self.images), self.seed, 0, key)
+            modes.set_training(self.model, twin, True)
+            modes.inject(self.model, self.masks, twin)
+            self.saved_state = {k: {n: a.copy() for n, a in v.items()}
+                                for k, v in self.model.state().items()}  # fmt: skip
+
+    def inference_outputs(self, side: str) -> dict:
+        """Every layer's output in inference mode, ``side`` scratch or keras (cached): both
+        sides' moving statistics set to those of :meth:`set_twin` first."""
+        return self._cached(("inference", side), lambda: self._inference(side))
+
+    def _inference(self, side: str) -> dict:
+        from parity import modes
+
+        self.model.set_state(self.saved_state)
+        if side == "keras":
+            from reference.twin import copy_into_keras
+
+            copy_into_keras(self.twin, self.model)
+        with modes.inference(self.model, self.twin):
+            return self._forward(side)
 
     def x(self) -> np.ndarray:
         return self.model.preprocess(self.images)
@@ -103,14 +135,24 @@ def mean_loss(model, x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS) -> None:
-    """``steps`` SGD steps, batch size 1, on a seeded order (the blog's schedule)."""
+    """``steps`` SGD steps on a seeded order (the blog's schedule), each of the network's
+    training batch (``spec.Network.training_batch``: 1 for the blog's, 32 with batch norm;
+    the order repeats when ``steps x batch`` exceeds the images). A model with dropout
+    gets a fresh harness mask per step (``parity.modes``)."""
+    from parity import modes
     from scratch.optim import SGD
 
     optimizer = SGD(TRAIN_LEARNING_RATE)
-    order = np.random.default_rng([seed, 1]).permutation(len(images))[:steps]
-    for i in order:
-        x = model.preprocess(images[i : i + 1])
-        _, grads = model.gradients(x, labels[i : i + 1])
+    batch = model.spec.training_batch
+    rng = np.random.default_rng([seed, 1])
+    repeats = -(-steps * batch // len(images))
+    order = np.concatenate([rng.permutation(len(images)) for _ in range(repeats)])
+    for step in range(steps):
+        rows = order[step * batch : (step + 1) * batch]
+        x = model.preprocess(images[rows])
+        if modes.modal(model):
+            modes.inject(model, modes.draw(model.spec, len(rows), seed, 1, step))
+        _, grads = model.gradients(x, labels[rows])
         optimizer.update(model.params(), grads)
 
 

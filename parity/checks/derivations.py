@@ -20,6 +20,19 @@ per-example losses, many positions per call, so an ``(N, ...)`` tensor costs
 4 x (positions) example evaluations in a few batched calls. A weight of a later layer
 is FD'd from that layer's input on where the model can run from it (``loss_from``).
 The engine (steps, kink classifier) is ``parity.finite_diff``.
+
+Batch norm and dropout (``parity.modes``): the derivations run in training mode, the
+mode whose gradients the other checks compare, with the dropout masks of the check
+batch's first ``IMAGES`` rows on both sides. Perturbing one position in every example at
+once and reading each example's own loss assumes the examples are independent; in
+training mode a batch-norm layer's output depends on the whole batch (its statistics), and
+a dropout mask is tied to its row in the batch, so the batched per-example engine would
+compute something else (stacked copies are one large batch with other statistics and no
+mask of that size). For such a model every layer input upstream of the last coupled or
+masked layer is differentiated point by point, the MEAN loss of the whole unchanged batch
+at each perturbed point (one element of one example moved), at a seeded sample of
+``FD_MAX_POINTS`` points; the softmax input (after every such layer) keeps the batched
+engine. Weights were always point by point on the whole batch.
 """
 
 from __future__ import annotations
@@ -79,10 +92,22 @@ def expected(model) -> list[tuple[str, str]]:
 
 
 def derivation_rows(ctx: Context) -> list[dict]:
-    from reference import probes
+    from parity import modes
 
     if ctx.dtype != "float64":
         return []
+    if not modes.modal(ctx.model):
+        return _derivation_rows(ctx)
+    modes.inject(ctx.model, modes.rows(ctx.masks, IMAGES), ctx.twin)
+    try:
+        return _derivation_rows(ctx)
+    finally:  # the check batch's masks again, for every later check at this state
+        modes.inject(ctx.model, ctx.masks, ctx.twin)
+
+
+def _derivation_rows(ctx: Context) -> list[dict]:
+    from reference import probes
+
     model, labels = ctx.model, ctx.labels[:IMAGES]
     real = model.preprocess(ctx.images[:IMAGES])
     rng = np.random.default_rng([ctx.seed, 3])
@@ -130,14 +155,27 @@ def _points(model, x: np.ndarray, keys) -> dict[tuple[str, str], int]:
             counts[(layer, quantity)] = min(params[layer][quantity].size, FD_MAX_POINTS)
         else:
             i = names.index(layer)
-            counts[(layer, quantity)] = int(np.size(outputs[names[i - 1]] if i else x))
+            size = int(np.size(outputs[names[i - 1]] if i else x))
+            counts[(layer, quantity)] = min(size, FD_MAX_POINTS) if _coupled(model, layer) else size
     return counts
+
+
+def _coupled(model, layer: str) -> bool:
+    """Whether the loss, seen from ``layer``'s input, couples the batch's examples: a
+    batch-norm or dropout layer (training mode) at or after ``layer`` (``parity.modes``)."""
+    from parity import modes
+
+    if not modes.modal(model):
+        return False
+    names = model.layer_names
+    after = set(names[names.index(layer) :])
+    return any(name in after for name in model.spec.modal())
 
 
 def _three_way(ctx, layer, quantity, ours, theirs, finite_difference) -> list[dict]:
     fd, mask, note, fraction = finite_difference
     fd_tol = tolerances.get(CHECK, ctx.dtype)
-    pair_tol = tolerances.get("gradients", ctx.dtype)
+    pair_tol = tolerances.get("gradients", ctx.dtype, ctx.model.spec)
     values = {"scratch": ours, "keras": theirs, "fd": fd}
     rows = []
     for left, right in PAIRS:
@@ -186,6 +224,8 @@ def _finite_difference(ctx, layer, quantity, x, labels, on_point=None):
     if quantity != "input":
         live = model.params()[layer][quantity]
         return _fd_weight(ctx, live, _weight_loss(model, layer, x, labels), on_point)
+    if _coupled(model, layer):
+        return _fd_coupled_input(ctx, layer, x, labels, on_point)
     names = model.layer_names
     if layer == names[0]:
 
@@ -211,6 +251,41 @@ def _finite_difference(ctx, layer, quantity, x, labels, on_point=None):
         lay.from_keras(layer, "input", diff.values), lay.from_keras(layer, "input", diff.kinks)
     )
     return _activation_result(back)
+
+
+def _fd_coupled_input(ctx: Context, layer: str, x, labels, on_point=None):
+    """FD of the whole batch's mean loss w.r.t. ``layer``'s input, one element of one
+    example at a time (the examples are coupled: module docstring), at a seeded sample
+    of ``FD_MAX_POINTS`` points, through the scratch forward pass from ``layer`` on (the
+    whole pass for the first layer, else ``loss_from``: CapabilityError without it).
+    Points within 4 EPS of a max-pool tie are left out as kinks."""
+    from reference.layout import layout_for
+
+    model, names = ctx.model, ctx.model.layer_names
+    first = layer == names[0]
+    h = np.array(x if first else model.forward(x)[names[names.index(layer) - 1]])
+
+    def loss() -> float:
+        return mean_loss(model, h, labels) if first else float(model.loss_from(layer, h, labels))
+
+    near = np.zeros(h.shape, bool)
+    if layer in {p.layer for p in pools(model, ctx.twin)}:
+        lay = layout_for(model)
+        near = lay.from_keras(
+            layer, "input", _near_ties(ctx, layer, lay.to_keras(layer, "input", h))
+        )
+    rng = np.random.default_rng([ctx.seed, 5, h.size])
+    idx = np.sort(rng.choice(h.size, min(FD_MAX_POINTS, h.size), replace=False))
+    diff = finite_diff.pointwise(loss, h, idx, on_point=on_point)
+    kinks = diff.kinks | near.flat[idx]
+    fd = np.zeros(h.shape, np.float64)
+    fd.flat[idx] = np.where(kinks, 0.0, diff.values)
+    mask = np.zeros(h.shape, bool)
+    mask.flat[idx[~kinks]] = True
+    note = f"{idx.size} of {h.size} (seeded, one example at a time)"
+    if kinks.any():
+        note += f" but {int(kinks.sum())} kinks"
+    return fd, mask, note, 1.0 - float(kinks.mean())
 
 
 def _near_ties(ctx: Context, layer: str, h_keras: np.ndarray) -> np.ndarray:

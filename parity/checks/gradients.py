@@ -31,7 +31,7 @@ def gradient_rows(ctx: Context) -> list[dict]:
     # The loss as each side returned it: a float64 loss from a float32 model is a dtype FAIL.
     ours = {**ours, LOSS[0]: {LOSS[1]: np.asarray(our_loss)}}
     theirs = {**theirs, LOSS[0]: {LOSS[1]: np.asarray(their_loss)}}
-    tol = tolerances.get(CHECK, ctx.dtype)
+    tol = tolerances.get(CHECK, ctx.dtype, ctx.model.spec)
     limits = dict(atol=tol.atol, rtol=tol.rtol)
     rows = []
     absent = ctx.model.not_provided()  # found while the scratch gradients were taken

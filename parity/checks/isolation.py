@@ -70,7 +70,7 @@ def layer_records(ctx: Context, layer: str, *, layout=None, backward: bool = Tru
 
 def _record(ctx: Context, layer: str, quantity: str, ours, theirs, reason):
     budget = "forward" if quantity == "output" else "gradients"
-    tol = tolerances.get(budget, ctx.dtype)
+    tol = tolerances.get(budget, ctx.dtype, ctx.model.spec)
     limits = dict(atol=tol.atol, rtol=tol.rtol)
     if reason is not None and (ours is None or theirs is None):
         return not_provided(layer, quantity, reason, **limits)

@@ -105,6 +105,12 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
     from scratch.models import build
 
     model = build(config.model, seed=config.seed, dtype=config.dtype)
+    if model.spec.masked() and config.keras_paths:
+        raise ValueError(
+            f"Invalid value for argument `keras_paths`. Expected () for model "
+            f"`{config.model}`: its dropout masks are the harness's, which only lockstep can "
+            f"give Keras (runner.TrainingOptions.for_model). Received {config.keras_paths!r}."
+        )
     for hook in hooks:
         hook(model)
     initial = lockstep.copy_weights(model.params())
@@ -119,6 +125,7 @@ def run_training(config: TrainingConfig, pools: Pools, progress=None, hooks=()) 
         model, _scratch_optimizer(config), x_train, y_train, orders, config.batch_size,
         lockstep=lock, evaluate=lambda m: _scratch_test(m, x_test, y_test),
         progress=phase(progress, _description(config, name), config.total_steps),
+        masks=_step_masks(model, config.seed),
     )  # fmt: skip
     steps = len(scratch.losses)
     timings = {"scratch": scratch.seconds / max(steps, 1)}
@@ -152,6 +159,10 @@ def _lockstep(config: TrainingConfig, model, keras_model):
 
     if keras_model is None:
         return None
+    from parity import modes
+
+    if modes.modal(model):  # the re-sync's forward passes (probes) in training mode too
+        modes.set_training(model, keras_model, True)
     stepper = LockstepStepper(keras_model, model, optimizer=config.optimizer,
                               learning_rate=config.learning_rate)  # fmt: skip
     return Lockstep(stepper, model, config.dtype, config.optimizer)
@@ -219,10 +230,30 @@ def _scratch_optimizer(config: TrainingConfig):
     return Adam(config.learning_rate)
 
 
+def _step_masks(model, seed: int):
+    """``masks(step, batch)``: the harness's dropout masks of each training step
+    (``parity.modes``), or None for a model without dropout."""
+    from parity import modes
+
+    if not (modes.modal(model) and model.spec.masked()):
+        return None
+    return lambda step, batch: modes.draw(model.spec, batch, seed, 2, step)
+
+
 def _scratch_test(model, x_test, y_test) -> tuple[float, float]:
-    """Scratch test loss (mean cross-entropy of its probabilities) and accuracy."""
-    probs = np.concatenate([model.probabilities(x_test[i : i + 500])
-                            for i in range(0, len(x_test), 500)])  # fmt: skip
+    """Scratch test loss (mean cross-entropy of its probabilities) and accuracy, in
+    inference mode for a model with batch norm or dropout (as Keras evaluates)."""
+    from parity import modes
+
+    def probabilities():
+        return np.concatenate([model.probabilities(x_test[i : i + 500])
+                               for i in range(0, len(x_test), 500)])  # fmt: skip
+
+    if modes.modal(model):
+        with modes.inference(model):
+            probs = probabilities()
+    else:
+        probs = probabilities()
     picked = probs[np.arange(len(y_test)), y_test].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # a diverged run: inf/NaN is data
         loss = float(-np.log(picked).mean())

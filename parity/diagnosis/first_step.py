@@ -37,7 +37,7 @@ import numpy as np
 
 from parity import tolerances
 from parity.compare import compare
-from parity.lockstep_judge import nonfinite_sides, quantity_kind
+from parity.lockstep_judge import MOVING, nonfinite_sides, quantity_kind
 from parity.lockstep_state import ITERATIONS
 
 COLUMNS = [
@@ -84,6 +84,12 @@ KINDS = {
         "the update is Keras's within rounding beyond the per-step budget",
         "no rule differs: a summation-order difference larger than the budget assumes",
     ),
+    "moving-average": (
+        "the moving statistics differ after the step while the gradients agree",
+        "update `{layer}/{weight}` as Keras's BatchNormalization does: moving = momentum * "
+        "moving + (1 - momentum) * batch statistic, with the biased batch variance "
+        "(momentum weighs the OLD value)",
+    ),
     "optimizer-state": (
         "the optimizer's state differs while the gradients agree",
         "Adam's moments: m = beta_1 m + (1 - beta_1) g, v = beta_2 v + (1 - beta_2) g^2, "
@@ -122,6 +128,8 @@ def diagnose(case, model, stepper, optimizer: str, learning_rate: float,
         ratio = _ratio(entry) if quantity_kind(entry.quantity) == "weights" else np.nan
         if origin is not None:
             kind, evidence = how
+        elif quantity_kind(entry.quantity) == MOVING:  # batch norm's state, no optimizer's
+            kind, evidence = "moving-average", _moving_evidence(entry)
         elif entry.quantity == ITERATIONS[1] or quantity_kind(entry.quantity) != "weights":
             kind, evidence = "optimizer-state", _state_evidence(entry)
         else:
@@ -148,19 +156,25 @@ def _row(case, entry, optimizer, kind, origin, rel, ratio, evidence) -> dict:
 def _gradient_verdicts(case, model, stepper) -> dict:
     """``{(layer, quantity): (Comparison, scratch's, Keras's)}``: the gradients at
     ``case.before`` on ``case.x`` (scratch layout; the keys both sides have)."""
+    from parity import modes
     from reference import probes
 
     dtype = np.dtype(model.dtype).name
-    keep = {layer: {k: np.array(v) for k, v in w.items()} for layer, w in model.params().items()}
-    model.set_params(case.before.weights)
+    keep = model.snapshot()  # weights and moving statistics
+    if modes.modal(model):  # training mode on both sides, the step's dropout masks
+        modes.set_training(model, stepper.keras_model, True)
+        if case.masks is not None:
+            modes.inject(model, case.masks, stepper.keras_model)
+    model.restore(case.before.weights)
     try:
         _, ours = model.gradients(case.x, case.labels)
+        model.restore(case.before.weights)
         anchors = model.forward(case.x)  # the kinks decided on scratch's side (probes)
     finally:
-        model.set_params(keep)
+        model.restore(keep)
     stepper.forward(case.before.weights, case.x)  # assigns `before` to the twin
     _, theirs = probes.gradients(stepper.keras_model, model, case.x, case.labels, anchors)
-    tol = tolerances.get("gradients", dtype)
+    tol = tolerances.get("gradients", dtype, model.spec)
     out = {}
     for layer, quantities in theirs.items():
         for q, b in quantities.items():
@@ -302,6 +316,15 @@ def _adam_inside_sqrt(entry, case, adam_rule) -> np.ndarray | None:
     alpha = lr * np.sqrt(1 - keras_beta_power(beta_2, t)) / (1 - keras_beta_power(beta_1, t))
     m, v = np.asarray(m, np.float64), np.asarray(v, np.float64)
     return -(m * alpha) / np.sqrt(v + epsilon)
+
+
+def _moving_evidence(entry) -> str:
+    mine, theirs = _updates(entry)
+    return (f"{entry.layer}/{entry.quantity} after the step: scratch moved it by "
+            f"{float(np.max(np.abs(mine), initial=0.0)):.3e}, keras by "
+            f"{float(np.max(np.abs(theirs), initial=0.0)):.3e} (max|scratch - keras| "
+            f"{float(np.max(np.abs(mine - theirs), initial=0.0)):.3e}, step allowance "
+            f"{entry.allowance:.2e}); the gradients agree")  # fmt: skip
 
 
 def _state_evidence(entry) -> str:

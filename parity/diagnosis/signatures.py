@@ -94,7 +94,7 @@ def _accumulation(ctx: Context) -> list[dict]:
     first = {k: {q: np.array(a) for q, a in v.items()} for k, v in first.items()}
     _, second = model.gradients(ctx.x(), ctx.labels)
     _, keras = ctx.grads("keras")
-    tol = tolerances.get("gradients", ctx.dtype)
+    tol = tolerances.get("gradients", ctx.dtype, ctx.model.spec)
     rows = []
     for layer, quantities in first.items():
         for quantity, a in quantities.items():
@@ -117,7 +117,7 @@ def _sign_flipped(ctx: Context) -> list[dict]:
     """One row per layer whose every weight gradient is Keras's negated (a zero gradient
     says nothing and is skipped)."""
     (_, ours), (_, keras) = ctx.grads("scratch"), ctx.grads("keras")
-    rtol = tolerances.get("gradients", ctx.dtype).rtol
+    rtol = tolerances.get("gradients", ctx.dtype, ctx.model.spec).rtol
     rows = []
     for layer, quantities in ours.items():
         flipped, other = [], False

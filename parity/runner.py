@@ -59,7 +59,7 @@ class TrainingOptions:
 
     optimizer: str = "sgd"
     learning_rate: float = 0.005
-    batch_size: int | None = None  # None: the network's own (spec.Network.training_batch)
+    batch_size: int | None = 1  # None: the network's own (spec.Network.training_batch)
     epochs: int = 3
     train_size: int = 1000
     test_size: int = 1000
@@ -67,10 +67,10 @@ class TrainingOptions:
     diagnose: bool = False  # lockstep's first divergence on a passing check too
 
     def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
-        """The schedule of ``model``: ``batch_size`` None is its network's training batch
-        (1, or 32 with batch norm); a network with dropout trains in lockstep only (the
-        free-running Keras paths draw their own masks inside a compiled step: the harness
-        cannot give them its masks, so their curves would differ by design)."""
+        """The schedule of ``model``: ``batch_size`` None (the command line's default) is its
+        network's training batch (1, or 32 with batch norm); a network with dropout trains
+        in lockstep only (the free-running Keras paths draw their own masks inside a compiled
+        step: the harness cannot give them its masks, so their curves would differ)."""
         options = asdict(self)
         network = _network_of(model)
         if options["batch_size"] is None:

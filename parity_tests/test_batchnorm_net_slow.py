@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module", params=sorted(SCHEDULES))
 def results(request):
     training = runner.TrainingOptions(
-        optimizer=request.param, learning_rate=SCHEDULES[request.param], epochs=1
+        optimizer=request.param,
+        batch_size=None,  # its own
+        learning_rate=SCHEDULES[request.param],
+        epochs=1,
     )
     return runner.run(runner.RunConfig(models=(MODEL,), dtypes=DTYPES, training=training))
 

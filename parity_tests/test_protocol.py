@@ -98,12 +98,18 @@ def test_snapshot_is_a_copy_and_restore_brings_the_weights_back_bit_for_bit(name
     for weights in model.params().values():
         for array in weights.values():
             array += 1.0
-    assert all(not np.array_equal(model.params()[k][w], saved[k][w])
+    for arrays in model.state().values():  # batch norm's moving statistics: state
+        for array in arrays.values():
+            array += 1.0
+    live = {k: {**model.params().get(k, {}), **model.state().get(k, {})} for k in saved}
+    assert all(not np.array_equal(live[k][w], saved[k][w])
                for k in saved for w in saved[k])  # fmt: skip
     model.restore(saved)
-    for layer, weights in models.build(name).params().items():
-        for weight, array in weights.items():
-            assert np.array_equal(model.params()[layer][weight], array), (layer, weight)
+    fresh = models.build(name)
+    for tree, built in ((model.params(), fresh.params()), (model.state(), fresh.state())):
+        for layer, weights in built.items():
+            for weight, array in weights.items():
+                assert np.array_equal(tree[layer][weight], array), (layer, weight)
 
 
 def _base(**members):

@@ -11,11 +11,13 @@ is left behind); 3 an ERROR row (the report is still written).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from parity import runner, training_report
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
 from parity.compare import (
+    ERROR,
     EXIT_ERROR,
     EXIT_FAIL,
     EXIT_PASS,
@@ -188,7 +190,8 @@ def run_command(args, user_code=None) -> int:
     try:
         config = config_from_args(args, user_code)
         check_writable(args.out)
-        check_pools(config, load_mnist(config.data))  # load_batches loads it again (cheap)
+        # as the user typed it: `--data` (load_batches loads it again: cheap)
+        check_pools(config, load_mnist(config.data, argument="--data"))
         batches = runner.load_batches(config)
     except (UsageError, DataError, ReportError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
@@ -300,24 +303,63 @@ def format_diagnosis(diagnosis) -> str:
     return "\n".join(lines)
 
 
-MESSAGE_CHARS = 400  # a row's message on the console; summary.csv has it whole
+MESSAGE_CHARS = 400  # a message on the console; summary.csv has it whole
+LISTED_ROWS = 8  # rows named under one message on the console; the rest are counted
+ERROR_PREFIX = re.compile(r"^error: layer `[^`]*` quantity `[^`]*`: ")  # compare.error's
 
 
 def format_messages(summary) -> str:
-    """The message of every row that is neither PASS nor NOT_PROVIDED (what failed, where,
-    the exception and its file:line for an ERROR, the setting for a sweep row), each cut to
-    ``MESSAGE_CHARS``; empty when every row passed."""
+    """The messages of the rows that are neither PASS nor NOT_PROVIDED (what failed, where,
+    the exception and its file:line for an ERROR, the setting for a sweep row), each
+    distinct message once with the rows it explains: one exception in the user's code
+    makes an ERROR row in every check that called the method, all with the same message.
+    An ERROR's message is keyed without its ``layer ... quantity ...`` prefix (the rows
+    say where). Each message is cut to ``MESSAGE_CHARS``, its ``(at file:line)`` kept;
+    empty when every row passed."""
     bad = summary[~summary["status"].isin([PASS, NOT_PROVIDED])]
     if bad.empty:
         return ""
-    lines = ["", "messages:"]
+    groups: dict[tuple[str, str], list] = {}
     for row in bad.itertuples(index=False):
         message = " ".join(str(row.message).split())  # one line
-        if len(message) > MESSAGE_CHARS:
-            message = message[: MESSAGE_CHARS - 3] + "..."
-        lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
-                     f"{row.status}: {message}")  # fmt: skip
+        if row.status == ERROR:
+            message = ERROR_PREFIX.sub("", message)
+        groups.setdefault((row.status, message), []).append(row)
+    lines = ["", "messages:"]
+    for (status, message), rows in groups.items():
+        message = shorten(message, MESSAGE_CHARS)
+        if len(rows) == 1:
+            row = rows[0]
+            lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
+                         f"{status}: {message}")  # fmt: skip
+        else:
+            lines.append(f"  {status} in {len(rows)} rows ({_row_list(rows)}): {message}")
     return "\n".join(lines)
+
+
+def _row_list(rows) -> str:
+    """``user float64: forward -/-, gradients -/-``: the fields every row shares said once,
+    then each row's own; at most ``LISTED_ROWS`` rows, the rest counted."""
+    fields = [(r.check, r.model, r.dtype, f"{r.layer}/{r.quantity}") for r in rows]
+    shared = [i for i in (1, 2) if len({f[i] for f in fields}) == 1]  # model, dtype
+    own = [" ".join(x for i, x in enumerate(f) if i not in shared) for f in fields]
+    listed = ", ".join(own[:LISTED_ROWS])
+    if len(own) > LISTED_ROWS:
+        listed += f" and {len(own) - LISTED_ROWS} more"
+    prefix = " ".join(fields[0][i] for i in shared)
+    return f"{prefix}: {listed}" if prefix else listed
+
+
+def shorten(message: str, limit: int) -> str:
+    """``message`` cut to ``limit`` characters with ``...``; a trailing ``(at file:line
+    ...)`` (where an exception was raised) is kept whole when it fits in half the limit."""
+    if len(message) <= limit:
+        return message
+    at = message.rfind(" (at ")
+    tail = message[at:] if at > 0 and message.endswith(")") else ""
+    if len(tail) > limit // 2:
+        tail = ""
+    return message[: limit - 3 - len(tail)] + "..." + tail
 
 
 def format_table(summary) -> str:

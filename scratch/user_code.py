@@ -51,7 +51,8 @@ EXPECTED = {
 
 
 class UserCodeError(ValueError):
-    """The user's code cannot be located or imported (bad input: exit 2)."""
+    """The user's code cannot be located, imported or constructed as its API says (bad
+    input: exit 2)."""
 
 
 @dataclass(frozen=True)

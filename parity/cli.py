@@ -17,7 +17,6 @@ import sys
 from parity import runner, training_report
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, KERAS_PATHS
 from parity.compare import (
-    ERROR,
     EXIT_ERROR,
     EXIT_FAIL,
     EXIT_PASS,
@@ -210,9 +209,10 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
-    messages = format_messages(results.summary)
-    if messages:
-        print(messages)
+    for section in (format_not_provided, format_messages):
+        text = section(results.summary)
+        if text:
+            print(text)
     diagnosis = format_diagnosis(results.tables.get("diagnosis"))
     if diagnosis:
         print(diagnosis)
@@ -305,7 +305,8 @@ def format_diagnosis(diagnosis) -> str:
 
 MESSAGE_CHARS = 400  # a message on the console; summary.csv has it whole
 LISTED_ROWS = 8  # rows named under one message on the console; the rest are counted
-ERROR_PREFIX = re.compile(r"^error: layer `[^`]*` quantity `[^`]*`: ")  # compare.error's
+# compare.error's and compare.not_provided's prefixes: the rows listed say where
+ROW_PREFIX = re.compile(r"^(error|not provided): layer `[^`]*` quantity `[^`]*`: ")
 
 
 def format_messages(summary) -> str:
@@ -316,24 +317,32 @@ def format_messages(summary) -> str:
     An ERROR's message is keyed without its ``layer ... quantity ...`` prefix (the rows
     say where). Each message is cut to ``MESSAGE_CHARS``, its ``(at file:line)`` kept;
     empty when every row passed."""
-    bad = summary[~summary["status"].isin([PASS, NOT_PROVIDED])]
-    if bad.empty:
+    return _grouped(summary[~summary["status"].isin([PASS, NOT_PROVIDED])], "messages:")
+
+
+def format_not_provided(summary) -> str:
+    """Why each NOT_PROVIDED row is so (the blog's first layer returns no input gradient; a
+    factory supplies no preprocessing, so the documented one is assumed), each distinct
+    reason once with its rows, as :func:`format_messages`; empty when there are none."""
+    return _grouped(summary[summary["status"] == NOT_PROVIDED], "not provided:")
+
+
+def _grouped(rows, title: str) -> str:
+    if rows.empty:
         return ""
     groups: dict[tuple[str, str], list] = {}
-    for row in bad.itertuples(index=False):
-        message = " ".join(str(row.message).split())  # one line
-        if row.status == ERROR:
-            message = ERROR_PREFIX.sub("", message)
+    for row in rows.itertuples(index=False):
+        message = ROW_PREFIX.sub("", " ".join(str(row.message).split()))  # one line
         groups.setdefault((row.status, message), []).append(row)
-    lines = ["", "messages:"]
-    for (status, message), rows in groups.items():
+    lines = ["", title]
+    for (status, message), same in groups.items():
         message = shorten(message, MESSAGE_CHARS)
-        if len(rows) == 1:
-            row = rows[0]
+        if len(same) == 1:
+            row = same[0]
             lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
                          f"{status}: {message}")  # fmt: skip
         else:
-            lines.append(f"  {status} in {len(rows)} rows ({_row_list(rows)}): {message}")
+            lines.append(f"  {status} in {len(same)} rows ({_row_list(same)}): {message}")
     return "\n".join(lines)
 
 

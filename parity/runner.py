@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from parity import start_up
 from parity.checks import (
     common,
     derivations,
@@ -176,10 +177,6 @@ def run(config: RunConfig, *, in_process: bool = False, batches: Batches | None 
     return results
 
 
-START_UP_HEARTBEAT = 10.0  # seconds between "still importing" lines: no silent phase > ~10 s
-START_UP_POLL = 0.25  # seconds between looks at the children's ready files
-
-
 def _run_children(config: RunConfig, batches: Batches) -> list[dict]:
     from reference.backend import run_in_dtype_process
 
@@ -195,23 +192,8 @@ def _run_children(config: RunConfig, batches: Batches) -> list[dict]:
             pool.submit(run_in_dtype_process, d, job, config, d, batches, ready=ready[d])
             for d in config.dtypes
         ]
-        _wait_for_start_up(list(ready.values()), futures, started)
+        start_up.wait(list(ready.values()), futures, started, progress)
         return [f.result() for f in futures]
-
-
-def _wait_for_start_up(ready: list[Path], futures: list, started: float) -> None:
-    """Until a dtype's process is ready (it creates its file in ``ready`` once TensorFlow
-    is imported, then prints its own progress lines) or every process has ended, a
-    progress line every ``START_UP_HEARTBEAT`` seconds. The import is one silent call in
-    another process whose stderr is held back meanwhile
-    (``reference.backend.start_up_lines_filtered``), so the parent speaks for it. Lines,
-    not a tqdm bar: the children's lines would land inside a bar still open."""
-    beat = started + START_UP_HEARTBEAT
-    while not any(path.exists() for path in ready) and not all(f.done() for f in futures):
-        if time.perf_counter() >= beat:
-            progress(f"importing TensorFlow: {time.perf_counter() - started:.0f} s")
-            beat += START_UP_HEARTBEAT
-        time.sleep(START_UP_POLL)
 
 
 def run_dtype(config: RunConfig, dtype: str, batches: Batches, ready: Path | None = None,
@@ -278,6 +260,8 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     for state in config.states:
         t0 = time.perf_counter()
         ctx.state = state
+        if state == "trained":  # the model's own training steps: seconds to minutes
+            progress(f"{name} {dtype} {state}: weights ({config.train_steps} SGD steps)")
         try:
             _set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, ctx.model)

@@ -8,8 +8,8 @@ import time
 import pandas as pd
 import pytest
 
-from parity import cli, runner
-from parity.compare import ERROR, FAIL, PASS
+from parity import cli, runner, start_up
+from parity.compare import ERROR, FAIL, NOT_PROVIDED, PASS
 
 WHERE = " (at /home/me/cnn/softmax.py:17 in Softmax.forward)"
 RAISED = "ApiError: Softmax.forward did not set `self.last_totals`." + WHERE
@@ -36,6 +36,20 @@ def test_one_exception_in_many_checks_is_printed_once_with_its_rows():
     assert "error: layer `-`" not in text  # the rows say where; the prefix is not repeated
     assert "forward user float32 dense/output FAIL: values: too far." in text
     assert "values: fine." not in text
+
+
+def test_not_provided_reasons_are_printed_once_in_their_own_section():
+    reason = "the blog's Softmax is dense and softmax in one class: no gradient of the logits."
+    rows = [(c, "user", "float64", "softmax", "input", NOT_PROVIDED,
+             f"not provided: layer `softmax` quantity `input`: {reason}")
+            for c in ("gradients", "isolation", "derivations")]  # fmt: skip
+    rows.append(("forward", "user", "float64", "dense", "output", FAIL, "values: too far."))
+    summary = _summary(rows)
+    text = cli.format_not_provided(summary)
+    assert text.startswith("\nnot provided:") and text.count(reason) == 1
+    assert "NOT_PROVIDED in 3 rows (user float64: gradients softmax/input, " in text
+    assert "too far" not in text and reason not in cli.format_messages(summary)
+    assert cli.format_not_provided(_summary(rows[3:])) == ""
 
 
 def test_rows_beyond_the_listed_ones_are_counted():
@@ -81,15 +95,14 @@ def test_diagnosis_phase_prints_one_progress_line(monkeypatch):
 
 def test_start_up_speaks_every_heartbeat_until_a_process_is_ready(tmp_path, monkeypatch):
     lines = []
-    monkeypatch.setattr(runner, "progress", lines.append)
-    monkeypatch.setattr(runner, "START_UP_HEARTBEAT", 0.2)
-    monkeypatch.setattr(runner, "START_UP_POLL", 0.01)
+    monkeypatch.setattr(start_up, "HEARTBEAT", 0.2)
+    monkeypatch.setattr(start_up, "POLL", 0.01)
     ready = [tmp_path / "float64", tmp_path / "float32"]
     running = [concurrent.futures.Future(), concurrent.futures.Future()]  # never done
     toucher = threading.Timer(0.7, ready[1].touch)  # float32's process gets ready
     started = time.perf_counter()
     toucher.start()
-    runner._wait_for_start_up(ready, running, started)
+    start_up.wait(ready, running, started, lines.append)
     waited = time.perf_counter() - started
     toucher.join()
     assert 0.7 <= waited < 3, waited  # it returned once float32 was ready
@@ -100,7 +113,7 @@ def test_start_up_returns_when_every_process_ended_without_being_ready(tmp_path)
     failed = concurrent.futures.Future()
     failed.set_exception(RuntimeError("the child died while importing"))
     started = time.perf_counter()
-    runner._wait_for_start_up([tmp_path / "float64"], [failed], started)
+    start_up.wait([tmp_path / "float64"], [failed], started, print)
     assert time.perf_counter() - started < 1
 
 

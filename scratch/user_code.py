@@ -104,7 +104,7 @@ def locate(path, api: str = AUTO) -> UserCode:
             f"Received --api={api!r}."
         )
     resolved = Path(path).expanduser().resolve()
-    wanted = " or ".join(EXPECTED[a] for a in (APIS if api == AUTO else (api,)))
+    wanted = "; or ".join(EXPECTED[a] for a in (APIS if api == AUTO else (api,)))
     if not resolved.exists():
         raise UserCodeError(
             f"Invalid value for argument `PATH`. Expected a folder or a .py file with "

@@ -71,3 +71,36 @@ def test_the_finite_differences_report_their_points_up_to_the_total():
         assert counts[-1] == total and all(a <= b for a, b in zip(counts, counts[1:], strict=False))
     assert by_phase["weights"][0].done == 0
     assert len({e.done for e in by_phase["weights"]}) > weights  # one by one (a pass each)
+
+
+def test_weights_are_differenced_per_example_unless_a_layer_couples_the_examples():
+    from types import SimpleNamespace
+
+    def fake(*kinds):
+        layers = tuple(SimpleNamespace(kind=k) for k in kinds)
+        return SimpleNamespace(spec=SimpleNamespace(layers=layers))
+
+    each = derivations.example_groups(fake("Conv2D", "ReLU", "Dense"), 3)
+    assert [g.tolist() for g in each] == [[0], [1], [2]]
+    coupled = derivations.example_groups(fake("Conv2D", "BatchNormalization", "Dense"), 3)
+    assert [g.tolist() for g in coupled] == [[0, 1, 2]]
+
+
+@pytest.mark.keras
+def test_a_first_layer_weight_that_kinks_in_one_image_is_still_judged_in_the_others():
+    """chw-odd seed 3, trained: its first conv's kernel points kink somewhere in a batch of
+    4 images at nearly every point (4% judged on the batch mean); per example, about half
+    are judged, and the rows are PASS, not INCONCLUSIVE."""
+    from reference.backend import configure
+
+    configure("float64")
+    from parity import runner
+
+    config = runner.RunConfig(models=("chw-odd",), dtypes=("float64",), seed=3,
+                              checks=("derivations",), states=("trained",))  # fmt: skip
+    part = runner.run_dtype(config, "float64", runner.load_batches(config))
+    key = ("conv2d", "kernel", "fd")
+    rows = [r for r in part["rows"]["derivations"]
+            if (r["layer"], r["quantity"], r["desired_side"]) == key]  # fmt: skip
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"PASS"}
+    assert all(0.3 < r["evaluated_fraction"] < 1 for r in rows)  # kinks left out, not none

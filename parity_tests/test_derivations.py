@@ -69,6 +69,7 @@ def test_the_finite_differences_report_their_points_up_to_the_total():
         assert {e.total for e in by_phase[kind]} == {total}
         assert {e.unit for e in by_phase[kind]} == {"point"}
         assert counts[-1] == total and all(a <= b for a, b in zip(counts, counts[1:], strict=False))
+        assert counts.count(total) == 1  # a bar closes at its total: one end, not a reopened bar
     assert by_phase["weights"][0].done == 0
     assert len({e.done for e in by_phase["weights"]}) > weights  # one by one (a pass each)
 

@@ -135,7 +135,8 @@ def derivation_rows(ctx: Context) -> list[dict]:
         a, b = (_side(side[which], layer, quantity) for side in (ours, theirs))
         rows += _three_way(ctx, layer, quantity, a, b, (fd, mask, note, fraction))
         done[kind] += points[(layer, quantity)]
-        report(done[kind])
+        if quantity == "input":  # a weight's points were reported one by one (on_point)
+            report(done[kind])
     return rows
 
 

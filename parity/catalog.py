@@ -807,7 +807,8 @@ ENTRIES: tuple[Entry, ...] = (
           MomentumVelocitySignFlipped(), ("training",), training=MOMENTUM_RUN),
     Entry("rmsprop-epsilon-outside-sqrt", "chw",
           "Training only: RMSprop's step lr*g / (sqrt(v) + eps) (cs231n's form) where Keras "
-          "divides by sqrt(v + eps); differs where |g| is below ~sqrt(eps) = 3e-4.",
+          "divides by sqrt(v + eps); differs where |g| is below ~sqrt(eps) = 3e-4: O(1) "
+          "there, so float32 catches it too (its lockstep update 1.06 off at step 1).",
           RmspropEpsilonOutsideSqrt(), ("training",), training=RMSPROP_RUN),
     # Seen only at the large-logits state (parity.checks.large_logits), named by the
     # signature softmax-overflow (parity/diagnosis/signatures.py).

@@ -11,6 +11,7 @@ is left behind); 3 an ERROR row (the report is still written).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from parity import runner, training_report
@@ -206,7 +207,8 @@ def run_command(args, user_code=None) -> int:
     try:
         config = config_from_args(args, user_code)
         check_writable(args.out)
-        check_pools(config, load_mnist(config.data))  # load_batches loads it again (cheap)
+        # as the user typed it: `--data` (load_batches loads it again: cheap)
+        check_pools(config, load_mnist(config.data, argument="--data"))
         batches = runner.load_batches(config)
     except (UsageError, DataError, ReportError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
@@ -225,9 +227,10 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
-    messages = format_messages(results.summary)
-    if messages:
-        print(messages)
+    for section in (format_not_provided, format_messages):
+        text = section(results.summary)
+        if text:
+            print(text)
     diagnosis = format_diagnosis(results.tables.get("diagnosis"))
     if diagnosis:
         print(diagnosis)
@@ -317,24 +320,72 @@ def format_diagnosis(diagnosis) -> str:
     return "\n".join(lines)
 
 
-MESSAGE_CHARS = 400  # a row's message on the console; summary.csv has it whole
+MESSAGE_CHARS = 400  # a message on the console; summary.csv has it whole
+LISTED_ROWS = 8  # rows named under one message on the console; the rest are counted
+# compare.error's and compare.not_provided's prefixes: the rows listed say where
+ROW_PREFIX = re.compile(r"^(error|not provided): layer `[^`]*` quantity `[^`]*`: ")
 
 
 def format_messages(summary) -> str:
-    """The message of every row that is neither PASS nor NOT_PROVIDED (what failed, where,
-    the exception and its file:line for an ERROR, the setting for a sweep row), each cut to
-    ``MESSAGE_CHARS``; empty when every row passed."""
-    bad = summary[~summary["status"].isin([PASS, NOT_PROVIDED])]
-    if bad.empty:
+    """The messages of the rows that are neither PASS nor NOT_PROVIDED (what failed, where,
+    the exception and its file:line for an ERROR, the setting for a sweep row), each
+    distinct message once with the rows it explains: one exception in the user's code
+    makes an ERROR row in every check that called the method, all with the same message.
+    An ERROR's message is keyed without its ``layer ... quantity ...`` prefix (the rows
+    say where). Each message is cut to ``MESSAGE_CHARS``, its ``(at file:line)`` kept;
+    empty when every row passed."""
+    return _grouped(summary[~summary["status"].isin([PASS, NOT_PROVIDED])], "messages:")
+
+
+def format_not_provided(summary) -> str:
+    """Why each NOT_PROVIDED row is so (the blog's first layer returns no input gradient; a
+    factory supplies no preprocessing, so the documented one is assumed), each distinct
+    reason once with its rows, as :func:`format_messages`; empty when there are none."""
+    return _grouped(summary[summary["status"] == NOT_PROVIDED], "not provided:")
+
+
+def _grouped(rows, title: str) -> str:
+    if rows.empty:
         return ""
-    lines = ["", "messages:"]
-    for row in bad.itertuples(index=False):
-        message = " ".join(str(row.message).split())  # one line
-        if len(message) > MESSAGE_CHARS:
-            message = message[: MESSAGE_CHARS - 3] + "..."
-        lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
-                     f"{row.status}: {message}")  # fmt: skip
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows.itertuples(index=False):
+        message = ROW_PREFIX.sub("", " ".join(str(row.message).split()))  # one line
+        groups.setdefault((row.status, message), []).append(row)
+    lines = ["", title]
+    for (status, message), same in groups.items():
+        message = shorten(message, MESSAGE_CHARS)
+        if len(same) == 1:
+            row = same[0]
+            lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
+                         f"{status}: {message}")  # fmt: skip
+        else:
+            lines.append(f"  {status} in {len(same)} rows ({_row_list(same)}): {message}")
     return "\n".join(lines)
+
+
+def _row_list(rows) -> str:
+    """``user float64: forward -/-, gradients -/-``: the fields every row shares said once,
+    then each row's own; at most ``LISTED_ROWS`` rows, the rest counted."""
+    fields = [(r.check, r.model, r.dtype, f"{r.layer}/{r.quantity}") for r in rows]
+    shared = [i for i in (1, 2) if len({f[i] for f in fields}) == 1]  # model, dtype
+    own = [" ".join(x for i, x in enumerate(f) if i not in shared) for f in fields]
+    listed = ", ".join(own[:LISTED_ROWS])
+    if len(own) > LISTED_ROWS:
+        listed += f" and {len(own) - LISTED_ROWS} more"
+    prefix = " ".join(fields[0][i] for i in shared)
+    return f"{prefix}: {listed}" if prefix else listed
+
+
+def shorten(message: str, limit: int) -> str:
+    """``message`` cut to ``limit`` characters with ``...``; a trailing ``(at file:line
+    ...)`` (where an exception was raised) is kept whole when it fits in half the limit."""
+    if len(message) <= limit:
+        return message
+    at = message.rfind(" (at ")
+    tail = message[at:] if at > 0 and message.endswith(")") else ""
+    if len(tail) > limit // 2:
+        tail = ""
+    return message[: limit - 3 - len(tail)] + "..." + tail
 
 
 def format_table(summary) -> str:

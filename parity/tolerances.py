@@ -163,9 +163,10 @@ LOCKSTEP_WEIGHTS_MOMENTUM_FLOAT32 = Tolerance(0.0, 3e-4, measured=2.49e-5, reaso
 LOCKSTEP_MOMENTUM_STATE_FLOAT64 = Tolerance(0.0, 5e-13, measured=4.16e-14, reason=(
     "SGD's velocity m after the step, its change vs the step's largest change of any m; "
     "Nesterov two-conv dense kernel worst (momentum: 2.9e-14); x12"))
-LOCKSTEP_MOMENTUM_STATE_FLOAT32 = Tolerance(0.0, 2e-3, measured=1.58e-4, reason=(
+LOCKSTEP_MOMENTUM_STATE_FLOAT32 = Tolerance(0.0, 1e-3, measured=1.58e-4, reason=(
     "float32 velocity, same rule; Nesterov chw seed 1 conv kernel at kappa 6.85 worst, the "
-    "other 23 model/seed/optimizer runs <= 1.9e-5; x13. The sign-flipped velocity is 2"))
+    "other 23 model/seed/optimizer runs <= 1.9e-5; x6.3, capped at 1e-3 so that a 1% slot "
+    "bug stays caught (test_checks). The sign-flipped velocity is 2"))
 # RMSprop divides by sqrt(v + eps) element by element: a gradient element's relative
 # rounding reaches its update whole (SGD: lr times its absolute rounding). At batch 1 on a
 # well-classified image (kappa 1e4-1e9) the gradient is mostly the seed's rounding and v
@@ -179,15 +180,19 @@ LOCKSTEP_SEED_ROUNDINGS_RMSPROP = 25.0  # measured need 2.12, chw float32 seed 0
 LOCKSTEP_WEIGHTS_RMSPROP_FLOAT64 = Tolerance(0.0, 1.5e-12, measured=1.23e-13, reason=(
     "RMSprop update beside the seed term, batch 1 chw seed 1 conv kernel at kappa 1 worst "
     "(batch 32: 6.6e-14); x12"))
-LOCKSTEP_WEIGHTS_RMSPROP_FLOAT32 = Tolerance(0.0, 1.5e-3, measured=1.2e-4, reason=(
+LOCKSTEP_WEIGHTS_RMSPROP_FLOAT32 = Tolerance(0.0, 1e-3, measured=1.2e-4, reason=(
     "float32, same rule; batch 1 two-conv seed 0 second conv kernel (batch 32: 4.1e-5); "
-    "x12. cs231n's epsilon outside the root is 1.6 x Keras's update at step 1"))
+    "x8.3, capped at 1e-3 (a 1% bug stays caught). cs231n's epsilon outside the root is "
+    "1.6 x Keras's update at step 1"))
 LOCKSTEP_RMSPROP_STATE_FLOAT64 = Tolerance(0.0, 4e-12, measured=3.07e-13, reason=(
     "RMSprop's v after the step (v's change, (1 - rho)(g^2 - v), vs the largest); chw "
     "seed 0 conv bias velocity at batch 1 (its sums cancel; g^2 doubles their relative "
     "error) worst; x13"))
-LOCKSTEP_RMSPROP_STATE_FLOAT32 = Tolerance(0.0, 5e-3, measured=4.87e-4, reason=(
-    "float32 v, same rule and same worst (batch 32: 9.8e-5); x10"))
+LOCKSTEP_RMSPROP_STATE_FLOAT32 = Tolerance(0.0, 1e-3, measured=4.87e-4, reason=(
+    "float32 v, same rule and same worst (batch 32: 9.8e-5; seeds 3-4 at batch 1: 4.8e-4, "
+    "chw seed 4): x2.05 only, capped at 1e-3 so that a 1% bug in v stays caught. v's change "
+    "(1 - rho)(g^2 - v) cancels where g^2 ~ v, so the change is a poor scale for its "
+    "rounding; a scale of the terms, (1 - rho) g^2, would judge it with a wider margin"))
 # fmt: on
 
 TABLE = {

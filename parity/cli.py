@@ -27,6 +27,10 @@ from parity.compare import (
 )
 from parity.options import UsageError, choices, integer, positive
 from parity.selftest_cli import add_selftest_arguments, selftest_command
+from reference.optimizers import OPTIMIZERS
+
+# per optimizer (reference.optimizers): the blog's SGD 0.005, Keras's 0.001 for the others
+DEFAULT_LEARNING_RATES = {name: kind.learning_rate for name, kind in OPTIMIZERS.items()}
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
 
@@ -74,6 +78,22 @@ def check_doc() -> str:
     return check_description.replace("``", "") + "\n" + __doc__.split("\n\n", 1)[1]
 
 
+def _optimizer_help() -> str:
+    """``--optimizer``'s help: every name with the Keras optimizer it trains with."""
+    listed = "; ".join(f"{k.name} = {k.describe()}" for k in OPTIMIZERS.values())
+    return (f"the Keras optimizer both sides train with: {listed}. Keras 3's default "
+            "hyper-parameters, but momentum 0.9 (cs231n's; Keras's default 0 is plain SGD) "
+            "(default: sgd)")  # fmt: skip
+
+
+def _lr_help() -> str:
+    """``0.005 for sgd, momentum, nesterov; 0.001 for rmsprop, adam, adamw``."""
+    by_rate: dict[float, list[str]] = {}
+    for name, rate in DEFAULT_LEARNING_RATES.items():
+        by_rate.setdefault(rate, []).append(name)
+    return "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
+
+
 def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:
     """Options of ``parity run`` (the training options join this group); ``parity check``
     takes them all but ``--models``."""
@@ -115,11 +135,9 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         default="1000",
         help="held-out images for test loss/accuracy (default: %(default)s)",
     )
-    training.add_argument("--optimizer", default="sgd", help="sgd or adam (default: sgd)")
+    training.add_argument("--optimizer", default="sgd", help=_optimizer_help())
     training.add_argument("--batch-size", default="1", help="mini-batch size (default: 1)")
-    training.add_argument(
-        "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
-    )
+    training.add_argument("--lr", default=None, help=f"learning rate (default: {_lr_help()})")
     training.add_argument(
         "--keras-path",
         default=",".join(DEFAULT_KERAS_PATHS),
@@ -252,19 +270,18 @@ def config_from_args(args, user_code=None) -> runner.RunConfig:
                             user_code=() if user_code is None else (user_code,))  # fmt: skip
 
 
-DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras's Adam default
-
-
 def training_from_args(args) -> runner.TrainingOptions | None:
     """The training schedule, every option validated even when ``--epochs 0`` skips it."""
     epochs = integer("--epochs", args.epochs, 0, 10_000)
-    optimizer = choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
-    if len(optimizer) != 1:
-        raise UsageError(f"Invalid value for argument `--optimizer`. Expected one of sgd, "
-                         f"adam. Received --optimizer={args.optimizer!r}.")  # fmt: skip
-    lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else positive("--lr", args.lr)
+    optimizer = str(args.optimizer).strip()
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(
+            f"Invalid value for argument `--optimizer`. Expected one of "
+            f"{', '.join(OPTIMIZERS)}. Received --optimizer={args.optimizer!r}."
+        )
+    lr = DEFAULT_LEARNING_RATES[optimizer] if args.lr is None else positive("--lr", args.lr)
     options = runner.TrainingOptions(
-        optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
+        optimizer=optimizer, learning_rate=lr, epochs=epochs,
         batch_size=integer("--batch-size", args.batch_size, 1, 60_000),
         train_size=integer("--train-size", args.train_size, 1, 60_000),
         test_size=integer("--test-size", args.test_size, 1, 10_000),

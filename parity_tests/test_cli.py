@@ -38,7 +38,8 @@ def _folders(tmp_path):
         (["--images", "0"], "--images", "'0'"),
         (["--images", "many"], "--images", "'many'"),
         (["--epochs", "-1"], "--epochs", "'-1'"),
-        (["--optimizer", "rmsprop"], "--optimizer", "'rmsprop'"),
+        (["--optimizer", "adagrad"], "--optimizer", "'adagrad'"),
+        (["--optimizer", "sgd,adam"], "--optimizer", "'sgd,adam'"),
         (["--lr", "0"], "--lr", "'0'"),
         (["--lr", "nan"], "--lr", "'nan'"),
         (["--batch-size", "0"], "--batch-size", "'0'"),
@@ -60,6 +61,7 @@ def _folders(tmp_path):
         "non-integer-images",
         "negative-epochs",
         "unknown-optimizer",
+        "two-optimizers",
         "zero-lr",
         "nan-lr",
         "zero-batch-size",
@@ -295,3 +297,26 @@ def test_run_help_lists_the_model_names(capsys):
 
     assert cli.main(["run", "--help"]) == 0
     assert ", ".join(MODEL_NAMES) in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_help_lists_every_optimizer_with_its_keras_class(command, capsys):
+    from reference.optimizers import OPTIMIZERS
+
+    assert cli.main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name, kind in OPTIMIZERS.items():
+        assert f"{name} = {kind.describe()}" in out
+    assert "0.0005 for momentum, nesterov; 0.001 for rmsprop, adam, adamw" in out
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.005), ("momentum", 0.0005),
+                                           ("nesterov", 0.0005), ("rmsprop", 0.001),
+                                           ("adam", 0.001), ("adamw", 0.001)])  # fmt: skip
+def test_optimizer_option_sets_the_schedule_with_its_default_learning_rate(optimizer, lr):
+    for command in (["run"], ["check", "user.py"]):
+        args = cli.build_parser().parse_args([*command, "--optimizer", optimizer])
+        training = cli.training_from_args(args)
+        assert (training.optimizer, training.learning_rate) == (optimizer, lr)
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
+    assert cli.training_from_args(args).learning_rate == 0.1

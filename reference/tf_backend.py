@@ -237,16 +237,17 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn):
     """The compiled lockstep step, ``concrete(batch_size)`` (see
     ``reference.lockstep_step.LockstepStepper``).
 
-    Flat tensor arguments ``(*weights, *momentums, *velocities, iterations, x, y)`` in the
-    order of ``variables``. Returns ``concrete(batch_size)``, the function traced for that
-    batch size (cached; at most two: full batches and the shorter last one). Calling a
-    concrete function skips ``tf.function``'s per-call signature matching (most of a small
-    step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
+    ``slots``: the optimizer's slot variables, one list per slot (``reference.optimizers``;
+    none for plain SGD), each in the order of ``variables``. Flat tensor arguments
+    ``(*weights, *slots[0], *slots[1], ..., iterations, x, y)``. Returns
+    ``concrete(batch_size)``, the function traced for that batch size (cached; at most
+    two: full batches and the shorter last one). Calling a concrete function skips
+    ``tf.function``'s per-call signature matching (most of a small step's cost); a fixed
+    batch size runs about 3x faster than an unknown one (measured).
     The concrete function returns ``(loss, probabilities, *weights, *slots, iterations)``:
     the loss and the ``(batch, units)`` probabilities before the step, the rest after it.
     """
-    momentums, velocities = slots
-    slot_list = momentums + velocities
+    slot_list = [variable for slot in slots for variable in slot]
     n_w, n_s = len(variables), len(slot_list)
 
     @tf.function
@@ -286,7 +287,7 @@ def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, array
     """``lockstep_step``'s work, eagerly, with ``added[keras layer]`` (an array in Keras
     layout) added to that layer's input during the step; ``arrays`` as its arguments.
     Returns the same tuple, as numpy arrays."""
-    slot_list = slots[0] + slots[1]
+    slot_list = [variable for slot in slots for variable in slot]
     n_w, n_s = len(variables), len(slot_list)
     for variable, value in zip(variables + slot_list, arrays[: n_w + n_s], strict=True):
         variable.assign(value)

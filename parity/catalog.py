@@ -591,6 +591,38 @@ class AdamEpsilonInsideSqrt:
         _patch(optim.Adam, "_denominator", _epsilon_inside_sqrt if self.inside_sqrt else correct)
 
 
+def _velocity_sign_flipped(sgd, m, g, lr, mu):
+    return m * mu + g * lr  # the bug; Keras: m * mu - g * lr (then w = w + m)
+
+
+@dataclass(frozen=True)
+class MomentumVelocitySignFlipped:
+    """scratch SGD with momentum keeping ``m = mu * m + lr * g`` (then ``w = w + m``, as
+    Keras) where Keras keeps ``m = mu * m - lr * g``: the velocity's sign flipped, so the
+    step climbs the loss. Only ``scratch.optim.SGD._velocity`` is swapped."""
+
+    def __call__(self, model) -> None:
+        from scratch import optim
+
+        _patch(optim.SGD, "_velocity", _velocity_sign_flipped)
+
+
+def _epsilon_outside_sqrt(rmsprop, v, epsilon):
+    return np.sqrt(v) + epsilon  # the bug (cs231n's form); Keras: np.sqrt(v + epsilon)
+
+
+@dataclass(frozen=True)
+class RmspropEpsilonOutsideSqrt:
+    """scratch RMSprop dividing by ``sqrt(v) + eps`` (cs231n's ``rmsprop``) where Keras 3
+    divides by ``sqrt(v + eps)`` (keras/src/optimizers/rmsprop.py). Only
+    ``scratch.optim.RMSprop._denominator`` is swapped; its velocity stays right."""
+
+    def __call__(self, model) -> None:
+        from scratch import optim
+
+        _patch(optim.RMSprop, "_denominator", _epsilon_outside_sqrt)
+
+
 # -- softmax without max subtraction (seen at the large-logits state only) ---------------------
 
 
@@ -667,6 +699,10 @@ BATCHNORM_RUN = Training(learning_rate=0.01, batch_size=32, epochs=1, train_size
                          test_size=100, keras_paths=())  # fmt: skip
 ADAM_RUN = Training(optimizer="adam", learning_rate=0.001, batch_size=32, epochs=1,
                     train_size=96, test_size=100, keras_paths=("tape",))  # fmt: skip
+MOMENTUM_RUN = Training(optimizer="momentum", learning_rate=0.0005, epochs=1, train_size=40,
+                        test_size=100, keras_paths=("tape",))  # fmt: skip
+RMSPROP_RUN = Training(optimizer="rmsprop", learning_rate=0.001, batch_size=32, epochs=1,
+                       train_size=96, test_size=100, keras_paths=("tape",))  # fmt: skip
 
 ENTRIES: tuple[Entry, ...] = (
     Entry("blog-all-ties-maxpool", "zhou",
@@ -771,6 +807,16 @@ ENTRIES: tuple[Entry, ...] = (
           "Training only: Adam's step m_hat / sqrt(v_hat + eps) instead of Keras's "
           "m_hat / (sqrt(v_hat) + eps).",
           AdamEpsilonInsideSqrt(), ("training",), training=ADAM_RUN),
+    Entry("momentum-velocity-sign-flipped", "two-conv",
+          "Training only: SGD with momentum keeps the velocity v = mu*v + lr*g and steps "
+          "w += v, where Keras keeps v = mu*v - lr*g (the velocity's sign flipped: gradient "
+          "ascent); its gradients are right.",
+          MomentumVelocitySignFlipped(), ("training",), training=MOMENTUM_RUN),
+    Entry("rmsprop-epsilon-outside-sqrt", "chw",
+          "Training only: RMSprop's step lr*g / (sqrt(v) + eps) (cs231n's form) where Keras "
+          "divides by sqrt(v + eps); differs where |g| is below ~sqrt(eps) = 3e-4: O(1) "
+          "there, so float32 catches it too (its lockstep update 1.06 off at step 1).",
+          RmspropEpsilonOutsideSqrt(), ("training",), training=RMSPROP_RUN),
     # Seen only at the large-logits state (parity.checks.large_logits), named by the
     # signature softmax-overflow (parity/diagnosis/signatures.py).
     Entry("softmax-without-max-subtraction", "zhou",
@@ -888,10 +934,10 @@ def _finite_at_large_logits(model, x, layer: str) -> np.ndarray:
 def _trained_weights(spec: Training, model, x, labels) -> np.ndarray:
     """Every weight and state array (batch norm's moving statistics), flattened, after one
     epoch over the batch with ``spec``'s optimizer."""
-    from scratch.optim import SGD, Adam
+    from reference.optimizers import scratch_optimizer
     from scratch.train import train
 
-    optimizer = SGD(spec.learning_rate) if spec.optimizer == "sgd" else Adam(spec.learning_rate)
+    optimizer = scratch_optimizer(spec.optimizer, spec.learning_rate)
     batch = spec.batch_size or model.spec.training_batch  # None: the network's own
     train(model, x, labels, optimizer, epochs=1, batch_size=batch,
           orders=[np.arange(len(x))])  # fmt: skip

@@ -48,13 +48,16 @@ preprocessing come from it); `layers`, your layer objects in forward order with 
 cs231n API above, one per layer of the description but the folded ones and the Softmax,
 weights made from SEED in DTYPE; `loss`, softmax_loss; optionally `preprocess`, raw
 (N, H, W) uint8 images -> (N, C, H, W), judged against the description's reference on raw
-images (the `preprocessing/input` row; every other check feeds both sides the reference).
+images, in each dtype (the `preprocessing/input` row; every other check feeds both sides
+the reference; without `preprocess` the row is NOT_PROVIDED and the reference is assumed).
 A factory that cannot be called or returns something else: exit 2, naming the attribute.
 
 ``--api auto`` (the default) picks the API whose names the code defines. Defaults to
 --dtypes float64; with float32 the weights and inputs are float32 and arrays are reported
 in the dtype your code returns (np.zeros buffers are float64: a dtype FAIL). Could not
-find or import the code: exit 2.
+find, import or construct the code as its API says (a class, weight attribute or shape,
+method or signature that is not the API's, a constructor that raises): exit 2, naming
+the file and line, the class, the attribute, the rule and what was found.
 """
 
 from __future__ import annotations
@@ -96,33 +99,38 @@ def check_command(args, run_command) -> int:
     """Locate and import the user's code (exit 2 on failure, before any report folder
     exists), then run exactly what ``parity run`` runs, on it: ``run_command(args,
     user_code=...)``, given by ``parity.cli``."""
-    from scratch.user_code import FACTORY, UserCodeError, load, locate
+    from scratch.user_code import UserCodeError, load, locate
 
     try:
         code = locate(args.path, args.api)
         load(code)  # the dtype processes import it again from the path
-        if code.api == FACTORY:  # what it returns is checked here, in every dtype asked for
-            _call_factory_in_each_dtype(code, args)
+        _build_in_each_dtype(code, args)
     except UserCodeError as error:
         print(f"parity check: {error}", file=sys.stderr)
         return EXIT_USAGE
     return run_command(args, user_code=code)
 
 
-def _call_factory_in_each_dtype(code, args) -> None:
-    """Call the factory once per ``--dtypes`` entry (the ones that exist: a bad entry is
-    reported by the run's own validation), so a bad return value exits 2 before any run."""
+def _build_in_each_dtype(code, args) -> None:
+    """Build the user's model once per ``--dtypes`` entry (the ones that exist: a bad entry
+    is reported by the run's own validation), as the dtype processes will: the classes
+    constructed and checked against their API (weight names and shapes, method
+    signatures), a factory called and what it returns checked. A fault there is bad input,
+    a ``UserCodeError`` (exit 2) naming the file, class, attribute, rule and value, found
+    before TensorFlow is imported or any report folder exists. Nothing of the user's runs
+    but constructors (and the factory)."""
     from parity.options import UsageError, choices, integer
     from parity.runner import DEFAULT_DTYPES
-    from scratch.user_factory import call_factory
+    from scratch.models import build, register_user_code
 
     try:
         seed = integer("--seed", args.seed, 0, 2**32 - 1)
         dtypes = choices("--dtypes", args.dtypes, DEFAULT_DTYPES)
     except UsageError:
         return  # run_command reports it
+    register_user_code(code)
     for dtype in dtypes:
-        call_factory(code, seed=seed, dtype=dtype)
+        build(code.name, seed=seed, dtype=dtype)
 
 
 def name_user_classes(results, code) -> None:

@@ -11,6 +11,7 @@ is left behind); 3 an ERROR row (the report is still written).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from parity import runner, training_report
@@ -26,6 +27,10 @@ from parity.compare import (
 )
 from parity.options import UsageError, choices, integer, positive
 from parity.selftest_cli import add_selftest_arguments, selftest_command
+from reference.optimizers import OPTIMIZERS
+
+# per optimizer (reference.optimizers): the blog's SGD 0.005, Keras's 0.001 for the others
+DEFAULT_LEARNING_RATES = {name: kind.learning_rate for name, kind in OPTIMIZERS.items()}
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
 
@@ -73,6 +78,22 @@ def check_doc() -> str:
     return check_description.replace("``", "") + "\n" + __doc__.split("\n\n", 1)[1]
 
 
+def _optimizer_help() -> str:
+    """``--optimizer``'s help: every name with the Keras optimizer it trains with."""
+    listed = "; ".join(f"{k.name} = {k.describe()}" for k in OPTIMIZERS.values())
+    return (f"the Keras optimizer both sides train with: {listed}. Keras 3's default "
+            "hyper-parameters, but momentum 0.9 (cs231n's; Keras's default 0 is plain SGD) "
+            "(default: sgd)")  # fmt: skip
+
+
+def _lr_help() -> str:
+    """``0.005 for sgd, momentum, nesterov; 0.001 for rmsprop, adam, adamw``."""
+    by_rate: dict[float, list[str]] = {}
+    for name, rate in DEFAULT_LEARNING_RATES.items():
+        by_rate.setdefault(rate, []).append(name)
+    return "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
+
+
 def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:
     """Options of ``parity run`` (the training options join this group); ``parity check``
     takes them all but ``--models``."""
@@ -114,14 +135,12 @@ def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None
         default="1000",
         help="held-out images for test loss/accuracy (default: %(default)s)",
     )
-    training.add_argument("--optimizer", default="sgd", help="sgd or adam (default: sgd)")
+    training.add_argument("--optimizer", default="sgd", help=_optimizer_help())
     training.add_argument(
         "--batch-size", default=None,
         help="mini-batch size (default: the network's own: 1, or 32 with batch norm)",
     )  # fmt: skip
-    training.add_argument(
-        "--lr", default=None, help="learning rate (default: 0.005 for sgd, 0.001 for adam)"
-    )
+    training.add_argument("--lr", default=None, help=f"learning rate (default: {_lr_help()})")
     training.add_argument(
         "--keras-path",
         default=",".join(DEFAULT_KERAS_PATHS),
@@ -191,7 +210,8 @@ def run_command(args, user_code=None) -> int:
     try:
         config = config_from_args(args, user_code)
         check_writable(args.out)
-        check_pools(config, load_mnist(config.data))  # load_batches loads it again (cheap)
+        # as the user typed it: `--data` (load_batches loads it again: cheap)
+        check_pools(config, load_mnist(config.data, argument="--data"))
         batches = runner.load_batches(config)
     except (UsageError, DataError, ReportError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
@@ -210,9 +230,10 @@ def run_command(args, user_code=None) -> int:
         for result in results.curves:
             print("\n".join(training_report.blog_printout(result)) + "\n")
     print(format_table(results.summary))
-    messages = format_messages(results.summary)
-    if messages:
-        print(messages)
+    for section in (format_not_provided, format_messages):
+        text = section(results.summary)
+        if text:
+            print(text)
     diagnosis = format_diagnosis(results.tables.get("diagnosis"))
     if diagnosis:
         print(diagnosis)
@@ -252,19 +273,18 @@ def config_from_args(args, user_code=None) -> runner.RunConfig:
                             user_code=() if user_code is None else (user_code,))  # fmt: skip
 
 
-DEFAULT_LEARNING_RATES = {"sgd": 0.005, "adam": 0.001}  # the blog's SGD; Keras's Adam default
-
-
 def training_from_args(args) -> runner.TrainingOptions | None:
     """The training schedule, every option validated even when ``--epochs 0`` skips it."""
     epochs = integer("--epochs", args.epochs, 0, 10_000)
-    optimizer = choices("--optimizer", args.optimizer, tuple(DEFAULT_LEARNING_RATES))
-    if len(optimizer) != 1:
-        raise UsageError(f"Invalid value for argument `--optimizer`. Expected one of sgd, "
-                         f"adam. Received --optimizer={args.optimizer!r}.")  # fmt: skip
-    lr = DEFAULT_LEARNING_RATES[optimizer[0]] if args.lr is None else positive("--lr", args.lr)
+    optimizer = str(args.optimizer).strip()
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(
+            f"Invalid value for argument `--optimizer`. Expected one of "
+            f"{', '.join(OPTIMIZERS)}. Received --optimizer={args.optimizer!r}."
+        )
+    lr = DEFAULT_LEARNING_RATES[optimizer] if args.lr is None else positive("--lr", args.lr)
     options = runner.TrainingOptions(
-        optimizer=optimizer[0], learning_rate=lr, epochs=epochs,
+        optimizer=optimizer, learning_rate=lr, epochs=epochs,
         batch_size=(None if args.batch_size is None
                     else integer("--batch-size", args.batch_size, 1, 60_000)),
         train_size=integer("--train-size", args.train_size, 1, 60_000),
@@ -304,24 +324,72 @@ def format_diagnosis(diagnosis) -> str:
     return "\n".join(lines)
 
 
-MESSAGE_CHARS = 400  # a row's message on the console; summary.csv has it whole
+MESSAGE_CHARS = 400  # a message on the console; summary.csv has it whole
+LISTED_ROWS = 8  # rows named under one message on the console; the rest are counted
+# compare.error's and compare.not_provided's prefixes: the rows listed say where
+ROW_PREFIX = re.compile(r"^(error|not provided): layer `[^`]*` quantity `[^`]*`: ")
 
 
 def format_messages(summary) -> str:
-    """The message of every row that is neither PASS nor NOT_PROVIDED (what failed, where,
-    the exception and its file:line for an ERROR, the setting for a sweep row), each cut to
-    ``MESSAGE_CHARS``; empty when every row passed."""
-    bad = summary[~summary["status"].isin([PASS, NOT_PROVIDED])]
-    if bad.empty:
+    """The messages of the rows that are neither PASS nor NOT_PROVIDED (what failed, where,
+    the exception and its file:line for an ERROR, the setting for a sweep row), each
+    distinct message once with the rows it explains: one exception in the user's code
+    makes an ERROR row in every check that called the method, all with the same message.
+    An ERROR's message is keyed without its ``layer ... quantity ...`` prefix (the rows
+    say where). Each message is cut to ``MESSAGE_CHARS``, its ``(at file:line)`` kept;
+    empty when every row passed."""
+    return _grouped(summary[~summary["status"].isin([PASS, NOT_PROVIDED])], "messages:")
+
+
+def format_not_provided(summary) -> str:
+    """Why each NOT_PROVIDED row is so (the blog's first layer returns no input gradient; a
+    factory supplies no preprocessing, so the documented one is assumed), each distinct
+    reason once with its rows, as :func:`format_messages`; empty when there are none."""
+    return _grouped(summary[summary["status"] == NOT_PROVIDED], "not provided:")
+
+
+def _grouped(rows, title: str) -> str:
+    if rows.empty:
         return ""
-    lines = ["", "messages:"]
-    for row in bad.itertuples(index=False):
-        message = " ".join(str(row.message).split())  # one line
-        if len(message) > MESSAGE_CHARS:
-            message = message[: MESSAGE_CHARS - 3] + "..."
-        lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
-                     f"{row.status}: {message}")  # fmt: skip
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows.itertuples(index=False):
+        message = ROW_PREFIX.sub("", " ".join(str(row.message).split()))  # one line
+        groups.setdefault((row.status, message), []).append(row)
+    lines = ["", title]
+    for (status, message), same in groups.items():
+        message = shorten(message, MESSAGE_CHARS)
+        if len(same) == 1:
+            row = same[0]
+            lines.append(f"  {row.check} {row.model} {row.dtype} {row.layer}/{row.quantity} "
+                         f"{status}: {message}")  # fmt: skip
+        else:
+            lines.append(f"  {status} in {len(same)} rows ({_row_list(same)}): {message}")
     return "\n".join(lines)
+
+
+def _row_list(rows) -> str:
+    """``user float64: forward -/-, gradients -/-``: the fields every row shares said once,
+    then each row's own; at most ``LISTED_ROWS`` rows, the rest counted."""
+    fields = [(r.check, r.model, r.dtype, f"{r.layer}/{r.quantity}") for r in rows]
+    shared = [i for i in (1, 2) if len({f[i] for f in fields}) == 1]  # model, dtype
+    own = [" ".join(x for i, x in enumerate(f) if i not in shared) for f in fields]
+    listed = ", ".join(own[:LISTED_ROWS])
+    if len(own) > LISTED_ROWS:
+        listed += f" and {len(own) - LISTED_ROWS} more"
+    prefix = " ".join(fields[0][i] for i in shared)
+    return f"{prefix}: {listed}" if prefix else listed
+
+
+def shorten(message: str, limit: int) -> str:
+    """``message`` cut to ``limit`` characters with ``...``; a trailing ``(at file:line
+    ...)`` (where an exception was raised) is kept whole when it fits in half the limit."""
+    if len(message) <= limit:
+        return message
+    at = message.rfind(" (at ")
+    tail = message[at:] if at > 0 and message.endswith(")") else ""
+    if len(tail) > limit // 2:
+        tail = ""
+    return message[: limit - 3 - len(tail)] + "..." + tail
 
 
 def format_table(summary) -> str:

@@ -208,10 +208,15 @@ HARNESS_PACKAGES = ("parity", "reference")  # frames here are the harness, not c
 def describe_exception(exc: BaseException) -> str:
     """``Type: message (at file:line in function)``, the line being the innermost frame of
     the code under test: not the harness (:data:`HARNESS_PACKAGES`), not a library in
-    site-packages (a ``np.log`` warning raised inside numpy is placed at its caller)."""
+    site-packages (a ``np.log`` warning raised inside numpy is placed at its caller). An
+    exception that carries a ``location`` (``scratch.user_api.ApiError``: an adapter found
+    the user's method broke its API after it returned) is placed there instead."""
     import os
     import traceback
 
+    location = getattr(exc, "location", "")
+    if location:
+        return f"{type(exc).__name__}: {exc} (at {location})"
     frames = traceback.extract_tb(exc.__traceback__)
     harness = tuple(os.sep + p + os.sep for p in HARNESS_PACKAGES)
 

@@ -13,7 +13,8 @@ Nothing is ever downloaded.
 Bad data is bad input: a file that cannot be read, or whose arrays break a rule (images
 ``(N, 28, 28)`` of integers 0..255, N >= 1; labels ``(N,)`` of integers 0..9; as many
 labels as images) raises :class:`DataError` naming the file (and array), the rule and
-what was received; ``load_mnist`` prefixes it with ``--data``. Nothing is cast silently:
+what was received; ``load_mnist`` names the argument it came in (``--data`` on the
+command line). Nothing is cast silently:
 float images (e.g. scaled to [0, 1]) or NaN pixels are refused, not truncated to uint8.
 """
 
@@ -68,38 +69,43 @@ class Mnist:
             _check_pair(images, labels, where=f"{self.source} ({part})")
 
 
-def load_mnist(data: str | os.PathLike | None = None) -> Mnist:
+def load_mnist(data: str | os.PathLike | None = None, argument: str = "data") -> Mnist:
     """Load MNIST: ``None`` = bundled subset, ``"keras"`` = Keras cache, else a path.
 
-    Raises :class:`DataError` (message prefixed ``--data``) for a missing, unreadable or
-    malformed file.
+    ``argument``: the name ``data`` was given under, as messages say it (``"--data"`` on
+    the command line, where the user typed that).
+
+    Raises :class:`DataError` for a missing, unreadable or malformed file: ``Invalid value
+    for argument `ARGUMENT`. <the file's fault>. Received ARGUMENT='<data>'.``
     """
     if data is None:
         return load_bundled()
-    path = _data_path(data)
+    path = _data_path(data, argument)
     try:
         return load_idx_folder(path) if path.is_dir() else load_npz(path)
     except DataError as error:
-        raise DataError(f"--data {error}") from error
+        raise DataError(
+            f"Invalid value for argument `{argument}`. {error} Received {argument}='{data}'."
+        ) from error
 
 
-def _data_path(data: str | os.PathLike) -> Path:
+def _data_path(data: str | os.PathLike, argument: str) -> Path:
     if str(data) == "keras":
         home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
         path = home / "datasets" / "mnist.npz"
         if not path.is_file():
             raise DataError(
-                f"Invalid value for argument `data`. Expected the Keras MNIST cache at "
-                f"{path} (this harness never downloads). Received data='keras'."
+                f"Invalid value for argument `{argument}`. Expected the Keras MNIST cache at "
+                f"{path} (this harness never downloads). Received {argument}='keras'."
             )
         return path
     path = Path(data)
     if path.is_dir() or path.is_file():
         return path
     raise DataError(
-        f"Invalid value for argument `data`. Expected a Keras mnist.npz file, a folder "
-        f"with the four MNIST IDX files, or 'keras'. Received data='{data}' (no such "
-        f"file or folder)."
+        f"Invalid value for argument `{argument}`. Expected a Keras mnist.npz file, a "
+        f"folder with the four MNIST IDX files, or 'keras'. Received {argument}='{data}' "
+        f"(no such file or folder)."
     )
 
 

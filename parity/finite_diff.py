@@ -8,7 +8,8 @@ uses a hand derivation or autodiff, so the differences stay an independent oracl
   it bit-exactly: ``f`` evaluated at ``x + k eps e_i`` for each multiple ``k``.
 - :func:`central_difference`: the plain two-point difference ``(f(x+h) - f(x-h)) / 2h``
   (the tests' oracle on kink-free inputs).
-- :func:`pointwise`: the four-point difference with the kink classifier (weights).
+- :func:`pointwise`: the four-point difference with the kink classifier (weights; ``f``
+  may return per-example losses, classified one example at a time).
 - :func:`per_example`: the same for an activation ``h (N, ...)``, one position in every
   example at once and many positions per call of a batched ``tail`` (layer inputs).
 - :func:`classify`: which points are kinks, where FD is one-sided and cannot judge.
@@ -59,7 +60,9 @@ def point_losses(
     steps: Iterable[float],
     on_point: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """``f()`` with ``x.flat[i]`` moved by each step: ``(len(steps), len(indices))`` float64.
+    """``f()`` with ``x.flat[i]`` moved by each step, float64: ``(len(steps),
+    len(indices)) + shape`` where ``shape`` is that of ``f()``'s value (``()`` for a scalar
+    loss, ``(N,)`` for per-example losses).
 
     ``x`` (any shape, writeable) is perturbed in place, one element at a time, and each
     element is written back bit-exactly before the next. ``on_point(points done)``,
@@ -73,17 +76,20 @@ def point_losses(
         )  # fmt: skip
     steps = [float(s) for s in steps]
     indices = [int(i) for i in indices]
-    losses = np.empty((len(steps), len(indices)), dtype=np.float64)
+    losses = None
     for j, i in enumerate(indices):
         where = np.unravel_index(i, x.shape)
         original = x[where].copy()
         for row, step in enumerate(steps):
             x[where] = original + step
-            losses[row, j] = f()
+            value = np.asarray(f(), dtype=np.float64)
+            if losses is None:
+                losses = np.empty((len(steps), len(indices)) + value.shape, np.float64)
+            losses[row, j] = value
         x[where] = original  # bit-exact restore
         if on_point is not None:
             on_point(j + 1)
-    return losses
+    return np.empty((len(steps), 0)) if losses is None else losses
 
 
 def central_difference(
@@ -115,14 +121,17 @@ def central_difference(
 
 
 def pointwise(f, x: np.ndarray, indices, eps: float = EPS, on_point=None) -> Differences:
-    """Classified differences of ``f()`` at ``x.flat[indices]`` (``(len(indices),)``).
+    """Classified differences of ``f()`` at ``x.flat[indices]``: ``(len(indices),) +
+    shape``, ``shape`` that of ``f()``'s value (a vector ``f``, e.g. per-example losses,
+    is differenced and classified element by element: a kink in one example's loss
+    leaves the others judged).
 
     Four evaluations per point (``MULTIPLES``), the base ``f()`` once; see :func:`classify`.
     ``on_point``: as in :func:`point_losses`.
     """
     _check_eps(eps)
     losses = point_losses(f, x, indices, [k * eps for k in MULTIPLES], on_point)
-    return classify(losses, np.float64(f()), eps)
+    return classify(losses, np.asarray(f(), dtype=np.float64), eps)
 
 
 def per_example(

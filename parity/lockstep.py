@@ -34,6 +34,7 @@ import numpy as np
 
 from parity import tolerances
 from parity.lockstep_judge import (
+    ADAM_RULE,
     Budgets,
     Entry,
     Judge,
@@ -133,7 +134,7 @@ class LockstepRun:
     losses: list = field(default_factory=list)  # Keras's loss per step
     correct: list = field(default_factory=list)  # Keras's correct flags per step
     weight_use: list = field(default_factory=list)  # per step: worst weight's budget use
-    state_use: list = field(default_factory=list)  # the same over Adam's moments
+    state_use: list = field(default_factory=list)  # the same over the optimizer's slots
     resynced: list = field(default_factory=list)  # per step: "" or the decisions re-synced
     epoch_weights: list = field(default_factory=list)  # Keras weights after each epoch
     scratch_epoch_weights: list = field(default_factory=list)  # scratch, same points
@@ -178,13 +179,13 @@ class Lockstep:
 
     def __init__(self, stepper, model, dtype: str, optimizer: str):
         self.stepper, self.model = stepper, model
-        self.adam = optimizer == "adam"
+        self.slots = stepper.slot_names  # the optimizer's slots, synced and compared
         rule = None
-        if self.adam:
+        if optimizer in ADAM_RULE:  # Adam's update judged after what m, v explain
             keras_adam = stepper.optimizer
             rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
                     float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
-        self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.adam, rule)
+        self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.slots, rule)
         self.forward_rtol = tolerances.get("forward", dtype, model.spec).rtol
         self.decisions = decision_layers(model, stepper.keras_model)
         self.failing_probes = 0
@@ -223,7 +224,7 @@ class Lockstep:
         self.run.losses.append(out.loss)
         self.run.correct.append(out.correct)
         self.run.weight_use.append(_worst(entries, "weights"))
-        self.run.state_use.append(_worst(entries, "state") if self.adam else np.nan)
+        self.run.state_use.append(_worst(entries, "state") if self.slots else np.nan)
         self.run.resynced.append(resynced)
         self.last, self.epoch_steps = (after, keras), self.epoch_steps + 1
         nonfinite = "; ".join(e.note for e in entries if e.note)
@@ -270,7 +271,7 @@ class Lockstep:
 
 
 def _worst(entries: list[Entry], kind: str) -> float:
-    """The largest budget use of ``weights`` or of the ``state`` (Adam's moments)."""
+    """The largest budget use of ``weights`` or of the ``state`` (the optimizer's slots)."""
     uses = [e.use for e in entries if quantity_kind(e.quantity) != "iterations"
             and (quantity_kind(e.quantity) == "weights") == (kind == "weights")]  # fmt: skip
     return max(uses, default=0.0)

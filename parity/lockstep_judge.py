@@ -10,6 +10,24 @@ import numpy as np
 from parity import tolerances
 from parity.compare import Comparison, compare
 from parity.lockstep_state import ITERATIONS, Snapshot, is_model_state, quantities
+from reference.optimizers import SLOT_NAMES
+
+# optimizer -> (its weight-update budget, its slots' budget) in parity.tolerances, each
+# measured on that optimizer (benchmarks/lockstep_budget.py); AdamW's update is Adam's
+# once its decay w * wd * lr (bit-identical on both sides) is taken, so it shares Adam's
+BUDGET_KEYS = {
+    "sgd": ("lockstep-weights", None),
+    "momentum": ("lockstep-weights-momentum", "lockstep-momentum-state"),
+    "nesterov": ("lockstep-weights-momentum", "lockstep-momentum-state"),
+    "rmsprop": ("lockstep-weights-rmsprop", "lockstep-rmsprop-state"),
+    "adam": ("lockstep-weights-adam", "lockstep-adam-state"),
+    "adamw": ("lockstep-weights-adam", "lockstep-adam-state"),
+}
+# RMSprop's step does not shrink with a gradient that rounding dominates (a well-classified
+# image at batch 1: v is older, larger gradients'), so the seed rounding reaches its update
+# whole, element by element (parity.tolerances)
+SEED_ROUNDINGS = {"rmsprop": tolerances.LOCKSTEP_SEED_ROUNDINGS_RMSPROP}
+ADAM_RULE = ("adam", "adamw")  # updates alpha * m / (sqrt(v) + eps): Judge._explained applies
 
 # -- budgets ------------------------------------------------------------------------------
 
@@ -51,20 +69,23 @@ class Budgets:
 
     loss_atol: float
     weight_rtol: float
-    state_rtol: float  # Adam's moments
+    state_rtol: float  # the optimizer's slots (0 for plain SGD, which has none)
     eps: float
+    seed_roundings: float = tolerances.LOCKSTEP_SEED_ROUNDINGS  # (RMSprop: its own)
     moving_rtol: float = 0.0  # batch norm's moving statistics (their own scale M)
 
     @classmethod
     def of(cls, dtype: str, optimizer: str, network=None) -> Budgets:
-        """The budgets of ``dtype`` and ``optimizer``; ``network`` (a ``spec.Network``)
-        picks a batch-norm network's own where they exist (``tolerances.get``)."""
-        weights = "lockstep-weights-adam" if optimizer == "adam" else "lockstep-weights"
+        """The budgets of ``optimizer`` (a name of ``reference.optimizers``) in ``dtype``;
+        ``network`` (a ``spec.Network``) picks a batch-norm network's own where they exist
+        (``tolerances.get``)."""
+        weights, state = BUDGET_KEYS[optimizer]
         return cls(
             loss_atol=tolerances.get("lockstep-loss", dtype, network).atol,
             weight_rtol=tolerances.get(weights, dtype, network).rtol,
-            state_rtol=tolerances.get("lockstep-adam-state", dtype, network).rtol,
+            state_rtol=tolerances.get(state, dtype, network).rtol if state else 0.0,
             eps=float(np.finfo(dtype).eps),
+            seed_roundings=SEED_ROUNDINGS.get(optimizer, tolerances.LOCKSTEP_SEED_ROUNDINGS),
             moving_rtol=tolerances.get("lockstep-moving-statistics", dtype).rtol,
         )
 
@@ -78,12 +99,13 @@ class Budgets:
 
     def update_rtol(self, quantity: str, kappa: float) -> float:
         """``rtol`` at a step whose loss gradient has condition ``kappa`` (>= 1):
-        ``rtol + SEED_ROUNDINGS * eps * kappa`` (``parity.tolerances``); 0 for the iteration
-        count (exact). The moving statistics come from the forward pass alone (the batch's
-        mean and variance): no loss gradient in them, so no ``kappa`` term."""
+        ``rtol + seed_roundings * eps * kappa`` (``parity.tolerances``,
+        ``LOCKSTEP_SEED_ROUNDINGS*``); 0 for the iteration count (exact). The moving
+        statistics come from the forward pass alone (the batch's mean and variance): no
+        loss gradient in them, so no ``kappa`` term."""
         if quantity_kind(quantity) in ("iterations", MOVING):
             return self.rtol(quantity)
-        return self.rtol(quantity) + tolerances.LOCKSTEP_SEED_ROUNDINGS * self.eps * kappa
+        return self.rtol(quantity) + self.seed_roundings * self.eps * kappa
 
 
 def seed_condition(probabilities, labels, eps: float) -> float:
@@ -113,13 +135,13 @@ MOVING = "moving statistics"  # batch norm's moving_mean and moving_variance
 
 
 def quantity_kind(quantity: str) -> str:
-    """``weights``, ``momentum``, ``velocity``, ``moving statistics`` or ``iterations``:
-    what shares a scale ``M``."""
+    """``weights``, a slot name (``momentum``, ``velocity``: ``reference.optimizers``),
+    ``moving statistics`` or ``iterations``: what shares a scale ``M``."""
     if quantity == ITERATIONS[1]:
         return "iterations"
     if is_model_state(quantity):
         return MOVING
-    return quantity.rsplit(" ", 1)[-1] if quantity.endswith(("momentum", "velocity")) else "weights"
+    return quantity.rsplit(" ", 1)[-1] if quantity.endswith(SLOT_NAMES) else "weights"
 
 
 # -- per-step judging ---------------------------------------------------------------------
@@ -157,8 +179,8 @@ class Judge:
 
     dtype: str
     budgets: Budgets
-    adam: bool
-    adam_rule: tuple | None = None  # Adam's (learning_rate, beta_1, beta_2, epsilon)
+    slots: tuple[str, ...] = ()  # the optimizer's slot names (reference.optimizers)
+    adam_rule: tuple | None = None  # Adam's, AdamW's (learning_rate, beta_1, beta_2, epsilon)
     tracks: dict = field(default_factory=dict)  # (layer, quantity) -> _Track
     resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
     steps: int = 0
@@ -170,10 +192,10 @@ class Judge:
         rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
         scales: dict = {}
         for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
-            quantities(before, self.adam), quantities(scratch, self.adam),
-            quantities(keras, self.adam), strict=True,
+            quantities(before, self.slots), quantities(scratch, self.slots),
+            quantities(keras, self.slots), strict=True,
         ):  # fmt: skip
-            b = _zeros_if_none(b, s)  # Adam's moments start at zero, as in Keras
+            b = _zeros_if_none(b, s)  # an optimizer's slots start at zero, as in Keras
             arrays = None
             if quantity != ITERATIONS[1]:
                 arrays = tuple(np.asarray(a, dtype=np.float64) for a in (b, s, k))
@@ -285,7 +307,7 @@ class Judge:
             return ""
         rtol, base = (self.budgets.update_rtol(entry.quantity, entry.kappa),
                       self.budgets.rtol(entry.quantity))  # fmt: skip
-        seed = tolerances.LOCKSTEP_SEED_ROUNDINGS
+        seed = self.budgets.seed_roundings
         rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
                 f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
                 f" + {rtol:.1e}*{entry.scale:.3e}, M the step's largest "

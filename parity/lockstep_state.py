@@ -22,16 +22,13 @@ def is_model_state(name: str) -> bool:
 
 
 def scratch_state(optimizer):
-    """A copy of a scratch optimizer's state (``scratch.optim.SGD``/``Adam``), in the
+    """A copy of a scratch optimizer's state (``scratch.optim``: its ``iterations`` and its
+    ``slots``, ``{slot: {(layer, weight): array}}``, empty before the first step), in the
     form the Keras side takes (``reference.lockstep_step.OptimizerState``)."""
     from reference.lockstep_step import OptimizerState
-    from scratch.optim import Adam
 
-    state = OptimizerState(int(optimizer.iterations))
-    if isinstance(optimizer, Adam):  # Adam: {(layer, weight): array}, empty before the first step
-        state.momentums = _tree(optimizer.momentums)
-        state.velocities = _tree(optimizer.velocities)
-    return state
+    slots = {name: _tree(by_key) for name, by_key in getattr(optimizer, "slots", {}).items()}
+    return OptimizerState(int(optimizer.iterations), slots)
 
 
 def _tree(by_key: dict) -> dict:
@@ -57,16 +54,17 @@ class Snapshot:
         return cls(model.snapshot(), scratch_state(optimizer))
 
 
-def quantities(snapshot: Snapshot, adam: bool):
-    """``(layer, quantity, array)`` of everything lockstep compares after a step."""
+def quantities(snapshot: Snapshot, slots: tuple[str, ...]):
+    """``(layer, quantity, array)`` of everything lockstep compares after a step: every
+    weight, then every weight's ``slots`` (``reference.optimizers``: quantity
+    ``"<weight> <slot>"``, None where the state has none yet), then the iteration count."""
     for layer, weights in snapshot.weights.items():
         for weight, array in weights.items():
             yield layer, weight, array
-    if adam:
-        for name, tree in (("momentum", snapshot.state.momentums),
-                           ("velocity", snapshot.state.velocities)):  # fmt: skip
-            for layer, weights in snapshot.weights.items():
-                for weight in weights:
-                    if not is_model_state(weight):  # moving statistics: no optimizer slots
-                        yield layer, f"{weight} {name}", (tree or {}).get(layer, {}).get(weight)
+    for name in slots:
+        tree = snapshot.state.slots.get(name, {})
+        for layer, weights in snapshot.weights.items():
+            for weight in weights:
+                if not is_model_state(weight):  # moving statistics: no optimizer slots
+                    yield layer, f"{weight} {name}", tree.get(layer, {}).get(weight)
     yield *ITERATIONS, np.array(snapshot.state.iterations, dtype=np.int64)

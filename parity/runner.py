@@ -13,12 +13,16 @@ way a test plants a bug (see ``parity.plant``).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from parity import start_up
 from parity.checks import (
     common,
     derivations,
@@ -193,18 +197,36 @@ def run(config: RunConfig, *, in_process: bool = False, batches: Batches | None 
 def _run_children(config: RunConfig, batches: Batches) -> list[dict]:
     from reference.backend import run_in_dtype_process
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(config.dtypes)) as pool:
+    workers = len(config.dtypes)
+    with (tempfile.TemporaryDirectory(prefix="parity-start-") as signals,
+          concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool):  # fmt: skip
+        ready = {dtype: Path(signals) / dtype for dtype in config.dtypes}
+        started = time.perf_counter()
+        progress(f"starting one process per dtype ({', '.join(config.dtypes)}): importing "
+                 "TensorFlow, typically 6-19 s")  # fmt: skip
+        job = functools.partial(run_dtype, started=time.time())  # ready lines count from here
         futures = [
-            pool.submit(run_in_dtype_process, dtype, run_dtype, config, dtype, batches)
-            for dtype in config.dtypes
+            pool.submit(run_in_dtype_process, d, job, config, d, batches, ready=ready[d])
+            for d in config.dtypes
         ]
+        start_up.wait(list(ready.values()), futures, started, progress)
         return [f.result() for f in futures]
 
 
-def run_dtype(config: RunConfig, dtype: str, batches: Batches) -> dict:
-    """Every check for every model in one dtype (runs inside the dtype's process)."""
+def run_dtype(config: RunConfig, dtype: str, batches: Batches, ready: Path | None = None,
+              started: float | None = None) -> dict:  # fmt: skip
+    """Every check for every model in one dtype (runs inside the dtype's process, which
+    ``reference.backend`` configured, TensorFlow imported, before this call). ``ready``:
+    a file created first thing, the parent's sign that the start-up is over; ``started``:
+    the parent's ``time.time()`` when it started this process (for the ready line)."""
     from reference import backend
     from scratch.models import register_user_code
+
+    if ready is not None:
+        ready.touch()
+    if started is not None:
+        progress(f"{dtype}: TensorFlow imported, process ready after "
+                 f"{time.time() - started:.1f} s")  # fmt: skip
 
     for code in config.user_code:
         register_user_code(code)
@@ -255,6 +277,8 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     for state in config.states:
         t0 = time.perf_counter()
         ctx.state = state
+        if state == "trained":  # the model's own training steps: seconds to minutes
+            progress(f"{name} {dtype} {state}: weights ({config.train_steps} SGD steps)")
         try:
             _set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, ctx.model)
@@ -345,18 +369,22 @@ def _diagnose(ctx: Context, rows: dict) -> None:
     from parity.diagnosis import layout
     from parity.diagnosis.signatures import signature_rows
 
-    found = _guarded(ctx, DIAGNOSIS, signature_rows)
+    progress(f"{ctx.name} {ctx.dtype} {ctx.state}: {DIAGNOSIS}")  # one phase, one line
+    found = _guarded(ctx, DIAGNOSIS, signature_rows, announce=False)
     failing = layout.failing_layers(rows, ctx.state)
     if failing and ctx.state == layout.STATE:  # nothing fails: nothing to search
-        found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing))
+        found += _guarded(ctx, DIAGNOSIS, lambda c: layout.layout_rows(c, failing),
+                          announce=False)  # fmt: skip
     rows[DIAGNOSIS] += [r for r in found if "signature" in r]
     rows["errors"] += [r for r in found if "signature" not in r]  # it raised: an ERROR row
 
 
-def _guarded(ctx: Context, check: str, rows_of):
-    """``rows_of(ctx)``, or one ``ERROR`` row if it raised.
-    A progress line first: with a user's loop-style code one check can take a minute."""
-    progress(f"{ctx.name} {ctx.dtype} {ctx.state}: {check}")
+def _guarded(ctx: Context, check: str, rows_of, announce: bool = True):
+    """``rows_of(ctx)``, or one ``ERROR`` row if it raised. A progress line first unless
+    ``announce`` is False (the caller printed it): with a user's loop-style code one check
+    can take a minute."""
+    if announce:
+        progress(f"{ctx.name} {ctx.dtype} {ctx.state}: {check}")
     try:
         return rows_of(ctx)
     except Exception as exc:

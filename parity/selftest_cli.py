@@ -103,7 +103,7 @@ def _at_most(seeds: int, option: str, text, default: int) -> int:
 
 def selftest_command(args) -> int:
     """``parity selftest``: 0 every bug caught and no false alarm, 1 otherwise, 2 bad usage."""
-    from parity.data import DataError
+    from parity.data import DataError, load_mnist
     from parity.reports import ReportError, check_writable, write_report
 
     if args.list:
@@ -112,6 +112,7 @@ def selftest_command(args) -> int:
     try:
         options = options_from_args(args)
         check_writable(args.out)
+        load_mnist(options.data, argument="--data")  # its errors name the option as typed
         runner.load_batches(runner.RunConfig(images=options.images, data=options.data))
     except (UsageError, DataError, ReportError) as error:
         print(f"parity selftest: {error}", file=sys.stderr)

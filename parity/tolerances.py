@@ -74,6 +74,11 @@ PREPROCESSING_FLOAT64 = Tolerance(0.0, 1e-14, measured=2.2e-16, reason=(
     "5,000 bundled images: x * (1/255) - 0.5 is 2.2e-16 off, (x - 127.5) / 255 1.1e-16; x45. "
     "The faults it is for are O(1) (centring wrapped in uint8: 1.0) or O(255) (unscaled); "
     "a float32 computation cast back (5.9e-8) fails it, a precision loss in a float64 run"))
+PREPROCESSING_FLOAT32 = Tolerance(0.0, 1e-6, measured=1.19e-7, reason=(
+    "a user's float32 preprocessing vs the reference computed in float32 (x / 255, then + "
+    "offset), on all 5,000 bundled images: x * (1/255) - 0.5 is 1 ulp(0.5) off (1.19e-7 "
+    "of max|ref| 0.5), the float64 result cast to float32 and (x - 127.5) / 255 half of "
+    "that; x8. The faults it is for are O(1) or O(255), as in float64"))
 # Training curves, free-running (issue 6; measured by parity.checks.training on zhou, seed 0, SGD
 # 0.005, batch 1, 3 epochs x 1,000 images; atol on per-step |loss difference|, rtol on
 # weights after training). float64 only: float32 free-running curves drift chaotically
@@ -83,6 +88,12 @@ TRAINING_LOSS_FLOAT64 = Tolerance(1e-13, 0.0, measured=1.07e-14, reason=(
     "per-step loss, absolute (losses are O(1)); rounding accumulates over 3,000 steps; x10"))
 TRAINING_WEIGHTS_FLOAT64 = Tolerance(0.0, 2e-14, measured=2.2e-15, reason=(
     "norm-wise weights after the last epoch (dense kernel worst); x10"))
+TRAINING_LOSS_RMSPROP_FLOAT64 = Tolerance(2e-12, 0.0, measured=1.63e-13, reason=(
+    "RMSprop batch 1 per-step loss, chw seed 2 (zhou, two-conv, chw, chw-relu x seeds 0-2; "
+    "batch 32: 8.9e-16): its step amplifies a gradient element's rounding up to 1/sqrt(eps) "
+    "x SGD's, and the loss drifts ~5e-17 per step over 3,000 (LOCKSTEP_SEED_ROUNDINGS_"
+    "RMSPROP's note); the lockstep steps are within rounding; x12. Momentum, Nesterov "
+    "(1.7e-14) and AdamW (1.8e-14) keep TRAINING_LOSS_FLOAT64"))
 # Adam (issue 7; measured by the training check, Adam lr 0.001, batch 32, 3 epochs x 1,000 images,
 # models zhou, two-conv, chw, chw-relu x seeds 0-2). Adam divides by sqrt(v): where a batch
 # gradient cancels (a sum of mixed-sign terms), its summation-order error relative to itself
@@ -134,6 +145,54 @@ LOCKSTEP_ADAM_STATE_FLOAT64 = Tolerance(0.0, 3e-13, measured=2.56e-14, reason=(
     "v); chw seed 1 conv bias momentum worst; x12"))
 LOCKSTEP_ADAM_STATE_FLOAT32 = Tolerance(0.0, 2e-4, measured=1.26e-5, reason=(
     "float32 m and v, same rule; chw seed 2 conv kernel momentum worst; x16"))
+# Optimizers of issue 15 (reference/optimizers.py), measured by benchmarks/lockstep_budget.py
+# like the ones above (zhou, two-conv, chw, chw-relu x seeds 0-2, 3 epochs x 1,000 images,
+# each optimizer's default learning rate; momentum and Nesterov batch 1, RMSprop batch 1
+# and 32; load average 8-12, same CPU). AdamW uses Adam's budgets: its decay w * wd * lr is
+# the same operations on the same numbers on both sides, bit-identical (measured at batch 1:
+# update 1.3e-16 / 7.2e-8 of Adam's 8e-15 / 2e-6; moments 8.1e-14 / 1.1e-4 of 3e-13 /
+# 2e-4, the float32 one at kappa 1,550 where the seed term adds 4.6e-4; 4.1e-5 without it).
+# SGD momentum: the velocity m = mu*m - lr*g carries the gradient's rounding; the weight
+# update is m itself (Nesterov: mu*m - lr*g again), so its excess over one rounding of w
+# is small (momentum) or the gradient's (Nesterov).
+LOCKSTEP_WEIGHTS_MOMENTUM_FLOAT64 = Tolerance(0.0, 6e-15, measured=5.46e-16, reason=(
+    "momentum/Nesterov update vs the step's largest update; Nesterov chw-relu conv bias "
+    "(its 676-term sums cancel) worst; x11"))
+LOCKSTEP_WEIGHTS_MOMENTUM_FLOAT32 = Tolerance(0.0, 3e-4, measured=2.49e-5, reason=(
+    "float32, same rule; Nesterov chw seed 1 conv kernel (momentum alone: 4.2e-7); x12"))
+LOCKSTEP_MOMENTUM_STATE_FLOAT64 = Tolerance(0.0, 5e-13, measured=4.16e-14, reason=(
+    "SGD's velocity m after the step, its change vs the step's largest change of any m; "
+    "Nesterov two-conv dense kernel worst (momentum: 2.9e-14); x12"))
+LOCKSTEP_MOMENTUM_STATE_FLOAT32 = Tolerance(0.0, 1e-3, measured=1.58e-4, reason=(
+    "float32 velocity, same rule; Nesterov chw seed 1 conv kernel at kappa 6.85 worst, the "
+    "other 23 model/seed/optimizer runs <= 1.9e-5; x6.3, capped at 1e-3 so that a 1% slot "
+    "bug stays caught (test_checks). The sign-flipped velocity is 2"))
+# RMSprop divides by sqrt(v + eps) element by element: a gradient element's relative
+# rounding reaches its update whole (SGD: lr times its absolute rounding). At batch 1 on a
+# well-classified image (kappa 1e4-1e9) the gradient is mostly the seed's rounding and v
+# is older, larger gradients', so the update does not shrink with it: the seed term needs
+# 1.98 * eps * kappa in float64 (two-conv dense kernel, kappa 4.4e4) and 2.12 in float32
+# (chw dense kernel at kappa's cap 1 / eps, where the gradient is all rounding); SGD's
+# worst is 0.244: hence its own constant. Freely running, that sensitivity (up to
+# 1 / sqrt(eps) = 3,162 x SGD's on an element whose v is below eps) accumulates: the
+# per-step loss drifts ~5e-17 per step.
+LOCKSTEP_SEED_ROUNDINGS_RMSPROP = 25.0  # measured need 2.12, chw float32 seed 0; x12
+LOCKSTEP_WEIGHTS_RMSPROP_FLOAT64 = Tolerance(0.0, 1.5e-12, measured=1.23e-13, reason=(
+    "RMSprop update beside the seed term, batch 1 chw seed 1 conv kernel at kappa 1 worst "
+    "(batch 32: 6.6e-14); x12"))
+LOCKSTEP_WEIGHTS_RMSPROP_FLOAT32 = Tolerance(0.0, 1e-3, measured=1.2e-4, reason=(
+    "float32, same rule; batch 1 two-conv seed 0 second conv kernel (batch 32: 4.1e-5); "
+    "x8.3, capped at 1e-3 (a 1% bug stays caught). cs231n's epsilon outside the root is "
+    "1.6 x Keras's update at step 1"))
+LOCKSTEP_RMSPROP_STATE_FLOAT64 = Tolerance(0.0, 4e-12, measured=3.07e-13, reason=(
+    "RMSprop's v after the step (v's change, (1 - rho)(g^2 - v), vs the largest); chw "
+    "seed 0 conv bias velocity at batch 1 (its sums cancel; g^2 doubles their relative "
+    "error) worst; x13"))
+LOCKSTEP_RMSPROP_STATE_FLOAT32 = Tolerance(0.0, 1e-3, measured=4.87e-4, reason=(
+    "float32 v, same rule and same worst (batch 32: 9.8e-5; seeds 3-4 at batch 1: 4.8e-4, "
+    "chw seed 4): x2.05 only, capped at 1e-3 so that a 1% bug in v stays caught. v's change "
+    "(1 - rho)(g^2 - v) cancels where g^2 ~ v, so the change is a poor scale for its "
+    "rounding; a scale of the terms, (1 - rho) g^2, would judge it with a wider margin"))
 # fmt: on
 
 
@@ -270,7 +329,9 @@ TABLE = {
     ("gradients", "float32"): GRADIENTS_FLOAT32,
     ("derivations", "float64"): DERIVATIONS_FLOAT64,
     ("preprocessing", "float64"): PREPROCESSING_FLOAT64,
+    ("preprocessing", "float32"): PREPROCESSING_FLOAT32,
     ("training-loss", "float64"): TRAINING_LOSS_FLOAT64,
+    ("training-loss-rmsprop", "float64"): TRAINING_LOSS_RMSPROP_FLOAT64,
     ("training-weights", "float64"): TRAINING_WEIGHTS_FLOAT64,
     ("training-weights-adam", "float64"): TRAINING_WEIGHTS_ADAM_FLOAT64,
     ("lockstep-loss", "float64"): LOCKSTEP_LOSS_FLOAT64,
@@ -281,6 +342,14 @@ TABLE = {
     ("lockstep-weights-adam", "float32"): LOCKSTEP_WEIGHTS_ADAM_FLOAT32,
     ("lockstep-adam-state", "float64"): LOCKSTEP_ADAM_STATE_FLOAT64,
     ("lockstep-adam-state", "float32"): LOCKSTEP_ADAM_STATE_FLOAT32,
+    ("lockstep-weights-momentum", "float64"): LOCKSTEP_WEIGHTS_MOMENTUM_FLOAT64,
+    ("lockstep-weights-momentum", "float32"): LOCKSTEP_WEIGHTS_MOMENTUM_FLOAT32,
+    ("lockstep-momentum-state", "float64"): LOCKSTEP_MOMENTUM_STATE_FLOAT64,
+    ("lockstep-momentum-state", "float32"): LOCKSTEP_MOMENTUM_STATE_FLOAT32,
+    ("lockstep-weights-rmsprop", "float64"): LOCKSTEP_WEIGHTS_RMSPROP_FLOAT64,
+    ("lockstep-weights-rmsprop", "float32"): LOCKSTEP_WEIGHTS_RMSPROP_FLOAT32,
+    ("lockstep-rmsprop-state", "float64"): LOCKSTEP_RMSPROP_STATE_FLOAT64,
+    ("lockstep-rmsprop-state", "float32"): LOCKSTEP_RMSPROP_STATE_FLOAT32,
     ("lockstep-moving-statistics", "float64"): LOCKSTEP_MOVING_FLOAT64,
     ("lockstep-moving-statistics", "float32"): LOCKSTEP_MOVING_FLOAT32,
     ("forward-batchnorm", "float64"): FORWARD_BATCHNORM_FLOAT64,

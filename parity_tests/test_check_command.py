@@ -156,19 +156,76 @@ def test_training_through_the_example_passes(tmp_path):
     assert set(summary["check"]) == {"training"} and set(summary["status"]) == {PASS}
 
 
+# Faults in the classes' API found when they are built, before any of their methods runs:
+# exit 2 naming the file and line of the class, the class, the attribute or method, the
+# rule as the blog defines it and what was found; nothing is written. A factory's wrong
+# weight shape exits 2 the same way (test_check_factory.py).
+API_FAULTS = {
+    "biases-column": ({"softmax.py": ("np.zeros(nodes)", "np.zeros((nodes, 1))")},
+                      ["softmax.py:9: class Softmax: invalid attribute `biases` after "
+                       "Softmax(1352, 10). Expected a numpy array of shape (10,) (the blog "
+                       "API: Softmax(input_len, nodes) holds `weights` (input_len, nodes) and "
+                       "`biases` (nodes,)", "Received shape (10, 1)."]),
+    "biases-renamed": ({"softmax.py": ("self.biases = np.zeros(nodes)",
+                                       "self.bias = np.zeros(nodes)")},
+                       ["softmax.py:9: class Softmax: invalid attribute `biases`",
+                        "Received no attribute `biases` (attributes: bias (10,), weights "
+                        "(1352, 10))."]),
+    "pool-takes-learn-rate": ({"maxpool.py": ("def backprop(self, d_L_d_out):",
+                                              "def backprop(self, d_L_d_out, learn_rate):")},
+                              ["maxpool.py:30 in MaxPool2.backprop: the signature (d_L_d_out, "
+                               "learn_rate) cannot take the call MaxPool2.backprop(d_L_d_out)",
+                               "backprop(d_L_d_out), no learning rate"]),
+    "constructor-signature": ({"conv.py": ("def __init__(self, num_filters):",
+                                           "def __init__(self, num_filters, size):")},
+                              ["conv.py:9: Conv3x3(8) raised TypeError", "'size'",
+                               "Expected the blog API: Conv3x3(num_filters)"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(API_FAULTS))
+def test_api_faults_found_when_the_classes_are_built_exit_2_naming_them(tmp_path, check,
+                                                                       capsys, case):  # fmt: skip
+    plant, words = API_FAULTS[case]
+    folder = _user_code(tmp_path, replace=plant)
+    code, summary = check(folder, *FAST)
+    err = capsys.readouterr().err
+    assert code == 2 and summary is None, err
+    assert all(f"{folder}/{w}" in err or w in err for w in words), err
+    assert str(folder) in err and "scratch/" not in err and "Traceback" not in err
+
+
 @pytest.mark.keras
-def test_biases_stored_as_a_column_are_an_error_row_not_a_traceback(tmp_path, check, capsys):
-    folder = _user_code(
-        tmp_path, replace={"softmax.py": ("np.zeros(nodes)", "np.zeros((nodes, 1))")}
-    )
+def test_logits_not_cached_are_error_rows_at_the_users_forward(tmp_path, check, capsys):
+    # `last_totals` is set by forward only: found while running the user's code, an ERROR
+    # row in every check that ran forward, placed at the user's Softmax.forward (not at the
+    # adapter that noticed), printed once under the table.
+    folder = _user_code(tmp_path, replace={"softmax.py": ("self.last_totals = totals",
+                                                          "self.cached = totals")})  # fmt: skip
+    softmax = folder / "softmax.py"  # its backprop reads the logits back from `cached` too
+    softmax.write_text(softmax.read_text().replace("self.last_totals", "self.cached"))
     code, summary = check(folder, *FAST)
     assert code == 3
-    message = summary.loc[summary["status"] == ERROR, "message"].iloc[0]
-    assert "Softmax.biases: expected shape (10,)" in message and "(10, 1)" in message
-    printed = capsys.readouterr()
-    assert "Traceback" not in printed.err
-    # the console says why, not only summary.csv: the ERROR row's message under the table
-    assert "messages:" in printed.out and "Softmax.biases: expected shape (10,)" in printed.out
+    errors = summary[summary["status"] == ERROR]
+    assert len(errors) > 1
+    where = f"(at {folder}/softmax.py:17 in Softmax.forward)"
+    assert errors["message"].str.contains(where, regex=False).all(), errors["message"].iloc[0]
+    assert errors["message"].str.contains("Found after forward: attributes: biases (10,), "
+                                          "cached (10,)", regex=False).all()  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.count("did not set `self.last_totals`") == 1 and where in out
+    assert f"ERROR in {len(errors)} rows" in out and "user_blog.py" not in out
+
+
+@pytest.mark.keras
+def test_a_later_layer_returning_none_is_placed_at_its_backprop(tmp_path, check):
+    folder = _user_code(tmp_path, replace={"maxpool.py": ("        return d_L_d_input\n",
+                                                          "        return None\n")})  # fmt: skip
+    code, summary = check(folder, *FAST)
+    message = summary.loc[summary["status"] == ERROR, "message"]
+    assert code == 3 and len(message)
+    assert message.str.contains(f"(at {folder}/maxpool.py:30 in MaxPool2.backprop)",
+                                regex=False).all(), message.iloc[0]  # fmt: skip
 
 
 @pytest.mark.parametrize(

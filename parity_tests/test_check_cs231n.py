@@ -10,7 +10,7 @@ from parity.checks import sweep
 from parity.compare import ERROR, FAIL, PASS, is_failure
 from scratch.chw_model import build_chw_relu
 from scratch.cs231n_api import ChannelsFirstModel
-from scratch.user_code import UserCode, load, locate
+from scratch.user_code import UserCode, UserCodeError, load, locate
 from scratch.user_cs231n import UserCs231nModel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cs231n" / "layers.py"
@@ -151,6 +151,8 @@ def test_exception_in_the_users_method_is_an_error_row_exit_3(tmp_path, check, c
     message = summary.loc[summary["status"] == ERROR, "message"].iloc[0]
     assert "Linear.backward returned an array of shape (8, 13, 13)" in message
     assert "(dx, dw, db)" in message and "Traceback" not in capsys.readouterr().err
+    # placed at the user's method that returned it, not at the adapter that noticed
+    assert message.endswith(f"(at {tmp_path}/layers.py:112 in Linear.backward)"), message
 
 
 # -- the sweep: each layer alone at settings the fixed network never uses ----------------------
@@ -371,13 +373,27 @@ def test_cs231n_code_that_cannot_be_located_or_imported_exits_2(tmp_path, capsys
 @pytest.mark.parametrize(
     "edit,message",
     [(("self.bias = np.zeros(out_features)", "self.bias = np.zeros((out_features, 1))"),
-      "Linear.bias: expected shape (10,) (the cs231n API), received (10, 1)."),
+      "layers.py:96: class Linear: invalid attribute `bias` after Linear(1352, 10). Expected a "
+      "numpy array of shape (10,) (the cs231n API: Linear(in_features, out_features) holds "
+      "`weights` (in, out) and `bias` (out,)). Received shape (10, 1)."),
      (("self.weights = 1e-3 *", "self.W = 1e-3 *"),
-      "Linear has no array attribute `weights` after construction")],
-    ids=["bias-column", "weights-renamed"],
+      "layers.py:96: class Linear: invalid attribute `weights` after Linear(1352, 10). "
+      "Expected a numpy array of shape (1352, 10)"),
+     (("    def backward(self, dout):\n        dx_pad", "    def backward(self):\n        dx_pad"),
+      "in Conv.backward: the signature () cannot take the call Conv.backward(dout)"),
+     (("def softmax_loss(scores, y):", "def softmax_loss(scores):"),
+      "in softmax_loss: the signature (scores) cannot take the call softmax_loss(scores, y)"),
+     (("def __init__(self, in_channels, out_channels, filter_size, pad=0, stride=1):",
+       "def __init__(self, in_channels, out_channels, filter_size, padding=0, stride=1):"),
+      "layers.py:12: Conv(1, 8, 3, pad=0, stride=1) raised TypeError")],
+    ids=["bias-column", "weights-renamed", "backward-signature", "loss-signature",
+         "constructor-keyword"],
 )  # fmt: skip
-def test_weights_of_the_wrong_name_or_shape_are_refused_naming_class_and_attribute(
-    tmp_path, edit, message
-):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        UserCs231nModel(load(locate(_planted(tmp_path, edit))))
+def test_api_faults_found_when_the_classes_are_built_exit_2_naming_them(tmp_path, check, capsys,
+                                                                       edit, message):  # fmt: skip
+    path = _planted(tmp_path, edit)
+    with pytest.raises(UserCodeError, match=re.escape(message)):
+        UserCs231nModel(load(locate(path)))
+    code, summary = check(path, *FAST)  # the command: exit 2, nothing written
+    err = capsys.readouterr().err
+    assert code == 2 and summary is None and message in err and str(path) in err, err

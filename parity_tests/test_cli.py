@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +13,9 @@ REPORT_FILES = {"summary.csv", "forward.csv", "gradients.csv", "isolation.csv", 
                 "diagnosis.csv",
                 "ties.csv",
                 "environment.json", "index.html"}  # fmt: skip
+
+
+EXAMPLE_BLOG = Path(__file__).resolve().parents[1] / "examples" / "blog"
 
 
 def _run(tmp_path, *args):
@@ -34,7 +38,8 @@ def _folders(tmp_path):
         (["--images", "0"], "--images", "'0'"),
         (["--images", "many"], "--images", "'many'"),
         (["--epochs", "-1"], "--epochs", "'-1'"),
-        (["--optimizer", "rmsprop"], "--optimizer", "'rmsprop'"),
+        (["--optimizer", "adagrad"], "--optimizer", "'adagrad'"),
+        (["--optimizer", "sgd,adam"], "--optimizer", "'sgd,adam'"),
         (["--lr", "0"], "--lr", "'0'"),
         (["--lr", "nan"], "--lr", "'nan'"),
         (["--batch-size", "0"], "--batch-size", "'0'"),
@@ -56,6 +61,7 @@ def _folders(tmp_path):
         "non-integer-images",
         "negative-epochs",
         "unknown-optimizer",
+        "two-optimizers",
         "zero-lr",
         "nan-lr",
         "zero-batch-size",
@@ -76,10 +82,23 @@ def test_bad_option_exits_2_naming_argument_rule_and_value(tmp_path, capsys, arg
     assert _folders(tmp_path) == []
 
 
-def test_missing_data_file_exits_2_and_names_it(tmp_path, capsys):
-    assert _run(tmp_path, "--data", str(tmp_path / "nope.npz")) == 2
+@pytest.mark.parametrize("command", ["run", "check", "selftest"])
+@pytest.mark.parametrize("data", ["nope.npz", "keras", "bad.npz"],
+                         ids=["missing", "no-cache", "bad"])  # fmt: skip
+def test_data_errors_name_the_option_as_typed(tmp_path, capsys, monkeypatch, command, data):
+    # Every --data message says `--data` (what the user typed), never the Python name `data`.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no Keras cache there
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    given = data if data == "keras" else str(tmp_path / data)
+    path = [str(EXAMPLE_BLOG)] if command == "check" else []
+    out = tmp_path / "out"
+    assert cli.main([command, *path, "--data", given, "--out", str(out), "--epochs", "0"]
+                    if command != "selftest" else
+                    [command, "--data", given, "--out", str(out)]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "argument `data`" in err and "nope.npz" in err and _folders(tmp_path) == []
+    assert f"parity {command}: Invalid value for argument `--data`." in err, err
+    assert f"Received --data='{given}'" in err and "argument `data`" not in err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_unwritable_out_exits_2(tmp_path, capsys):
@@ -278,3 +297,26 @@ def test_run_help_lists_the_model_names(capsys):
 
     assert cli.main(["run", "--help"]) == 0
     assert ", ".join(MODEL_NAMES) in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_help_lists_every_optimizer_with_its_keras_class(command, capsys):
+    from reference.optimizers import OPTIMIZERS
+
+    assert cli.main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name, kind in OPTIMIZERS.items():
+        assert f"{name} = {kind.describe()}" in out
+    assert "0.0005 for momentum, nesterov; 0.001 for rmsprop, adam, adamw" in out
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.005), ("momentum", 0.0005),
+                                           ("nesterov", 0.0005), ("rmsprop", 0.001),
+                                           ("adam", 0.001), ("adamw", 0.001)])  # fmt: skip
+def test_optimizer_option_sets_the_schedule_with_its_default_learning_rate(optimizer, lr):
+    for command in (["run"], ["check", "user.py"]):
+        args = cli.build_parser().parse_args([*command, "--optimizer", optimizer])
+        training = cli.training_from_args(args)
+        assert (training.optimizer, training.learning_rate) == (optimizer, lr)
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
+    assert cli.training_from_args(args).learning_rate == 0.1

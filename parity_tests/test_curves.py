@@ -35,7 +35,7 @@ def test_epoch_orders_are_fresh_per_epoch_and_reproducible():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("optimizer", "rmsprop"), ("batch_size", 0), ("epochs", -1), ("learning_rate", float("nan")),
+    [("optimizer", "adagrad"), ("batch_size", 0), ("epochs", -1), ("learning_rate", float("nan")),
      ("dtype", "float16"), ("keras_paths", ("predict",)), ("keras_paths", ("lockstep",))],
 )  # fmt: skip
 def test_bad_config_names_the_argument(field, value):

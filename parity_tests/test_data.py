@@ -265,7 +265,8 @@ def test_bad_npz_exits_2_naming_file_with_no_report(tmp_path, capsys, make, mess
     code, folders = run_cli(tmp_path, make(tmp_path / "bad.npz"), "--images", "2")
     err = capsys.readouterr().err
     assert code == 2 and folders == [] and "Traceback" not in err
-    assert err.startswith(f"parity run: --data {tmp_path}/bad.npz: ")
+    assert err.startswith(f"parity run: Invalid value for argument `--data`. {tmp_path}/bad.npz: ")
+    assert err.rstrip().endswith(f"Received --data='{tmp_path}/bad.npz'.")
     assert re.search(message, err)
 
 

@@ -103,3 +103,19 @@ def test_central_difference_at_chosen_indices_and_non_contiguous_views():
     view = base[:, ::2]  # perturbing it must reach the array f reads
     numeric = fd.central_difference(lambda: float(np.sum(base**2)), view, FD_EPS, [0, 5, 11])
     check(numeric, 2 * view.ravel()[[0, 5, 11]], FD_RTOL, "fd", "d sum(x^2)", "formula")
+
+
+def test_a_vector_loss_is_classified_element_by_element():
+    """Per-example losses: a kink in example 0's loss (relu at exactly 0) leaves the same
+    point judged in example 1, whose loss is smooth there."""
+    x = np.array([0.0, 0.3])
+
+    def losses():
+        return np.array([np.maximum(x[0], 0.0) + x[1] ** 2, 2.0 * x[0] + np.sin(x[1])])
+
+    diff = fd.pointwise(losses, x, range(2))
+    assert diff.values.shape == diff.kinks.shape == (2, 2)  # (points, examples)
+    np.testing.assert_array_equal(diff.kinks, [[True, False], [False, False]])
+    np.testing.assert_allclose(diff.values[0, 1], 2.0, rtol=1e-9)
+    np.testing.assert_allclose(diff.values[1], [0.6, np.cos(0.3)], rtol=1e-9)
+    assert diff.judged_fraction == 0.75

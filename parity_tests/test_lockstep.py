@@ -185,7 +185,7 @@ def _snapshot(w, iterations=0):
 
 
 def _use(before, mine, theirs, rtol=1e-13):
-    judge = lockstep.Judge("float64", lockstep.Budgets(1e-13, rtol, rtol, 2.0**-52), adam=False)
+    judge = lockstep.Judge("float64", lockstep.Budgets(1e-13, rtol, rtol, 2.0**-52))
     entries = judge.measure(_snapshot(before), _snapshot(mine, 1), _snapshot(theirs, 1))
     return {e.quantity: e.use for e in entries}
 
@@ -217,7 +217,7 @@ def test_seed_condition_stays_finite_where_the_label_probability_rounds_to_one()
 
 
 def _use_at(kappa, mine, theirs, before=(1.0, -1.0)):
-    judge = lockstep.Judge("float64", lockstep.Budgets(1e-13, 1e-13, 1e-13, 2.0**-52), adam=False)
+    judge = lockstep.Judge("float64", lockstep.Budgets(1e-13, 1e-13, 1e-13, 2.0**-52))
     entries = judge.measure(_snapshot(before), _snapshot(mine, 1), _snapshot(theirs, 1), kappa)
     return {e.quantity: e.use for e in entries}["kernel"]
 
@@ -233,7 +233,7 @@ def test_update_budget_grows_with_the_loss_gradients_condition():
 
 
 def test_iterations_must_be_equal():
-    judge = lockstep.Judge("float64", lockstep.Budgets(0, 1e-13, 1e-13, 2.0**-52), adam=False)
+    judge = lockstep.Judge("float64", lockstep.Budgets(0, 1e-13, 1e-13, 2.0**-52))
     entries = judge.measure(_snapshot([1.0]), _snapshot([1.0], 1), _snapshot([1.0], 2))
     assert {e.quantity: e.use for e in entries}["iterations"] == np.inf
 

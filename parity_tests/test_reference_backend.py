@@ -83,3 +83,24 @@ def test_tensorflow_start_up_lines_are_held_back_and_other_lines_kept(capfd):
         os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
         os.write(2, b"W0000 something real went wrong\n")
     assert capfd.readouterr().err == "W0000 something real went wrong\n"
+
+
+@pytest.mark.keras
+def test_only_the_harness_own_step_retracing_warning_is_dropped():
+    import logging
+
+    from reference import backend, tf_backend
+
+    backend.configure("float64")
+    logger = tf_backend.tf.get_logger()
+    assert any(isinstance(f, tf_backend.OwnRetracingFilter) for f in logger.filters)
+
+    def passes(message: str) -> bool:
+        record = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, (), None)
+        return all(f.filter(record) for f in logger.filters)
+
+    tail = " triggered tf.function retracing. Tracing is expensive ..."
+    assert not passes("5 out of the last 13 calls to <function tape_step.<locals>.step at 0x7f"
+                      + tail)  # fmt: skip
+    assert passes("5 out of the last 13 calls to <function user_step at 0x7f" + tail)
+    assert passes("a different warning about <function tape_step.<locals>.step at 0x7f")

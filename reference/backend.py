@@ -86,6 +86,7 @@ def configure(dtype: str = "float64", seed: int = DEFAULT_SEED) -> None:
         keras.config.set_floatx(name)
     keras.utils.set_random_seed(seed)
     tf_backend.enable_determinism()
+    tf_backend.quiet_own_retracing()
     _configured.update(dtype=name, seed=seed)
 
 

@@ -7,13 +7,14 @@ module takes that step (``LockstepStepper``, one compiled ``tf.function`` from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from reference import layout as layout_module
 from reference.backend import check_dtype
 from reference.layout import Tree
+from reference.optimizers import keras_slots, kind_of
 from reference.probes import one_hot
 from reference.training import make_optimizer
 
@@ -23,14 +24,14 @@ class OptimizerState:
     """An optimizer's state in scratch layout, as it is at the start (or end) of a step.
 
     ``iterations``: steps taken so far (Keras's ``optimizer.iterations``, scratch's
-    ``optimizer.iterations``). ``momentums``/``velocities``: Adam's first and second
-    moments per weight, ``{layer: {weight: array}}`` shaped like the weights (``None``
-    for SGD, which has no slots).
+    ``optimizer.iterations``). ``slots``: ``{slot: {layer: {weight: array}}}``, each slot
+    shaped like the weights, named as in ``reference.optimizers`` (SGD with momentum:
+    ``momentum``; RMSprop: ``velocity``; Adam, AdamW: ``momentum`` and ``velocity``; plain
+    SGD: none). A slot or weight missing from it is zero (Keras's initial value).
     """
 
     iterations: int
-    momentums: Tree | None = None
-    velocities: Tree | None = None
+    slots: dict[str, Tree] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,11 +54,13 @@ class LockstepStepper:
     """Keras's own training step, started from weights and optimizer state given in
     scratch layout (lockstep training: the twin never runs free).
 
-    Every call assigns the weights and, for Adam, the moments and the iteration count to
-    the twin's variables and its optimizer's slots, then takes one ``tf.GradientTape``
-    step with Keras's optimizer (``opt.apply``), all inside one compiled ``tf.function``,
-    and reads everything back. Keras 3 keeps Adam's slots in ``optimizer._momentums`` /
-    ``_velocities``, one per variable in the order the optimizer was built with (here:
+    Every call assigns the weights, the optimizer's slots (``reference.optimizers``: SGD
+    momentum's velocities, RMSprop's mean squares, Adam's and AdamW's moments) and the
+    iteration count to the twin's variables and its optimizer, then takes one
+    ``tf.GradientTape`` step with Keras's optimizer (``opt.apply``), all inside one
+    compiled ``tf.function``, and reads everything back. Keras 3 keeps each slot in a list
+    on the optimizer (``optimizer._momentums``, ``momentums``, ``_velocities``: the table
+    names it), one variable per weight in the order the optimizer was built with (here:
     the twin's weights in layer order, each mapped to its scratch key by the layout).
 
     Parameters
@@ -99,26 +102,13 @@ class LockstepStepper:
                     self.state_keys.append(key)
                     state_variables.append(variable)
         self._variables, self._state_variables = variables, state_variables
+        self.slot_names = kind_of(optimizer).slot_names
         self.optimizer = make_optimizer(optimizer, learning_rate, self.dtype)
         self.optimizer.build(variables)
-        slots = self._slots(keras_model)
-        self._slots, self._loss_fn = slots, loss_function()
-        self._step = lockstep_step(keras_model, variables, self.optimizer, slots, self._loss_fn,
-                                   state_variables)  # fmt: skip
-
-    def _slots(self, keras_model) -> tuple[list, list]:
-        if self.optimizer_name != "adam":
-            return [], []
-        momentums = getattr(self.optimizer, "_momentums", None)
-        velocities = getattr(self.optimizer, "_velocities", None)
-        if momentums is None or velocities is None or len(momentums) != len(self.keys):
-            import keras
-
-            raise RuntimeError(
-                f"Keras {keras.__version__}: Adam keeps no `_momentums`/`_velocities` list "
-                f"with one slot per weight ({len(self.keys)}); lockstep cannot set its state."
-            )
-        return list(momentums), list(velocities)
+        self._slots = keras_slots(self.optimizer, optimizer, len(self.keys))
+        self._loss_fn = loss_function()
+        self._step = lockstep_step(keras_model, variables, self.optimizer, self._slots,
+                                   self._loss_fn, state_variables)  # fmt: skip
 
     def __call__(self, weights: Tree, state: OptimizerState, x, labels, nudges=None,
                  masks=None) -> KerasStep:  # fmt: skip
@@ -141,16 +131,11 @@ class LockstepStepper:
         to_keras = self.layout.to_keras
         arrays = [to_keras(layer, weight, weights[layer][weight])
                   for layer, weight in (*self.keys, *self.state_keys)]  # fmt: skip
-        moments = ([], [])
-        if self.optimizer_name == "adam":
-            moments = tuple(
-                [to_keras(layer, weight, self._moment(tree, layer, weight))
-                 for layer, weight in self.keys]
-                for tree in (state.momentums, state.velocities)
-            )  # fmt: skip
+        slots = [to_keras(layer, weight, self._slot(state, name, layer, weight))
+                 for name in self.slot_names for layer, weight in self.keys]  # fmt: skip
         x_keras = self.layout.input_to_keras(np.asarray(x))
         y = one_hot(labels, self.units, self.dtype)
-        args = [*arrays, *moments[0], *moments[1], np.int64(state.iterations), x_keras, y]
+        args = [*arrays, *slots, np.int64(state.iterations), x_keras, y]
         if nudges:
             added = {self.layout.keras_key(layer, "input")[0]: to_keras(layer, "input", array)
                      for layer, array in nudges.items()}  # fmt: skip
@@ -163,9 +148,8 @@ class LockstepStepper:
         n, n_state = len(self.keys), len(self.state_keys)
         after = OptimizerState(int(reads[-1]))
         slots = reads[n + n_state : -1]
-        if self.optimizer_name == "adam":
-            after.momentums = self._tree(slots[:n])
-            after.velocities = self._tree(slots[n : 2 * n])
+        for k, name in enumerate(self.slot_names):
+            after.slots[name] = self._tree(slots[k * n : (k + 1) * n])
         correct = np.argmax(probabilities, axis=-1) == np.asarray(labels)
         weights_after = self._tree(reads[:n])
         for layer, arrays_of in self._tree(reads[n : n + n_state], self.state_keys).items():
@@ -183,11 +167,10 @@ class LockstepStepper:
             variable.assign(self.layout.to_keras(layer, weight, weights[layer][weight]))
         return forward(self.keras_model, self.model, x)
 
-    def _moment(self, tree: Tree | None, layer: str, weight: str) -> np.ndarray:
-        """A moment in scratch layout; zeros before the first step (Keras's initial value)."""
-        if tree is None or weight not in tree.get(layer, {}):
-            return np.zeros_like(self.model.params()[layer][weight])
-        return tree[layer][weight]
+    def _slot(self, state: OptimizerState, name: str, layer: str, weight: str) -> np.ndarray:
+        """A slot in scratch layout; zeros before the first step (Keras's initial value)."""
+        array = state.slots.get(name, {}).get(layer, {}).get(weight)
+        return np.zeros_like(self.model.params()[layer][weight]) if array is None else array
 
     def _tree(self, arrays, keys=None) -> Tree:
         out: Tree = {}

@@ -81,10 +81,10 @@ def pool_input_nhwc(model, x) -> np.ndarray:
 
 def scratch_train(model, x, labels, orders, batch_size=1, optimizer="sgd", learning_rate=0.005):
     """Scratch training (``scratch.train.train``): ``(per-step losses, per-step n_correct)``."""
-    from scratch import optim
+    from reference.optimizers import scratch_optimizer
     from scratch.train import train
 
-    opt = optim.SGD(learning_rate) if optimizer == "sgd" else optim.Adam(learning_rate)
+    opt = scratch_optimizer(optimizer, learning_rate)
     history = train(model, x, labels, opt, epochs=len(orders), batch_size=batch_size, orders=orders)
     losses = np.array([s.loss for s in history.steps])
     return losses, np.array([s.n_correct for s in history.steps])

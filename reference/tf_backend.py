@@ -39,6 +39,8 @@ Adam):
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -54,6 +56,31 @@ def list_devices() -> None:
 def enable_determinism() -> None:
     """TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``)."""
     tf.config.experimental.enable_op_determinism()
+
+
+# This module's compiled steps: one tf.function per model and optimizer, by design.
+OWN_FUNCTIONS = ("<function tape_step.<locals>.step", "<function lockstep_step.<locals>.step")
+
+
+class OwnRetracingFilter(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about this module's
+    own steps (:data:`OWN_FUNCTIONS`). Each model gets its own step function, traced once;
+    TensorFlow counts traces by the function's code, so a process that trains more than
+    five models (``parity selftest``, measured: 5 of the last 13 calls) is told it
+    retraces in a loop. Every other warning, retracing of any other function included,
+    passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message
+                    and any(own in message for own in OWN_FUNCTIONS))  # fmt: skip
+
+
+def quiet_own_retracing() -> None:
+    """Install :class:`OwnRetracingFilter` on TensorFlow's logger (once per process)."""
+    logger = tf.get_logger()
+    if not any(isinstance(f, OwnRetracingFilter) for f in logger.filters):
+        logger.addFilter(OwnRetracingFilter())
 
 
 def environment() -> dict:
@@ -210,19 +237,19 @@ def lockstep_step(keras_model, variables, optimizer, slots, loss_fn, state_varia
     """The compiled lockstep step, ``concrete(batch_size)`` (see
     ``reference.lockstep_step.LockstepStepper``).
 
-    Flat tensor arguments ``(*weights, *state, *momentums, *velocities, iterations, x, y)``
-    in the order of ``variables`` and ``state_variables`` (non-trainable: batch norm's
-    moving statistics, assigned before the step and updated by its forward pass). Returns
-    ``concrete(batch_size)``, the function traced for that batch size (cached; at most
-    two: full batches and the shorter last one). Calling a
-    concrete function skips ``tf.function``'s per-call signature matching (most of a small
-    step's cost); a fixed batch size runs about 3x faster than an unknown one (measured).
-    The concrete function returns ``(loss, probabilities, *weights, *state, *slots,
-    iterations)``:
-    the loss and the ``(batch, units)`` probabilities before the step, the rest after it.
+    ``slots``: the optimizer's slot variables, one list per slot (``reference.optimizers``;
+    none for plain SGD), each in the order of ``variables``; ``state_variables``
+    (non-trainable: batch norm's moving statistics) are assigned before the step and
+    updated by its forward pass. Flat tensor arguments ``(*weights, *state, *slots[0],
+    *slots[1], ..., iterations, x, y)``. Returns ``concrete(batch_size)``, the function
+    traced for that batch size (cached; at most two: full batches and the shorter last
+    one). Calling a concrete function skips ``tf.function``'s per-call signature matching
+    (most of a small step's cost); a fixed batch size runs about 3x faster than an unknown
+    one (measured). The concrete function returns ``(loss, probabilities, *weights,
+    *state, *slots, iterations)``: the loss and the ``(batch, units)`` probabilities before
+    the step, the rest after it.
     """
-    momentums, velocities = slots
-    slot_list = momentums + velocities
+    slot_list = [variable for slot in slots for variable in slot]
     assigned = [*variables, *state_variables]
     n_w, n_s = len(assigned), len(slot_list)
 
@@ -264,7 +291,7 @@ def eager_lockstep_step(keras_model, variables, optimizer, slots, loss_fn, array
     """``lockstep_step``'s work, eagerly, with ``added[keras layer]`` (an array in Keras
     layout) added to that layer's input during the step; ``arrays`` as its arguments.
     Returns the same tuple, as numpy arrays."""
-    slot_list = slots[0] + slots[1]
+    slot_list = [variable for slot in slots for variable in slot]
     assigned = [*variables, *state_variables]
     n_w, n_s = len(assigned), len(slot_list)
     for variable, value in zip(assigned + slot_list, arrays[: n_w + n_s], strict=True):

@@ -15,8 +15,9 @@ All take the scratch model's preprocessed inputs (native layout) and integer lab
 one index array per epoch (``orders``, as ``scratch.train.train``), train the twin in
 place, and return a :class:`TrainingRun` whose weights are in scratch layout.
 
-Optimizers (``make_optimizer``): ``SGD(learning_rate)`` and ``Adam(learning_rate,
-epsilon=1e-7)``, built in the configured floatx so the learning rate is a value of that
+Optimizers (``make_optimizer``): every name of ``reference.optimizers.OPTIMIZERS`` (SGD,
+SGD with momentum or Nesterov momentum, RMSprop, Adam, AdamW, with that table's
+hyper-parameters), built in the configured floatx so the learning rate is a value of that
 dtype (float64: exactly 0.005, not the 0.004999999888 of a float32 build or of
 ``tf.cast(0.005, tf.float64)``); checked after building.
 """
@@ -31,10 +32,10 @@ import numpy as np
 from reference import layout as layout_module
 from reference.backend import check_dtype
 from reference.layout import Tree
+from reference.optimizers import NAMES, keras_optimizer
 from reference.probes import one_hot
 
-OPTIMIZERS = ("sgd", "adam")
-ADAM_EPSILON = 1e-7  # Keras's default, and scratch.optim.Adam's
+OPTIMIZERS = NAMES  # reference.optimizers: the one table of optimizers
 PATHS = ("epoch", "fit", "tape")
 EPOCH_CHUNK_STEPS = 5000  # steps per call of the epoch function (progress between calls)
 
@@ -60,19 +61,10 @@ class TrainingRun:
 
 
 def make_optimizer(name: str, learning_rate: float, dtype: str):
-    """Keras ``SGD``/``Adam`` whose learning-rate variable holds ``learning_rate`` in ``dtype``."""
-    import keras
-
+    """The Keras optimizer ``name`` (``reference.optimizers``) whose learning-rate variable
+    holds ``learning_rate`` in ``dtype``; ValueError for an unknown name."""
     dtype = check_dtype(dtype)
-    if name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
-    elif name == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, epsilon=ADAM_EPSILON)
-    else:
-        raise ValueError(
-            f"Invalid value for argument `optimizer`. Expected one of {OPTIMIZERS}. "
-            f"Received optimizer={name!r}."
-        )
+    optimizer = keras_optimizer(name, learning_rate)
     variable = optimizer.learning_rate
     expected = np.dtype(dtype).type(learning_rate)
     if variable.dtype != dtype or variable.numpy() != expected:

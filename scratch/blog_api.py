@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scratch.protocol import Tree
+from scratch.user_api import ApiError, source_of
 from spec.networks import ZHOU
 
 LAYER_NAMES = ZHOU.native_names  # ("conv2d", "max_pooling2d", "flatten", "dense", "softmax")
@@ -122,8 +123,8 @@ def backprop_gradients(conv, pool, softmax, x, labels, dtype, *, logits_gradient
     tree["dense"]["input"] = tree["flatten"]["input"].reshape(n, -1)
     returned = [g["image"] is not None for g in per_image]
     if any(returned) and not all(returned):
-        raise ValueError("Conv3x3.backprop returned None for some images and an array for "
-                         "others.")  # fmt: skip
+        raise ApiError(f"{type(conv).__name__}.backprop returned None for some images and an "
+                       "array for others.", source_of(conv, "backprop"))  # fmt: skip
     if all(returned) and need_input_grad:
         stacked = np.stack([g["image"] for g in per_image])
         tree["conv2d"]["input"] = stacked / stacked.dtype.type(n)
@@ -167,9 +168,10 @@ def backprop_step(conv, pool, softmax, image, label: int, learn_rate, dtype) -> 
 def _returned(gradient, layer) -> np.ndarray:
     """A layer's returned input gradient (a copy); None is an error past the first layer."""
     if gradient is None:
-        raise ValueError(
+        raise ApiError(
             f"{type(layer).__name__}.backprop returned None; the blog API "
-            "returns the gradient of its input (only the first layer may not)."
+            "returns the gradient of its input (only the first layer may not).",
+            source_of(layer, "backprop"),
         )
     return np.array(gradient, copy=True)
 

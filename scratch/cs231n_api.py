@@ -34,6 +34,7 @@ import numpy as np
 
 from scratch.chw import softmax
 from scratch.protocol import HarnessModel, Tree
+from scratch.user_api import ApiError, source_of
 from spec import Network
 
 # Keras kind -> the API's weight attributes, in Keras's (kernel, bias) order.
@@ -191,19 +192,22 @@ class ChannelsFirstModel(HarnessModel):
         result = self.loss_function(given, labels)
         self._watch(self._softmax, "forward", given, seen, "scores", who="softmax_loss")
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise ValueError(
-                f"softmax_loss returned {_describe(result)}; the API returns (mean loss, dscores)."
+            raise ApiError(
+                f"softmax_loss returned {_describe(result)}; the API returns (mean loss, dscores).",
+                source_of(self.loss_function),
             )
         loss, dscores = np.asarray(result[0]), np.array(result[1], copy=True)
         if loss.shape != () or loss.dtype.kind != "f":
-            raise ValueError(
+            raise ApiError(
                 f"softmax_loss returned the loss {_describe(result[0])}; the API returns "
-                "the mean loss, a float."
+                "the mean loss, a float.",
+                source_of(self.loss_function),
             )
         if dscores.shape != np.shape(scores):
-            raise ValueError(
+            raise ApiError(
                 f"softmax_loss returned dscores of shape {dscores.shape} for scores of shape "
-                f"{np.shape(scores)}; the API returns dscores shaped like the scores."
+                f"{np.shape(scores)}; the API returns dscores shaped like the scores.",
+                source_of(self.loss_function),
             )
         # A numpy scalar keeps the dtype it came in; a Python float is cast (exact for
         # float64; float32 rounds the mean once, as Keras's float32 loss is).
@@ -220,9 +224,10 @@ class ChannelsFirstModel(HarnessModel):
             self._watch(name, "backward", d, seen, "dout")
             dx, weights = self._split(name, layer, result)
             if dx is None and name != first:
-                raise ValueError(
+                raise ApiError(
                     f"{type(layer).__name__}.backward returned dx=None; the API returns the "
-                    "gradient of the input (only the first layer may not)."
+                    "gradient of the input (only the first layer may not).",
+                    source_of(layer, "backward"),
                 )
             seen = None if dx is None else np.array(dx, copy=True)
             grads[name] = {"input": seen, **weights}
@@ -234,15 +239,17 @@ class ChannelsFirstModel(HarnessModel):
         cls = type(layer).__name__
         if self.spec.layer(name).kind not in WEIGHTS:
             if isinstance(result, (tuple, list)):
-                raise ValueError(
+                raise ApiError(
                     f"{cls}.backward returned a {type(result).__name__} of {len(result)}; "
-                    "the API returns dx alone for a layer without weights."
+                    "the API returns dx alone for a layer without weights.",
+                    source_of(layer, "backward"),
                 )
             return result, {}
         if not isinstance(result, (tuple, list)) or len(result) != 3:
-            raise ValueError(
+            raise ApiError(
                 f"{cls}.backward returned {_describe(result)}; the API returns (dx, dw, db) "
-                "for a layer with weights."
+                "for a layer with weights.",
+                source_of(layer, "backward"),
             )
         dx, dw, db = result
         return dx, {"kernel": np.array(dw, copy=True), "bias": np.array(db, copy=True)}
@@ -254,7 +261,9 @@ class ChannelsFirstModel(HarnessModel):
         out = {}
         if any(a is None for a in inputs):
             if not all(a is None for a in inputs):
-                raise ValueError(f"`{name}`: backward returned dx=None for some images only.")
+                raise ApiError(f"`{name}` ({self._class(name)}): backward returned dx=None for "
+                               "some images only.",
+                               source_of(dict(self.layers)[name], "backward"))  # fmt: skip
             self._not_provided[(name, "input")] = (
                 f"{self._class(name)}.backward returned dx=None (a first layer need not "
                 "compute the gradient of the image)."

@@ -149,8 +149,13 @@ class SGD(_Slots):
             return
         mu = keras_cast(self.momentum, w.dtype)
         m = self.slot("momentum", key, w)
-        m[...] = m * mu - g * lr
-        w += (m * mu - g * lr) if self.nesterov else m
+        m[...] = self._velocity(m, g, lr, mu)
+        w += self._velocity(m, g, lr, mu) if self.nesterov else m
+
+    def _velocity(self, m, g, lr, mu):
+        """Keras's ``m * mu - g * lr`` (the new velocity; with Nesterov, also the step
+        taken from it)."""
+        return m * mu - g * lr
 
 
 class RMSprop(_Slots):
@@ -180,12 +185,16 @@ class RMSprop(_Slots):
         cast = w.dtype.type
         v = self.slot("velocity", key, w)
         v[...] = cast(self.rho) * v + cast(1 - self.rho) * np.square(g)
-        increment = (cast(self.learning_rate) * g) / np.sqrt(v + cast(self.epsilon))
+        increment = (cast(self.learning_rate) * g) / self._denominator(v, cast(self.epsilon))
         if self.momentum > 0:
             b = self.slot("momentum", key, w)
             b[...] = cast(self.momentum) * b + increment
             increment = b
         w -= increment
+
+    def _denominator(self, v, epsilon):
+        """Keras's ``sqrt(v + epsilon)``: epsilon INSIDE the square root."""
+        return np.sqrt(v + epsilon)
 
 
 class Adam(_Slots):

@@ -26,6 +26,14 @@ import numpy as np
 from scratch import blog_api
 from scratch.blog_api import FLAT, LAYER_NAMES, NUM_CLASSES, NUM_FILTERS, WEIGHTS
 from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree, check_dtype
+from scratch.user_api import (
+    ApiError,
+    check_array,
+    check_signature,
+    construct,
+    describe_attributes,
+    source_of,
+)
 from scratch.user_code import UserCode, load
 from scratch.zhou_model import check_images
 from spec.networks import ZHOU
@@ -35,6 +43,21 @@ USER_CLASSES = {
     "conv2d": "Conv3x3", "max_pooling2d": "MaxPool2", "flatten": "Softmax",
     "dense": "Softmax", "softmax": "Softmax",
 }  # fmt: skip
+# The blog's classes as the harness builds and calls them (issue 13, the blog API).
+CONSTRUCTORS = {"Conv3x3": (NUM_FILTERS,), "MaxPool2": (), "Softmax": (FLAT, NUM_CLASSES)}
+API = {
+    "Conv3x3": "the blog API: Conv3x3(num_filters) holds `filters` (num_filters, 3, 3); "
+    "forward(image), backprop(d_L_d_out, learn_rate)",
+    "MaxPool2": "the blog API: MaxPool2() has forward(input) and backprop(d_L_d_out), "
+    "no learning rate",
+    "Softmax": "the blog API: Softmax(input_len, nodes) holds `weights` (input_len, nodes) "
+    "and `biases` (nodes,); forward(input), backprop(d_L_d_out, learn_rate)",
+}
+METHODS = {
+    "Conv3x3": {"forward": ("image",), "backprop": ("d_L_d_out", "learn_rate")},
+    "MaxPool2": {"forward": ("input",), "backprop": ("d_L_d_out",)},
+    "Softmax": {"forward": ("input",), "backprop": ("d_L_d_out", "learn_rate")},
+}
 LOGITS_GRADIENT = (
     "the blog's Softmax is dense and softmax in one class: its backprop returns no gradient "
     "of the logits (that gradient equals the biases' gradient, compared as dense/bias)."
@@ -58,33 +81,30 @@ class UserBlogModel(HarnessModel):
     def __init__(self, classes: dict[str, type], seed: int = 0, dtype="float64", name="user"):
         self.name = name
         self.dtype = check_dtype(dtype)
-        self.conv = classes["Conv3x3"](NUM_FILTERS)
-        self.pool = classes["MaxPool2"]()
-        self.softmax = classes["Softmax"](FLAT, NUM_CLASSES)
-        self._owners = {"filters": self.conv, "weights": self.softmax, "biases": self.softmax}
-        self._check_weights()
+        self.conv, self.pool, self.softmax = (
+            construct(classes[cls], CONSTRUCTORS[cls], {}, API[cls]) for cls in CONSTRUCTORS
+        )
+        self._check_api()
         rng = np.random.default_rng(seed)  # zhou's order: filters, then softmax weights
         self.conv.filters = (rng.standard_normal((NUM_FILTERS, 3, 3)) / 9).astype(self.dtype)
         self.softmax.weights = (rng.standard_normal((FLAT, NUM_CLASSES)) / FLAT).astype(self.dtype)
         self.softmax.biases = np.zeros(NUM_CLASSES, dtype=self.dtype)
         self._not_provided: dict[tuple[str, str], str] = {("softmax", "input"): LOGITS_GRADIENT}
 
-    def _check_weights(self) -> None:
+    def _check_api(self) -> None:
+        """The constructed objects against the blog API, before any method runs: every
+        weight array's name and shape, every method's name and signature; raises
+        :class:`scratch.user_code.UserCodeError` (exit 2) naming the class's file, the
+        class, the attribute or method, the rule and what was found."""
+        objects = {"Conv3x3": self.conv, "MaxPool2": self.pool, "Softmax": self.softmax}
+        owners = {"filters": "Conv3x3", "weights": "Softmax", "biases": "Softmax"}
         for _, attribute, shape in WEIGHTS:
-            owner = self._owners[attribute]
-            cls = type(owner).__name__
-            array = getattr(owner, attribute, None)
-            if not isinstance(array, np.ndarray):
-                raise ValueError(
-                    f"{cls} has no array attribute `{attribute}` after construction; the "
-                    f"blog API keeps its weights in `{attribute}` {shape}. Received "
-                    f"{type(array).__name__}."
-                )
-            if array.shape != shape:
-                raise ValueError(
-                    f"{cls}.{attribute}: expected shape {shape} (the blog API), received "
-                    f"{array.shape}."
-                )
+            cls = owners[attribute]
+            call = f"{cls}({', '.join(map(str, CONSTRUCTORS[cls]))})"
+            check_array(objects[cls], attribute, shape, call, API[cls])
+        for cls, methods in METHODS.items():
+            for method, arguments in methods.items():
+                check_signature(objects[cls], method, arguments, API[cls])
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -121,7 +141,8 @@ class UserBlogModel(HarnessModel):
             outputs["conv2d"].append(conv)
             outputs["max_pooling2d"].append(pooled)
             outputs["flatten"].append(pooled.reshape(-1))
-            outputs["dense"].append(np.array(_cached(self.softmax, "last_totals"), copy=True))
+            logits = _cached(self.softmax, "last_totals", (NUM_CLASSES,))
+            outputs["dense"].append(np.array(logits, copy=True))
             outputs["softmax"].append(probs)
         return {name: np.stack(arrays) for name, arrays in outputs.items()}
 
@@ -164,12 +185,17 @@ class UserBlogModel(HarnessModel):
         return loss, int(np.count_nonzero(probs.argmax(axis=1) == labels))
 
 
-def _cached(layer, attribute: str):
+def _cached(layer, attribute: str, shape: tuple):
+    """``layer.attribute``, which the blog API's ``forward`` sets; an :class:`ApiError`
+    placed at the user's ``forward`` when it did not."""
     value = getattr(layer, attribute, None)
     if value is None:
-        raise ValueError(
-            f"{type(layer).__name__}.forward did not set `{attribute}`; the blog API caches "
-            f"the logits there (the harness compares them as the `dense` output)."
+        cls = type(layer).__name__
+        raise ApiError(
+            f"{cls}.forward did not set `self.{attribute}`, where the blog API caches the "
+            f"logits (shape {shape}; compared as the `dense` output). Found after forward: "
+            f"{describe_attributes(layer)}.",
+            source_of(layer, "forward"),
         )
     return value
 

@@ -51,7 +51,8 @@ EXPECTED = {
 
 
 class UserCodeError(ValueError):
-    """The user's code cannot be located or imported (bad input: exit 2)."""
+    """The user's code cannot be located, imported or constructed as its API says (bad
+    input: exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def locate(path, api: str = AUTO) -> UserCode:
             f"Received --api={api!r}."
         )
     resolved = Path(path).expanduser().resolve()
-    wanted = " or ".join(EXPECTED[a] for a in (APIS if api == AUTO else (api,)))
+    wanted = "; or ".join(EXPECTED[a] for a in (APIS if api == AUTO else (api,)))
     if not resolved.exists():
         raise UserCodeError(
             f"Invalid value for argument `PATH`. Expected a folder or a .py file with "

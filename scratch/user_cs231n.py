@@ -16,12 +16,11 @@ one image ``(C, H, W)`` at a time as the API says, ``softmax_loss`` on the whole
 
 from __future__ import annotations
 
-import numpy as np
-
 from scratch.chw_model import ChwNet
 from scratch.cs231n_api import WEIGHTS, ChannelsFirstModel
 from scratch.protocol import check_dtype
-from scratch.user_code import UserCode, load
+from scratch.user_api import check_array, check_function, check_signature, construct
+from scratch.user_code import UserCode, UserCodeError, load
 from spec import Network
 from spec.networks import CHW, CHW_RELU, NETWORKS
 
@@ -30,6 +29,18 @@ USER_KINDS = {
     "Conv2D": "Conv", "ReLU": "ReLU", "MaxPooling2D": "MaxPool2x2", "Dense": "Linear",
     "Softmax": "softmax_loss",
 }  # fmt: skip
+# The API's words for each class (issue 13, the cs231n API), quoted in messages.
+API = {
+    "Conv": "the cs231n API: Conv(in_channels, out_channels, filter_size, pad=0, stride=1) "
+    "holds `filters` (F, C, k, k) and `bias` (F,)",
+    "Linear": "the cs231n API: Linear(in_features, out_features) holds `weights` (in, out) "
+    "and `bias` (out,)",
+    "MaxPool2x2": "the cs231n API: MaxPool2x2() with forward(x) and backward(dout)",
+    "ReLU": "the cs231n API: ReLU() with forward(x) and backward(dout)",
+}
+METHODS = {"forward": ("x",), "backward": ("dout",)}  # every layer's, called with one image
+LOSS_ARGUMENTS = ("scores", "y")  # softmax_loss(scores, y)
+LOSS_API = "the cs231n API: softmax_loss(scores (N, classes), y (N,)) -> (mean loss, dscores)"
 # Keras layer name -> the user's class behind it on the fixed networks, for reports.
 USER_CLASSES = {item.name: USER_KINDS[item.kind] for item in CHW_RELU.layers if not item.folded}
 
@@ -49,8 +60,10 @@ class UserCs231nModel(ChannelsFirstModel):
 
     Raises
     ------
-    ValueError
-        A weight attribute missing or of the wrong shape, naming the class and attribute.
+    scratch.user_code.UserCodeError
+        A constructor that raises, a weight attribute missing or of the wrong shape, a
+        method missing or whose signature cannot take the API's call: bad input (exit 2),
+        naming the class's file and line, the class, the attribute, the rule and the value.
     """
 
     per_image = True  # the API's forward takes one image (C, H, W)
@@ -61,6 +74,7 @@ class UserCs231nModel(ChannelsFirstModel):
         self.name = name
         self.dtype = check_dtype(dtype)
         self.loss_function = found["softmax_loss"]
+        check_function(self.loss_function, LOSS_ARGUMENTS, LOSS_API)
         reference = ChwNet(self.spec, seed=seed, dtype=self.dtype)
         self._layers = tuple(
             (item_name, self._construct(found, item_name, shipped))
@@ -85,34 +99,25 @@ class UserCs231nModel(ChannelsFirstModel):
         kind = self.spec.layer(layer_name).kind
         cls = USER_KINDS[kind]
         if cls not in found:  # a description with a ReLU, a file without one
-            raise ValueError(
+            raise UserCodeError(
                 f"Network `{self.spec.name}` layer `{layer_name}` is a {kind}: the file "
                 f"defines no `{cls}`."
             )
         if kind == "Conv2D":
-            layer = found[cls](shipped.in_channels, shipped.out_channels, shipped.filter_size,
-                               pad=shipped.pad, stride=shipped.stride)  # fmt: skip
+            args = (shipped.in_channels, shipped.out_channels, shipped.filter_size)
+            kwargs = dict(pad=shipped.pad, stride=shipped.stride)
         elif kind == "Dense":
-            layer = found[cls](shipped.in_features, shipped.out_features)
+            args, kwargs = (shipped.in_features, shipped.out_features), {}
         else:
-            layer = found[cls]()
+            args, kwargs = (), {}
+        layer = construct(found[cls], args, kwargs, API[cls])
+        call = ", ".join([*map(str, args), *(f"{k}={v}" for k, v in kwargs.items())])
         for attribute in WEIGHTS.get(kind, ()):
-            _check_weight(layer, attribute, getattr(shipped, attribute).shape)
+            check_array(layer, attribute, getattr(shipped, attribute).shape, f"{cls}({call})",
+                        API[cls])  # fmt: skip
+        for method, arguments in METHODS.items():
+            check_signature(layer, method, arguments, API[cls])
         return layer
-
-
-def _check_weight(layer, attribute: str, shape: tuple) -> None:
-    cls = type(layer).__name__
-    array = getattr(layer, attribute, None)
-    if not isinstance(array, np.ndarray):
-        raise ValueError(
-            f"{cls} has no array attribute `{attribute}` after construction; the cs231n API "
-            f"keeps its weights in `{attribute}` {shape}. Received {type(array).__name__}."
-        )
-    if array.shape != shape:
-        raise ValueError(
-            f"{cls}.{attribute}: expected shape {shape} (the cs231n API), received {array.shape}."
-        )
 
 
 def build_user_cs231n(code: UserCode, seed: int = 0, dtype="float64") -> UserCs231nModel:

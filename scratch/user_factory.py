@@ -22,7 +22,8 @@ float64 or float32) in every process that builds the model, and the factory retu
 - ``preprocess`` (optional): the user's ``(N, H, W)`` uint8 images -> ``(N, C, H, W)``
   model inputs. It is judged on its own against the description's reference
   (``parity.checks.preprocessing``); every other check feeds the reference to both sides,
-  so a preprocessing fault is reported once, at ``preprocessing/input``.
+  so a preprocessing fault is reported once, at ``preprocessing/input``. Without one, that
+  row is NOT_PROVIDED: the description's documented preprocessing is assumed.
 
 They are called through the adapter of every channels-first implementation
 (``scratch.cs231n_api.ChannelsFirstModel``). Any fault in what the factory returns is a
@@ -40,7 +41,9 @@ import numpy as np
 
 from scratch.cs231n_api import WEIGHTS, ChannelsFirstModel
 from scratch.protocol import check_dtype
+from scratch.user_api import check_function, check_signature
 from scratch.user_code import UserCode, UserCodeError, load, where_raised
+from scratch.user_cs231n import LOSS_API, LOSS_ARGUMENTS, METHODS
 from spec import Network
 
 NCHW_ACTIVATIONS = "spec.networks.NCHW"  # the only activation layout a factory may use
@@ -121,6 +124,7 @@ def validate(subject, where: str, dtype) -> None:
         value = getattr(subject, attribute)
         if not callable(value) and not (attribute == "preprocess" and value is None):
             _fail(where, f"Subject.{attribute}", "a function", _kind(value))
+    _within(where, "Subject.loss", check_function, subject.loss, LOSS_ARGUMENTS, LOSS_API)
 
 
 def expected_layers(network: Network) -> tuple[str, ...]:
@@ -129,9 +133,10 @@ def expected_layers(network: Network) -> tuple[str, ...]:
 
 
 def _check_layer(where, label, network: Network, name: str, layer, dtype) -> None:
-    for method in ("forward", "backward"):
+    for method, arguments in METHODS.items():
         if not callable(getattr(layer, method, None)):
             _fail(where, label, f"a `{method}` method (the cs231n API)", _kind(layer))
+        _within(where, label, check_signature, layer, method, arguments, "the cs231n API")
     kind = network.layer(name).kind
     for keras, attribute in zip(("kernel", "bias"), WEIGHTS.get(kind, ()), strict=False):
         shape = network.native_shape(name, keras)
@@ -145,6 +150,14 @@ def _check_layer(where, label, network: Network, name: str, layer, dtype) -> Non
         if array.dtype != dtype:
             _fail(where, f"{label}.{attribute}", f"dtype {dtype.name} (the `dtype` argument "
                   "the factory was called with)", f"dtype {array.dtype}")  # fmt: skip
+
+
+def _within(where: str, attribute: str, check, *args) -> None:
+    """``check(*args)`` (``scratch.user_api``), its UserCodeError said of ``attribute``."""
+    try:
+        check(*args)
+    except UserCodeError as error:
+        raise UserCodeError(f"{where}: invalid `{attribute}`. {error}") from None
 
 
 def _fail(where: str, attribute: str, rule: str, received: str):

@@ -5,7 +5,15 @@ report shows which side disagrees with the math. float64 only (FD needs it).
 
 Where the finite differences are taken (the function differentiated):
 - weights (conv filter, dense kernel and bias): the scratch forward pass, each weight
-  perturbed in place and restored bit-exactly; real images.
+  perturbed in place and restored bit-exactly; real images. Each example's loss is
+  differenced on its own and compared with that example's gradient (a batch of one on
+  both sides), so a kink in one image's loss (a ReLU input or a max-pool near-tie that
+  the weight moves) leaves the point judged in the others: a first-layer weight moves
+  every pre-activation of its channel in every image, and over a whole batch nearly
+  every point kinks somewhere (chw-odd seed 3, trained: 4% of the first conv's kernel
+  points judged on the batch's mean loss, 52% per example). A model with a layer that
+  couples the examples (``BATCH_COUPLED_KINDS``: training-mode batch statistics) is
+  differenced on the batch's mean loss instead, one group of all examples.
   Arrays larger than ``FD_MAX_POINTS`` are sampled at a seeded set of indices.
 - the first layer's input (conv input gradient): the scratch forward pass.
 - the softmax input (the blog's softmax Jacobian, i.e. the gradient w.r.t. the
@@ -81,6 +89,7 @@ PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
 TAIL_ULPS = 4  # a model's loss_from vs its full forward at the same weights: measured 0 ulp
 # (4 models x trained/random, seed 0); a planted forward bug that moves the loss falls back
 KERAS_CHUNK_BYTES = 32 * 2**20  # inputs per call of the twin's tail (fewer, larger TF calls)
+BATCH_COUPLED_KINDS = ("BatchNormalization",)  # one example's loss depends on the others'
 
 
 def expected(model) -> list[tuple[str, str]]:
@@ -112,36 +121,74 @@ def _derivation_rows(ctx: Context) -> list[dict]:
     real = model.preprocess(ctx.images[:IMAGES])
     rng = np.random.default_rng([ctx.seed, 3])
     jittered = real + rng.uniform(-JITTER, JITTER, real.shape).astype(real.dtype)
-    ours = {"real": model.gradients(real, labels)[1], "jit": model.gradients(jittered, labels)[1]}
+    groups = example_groups(model, len(labels))
+    # inputs: the batch's gradients (activation FD is per example already); weights: each
+    # group's own, stacked on a leading axis. Kinks anchored on the scratch side, as in the
+    # gradients check (probes.gradients).
+    ours = {"jit": model.gradients(jittered, labels)[1],
+            "real": [model.gradients(real[g], labels[g])[1] for g in groups]}  # fmt: skip
     theirs = {
-        # kinks anchored on the scratch side, as in the gradients check (probes.gradients)
-        "real": probes.gradients(ctx.twin, model, real, labels, model.forward(real))[1],
         "jit": probes.gradients(ctx.twin, model, jittered, labels, model.forward(jittered))[1],
-    }
+        "real": [probes.gradients(ctx.twin, model, real[g], labels[g], model.forward(real[g]))[1]
+                 for g in groups],
+    }  # fmt: skip
     rows = []
     absent = model.not_provided()  # found while the scratch gradients were taken
     points = _points(model, real, [key for key in expected(model) if key not in absent])
-    description = f"[derivations {ctx.name} {ctx.dtype} {ctx.state}] finite differences"
-    report, done = phase(ctx.progress, description, sum(points.values()), unit="point"), 0
-    report(done)
+    # Two phases: a weight point costs a forward pass per step, a layer-input position is
+    # one of many in a batched call (~100x cheaper); one rate for both made the estimate
+    # of the remaining time 10-20x too long.
+    description = f"[derivations {ctx.name} {ctx.dtype} {ctx.state}] finite differences of"
+    reports, done = {}, {}
+    for kind in ("weights", "layer inputs"):
+        total = sum(n for key, n in points.items() if _kind(key) == kind)
+        reports[kind] = phase(ctx.progress, f"{description} {kind}", total, unit="point")
+        done[kind] = 0
     for layer, quantity in expected(model):
         if (layer, quantity) in absent:
             rows += _not_provided_rows(ctx, layer, quantity, absent[(layer, quantity)])
             continue
         which = "jit" if quantity == "input" else "real"
         x = jittered if which == "jit" else real
-        on_point = functools.partial(_offset, report, done)  # points within a weight
-        fd, mask, note, fraction = _finite_difference(ctx, layer, quantity, x, labels, on_point)
-        a = ours[which].get(layer, {}).get(quantity)
-        b = theirs[which].get(layer, {}).get(quantity)
+        kind = _kind((layer, quantity))
+        report = reports[kind]
+        report(done[kind])
+        on_point = functools.partial(_offset, report, done[kind])  # points within a weight
+        fd, mask, note, fraction = _finite_difference(
+            ctx, layer, quantity, x, labels, groups, on_point
+        )
+        a, b = (_side(side[which], layer, quantity) for side in (ours, theirs))
         rows += _three_way(ctx, layer, quantity, a, b, (fd, mask, note, fraction))
-        done += points[(layer, quantity)]
-        report(done)
+        done[kind] += points[(layer, quantity)]
+        if quantity == "input":  # a weight's points were reported one by one (on_point)
+            report(done[kind])
     return rows
+
+
+def _kind(key: tuple[str, str]) -> str:
+    return "layer inputs" if key[1] == "input" else "weights"
 
 
 def _offset(report, base: int, done: int) -> None:
     report(base + done)
+
+
+def example_groups(model, n: int) -> list[np.ndarray]:
+    """The example indices whose loss the weight derivations difference as one function:
+    each example alone, or all ``n`` together where a layer of ``BATCH_COUPLED_KINDS``
+    makes one example's loss depend on the others."""
+    if any(layer.kind in BATCH_COUPLED_KINDS for layer in model.spec.layers):
+        return [np.arange(n)]
+    return [np.arange(i, i + 1) for i in range(n)]
+
+
+def _side(gradients, layer: str, quantity: str):
+    """One side's gradient of ``layer``'s ``quantity``: from a tree, or stacked over the
+    example groups' trees (``(groups,) + shape``); None where any tree lacks it."""
+    if isinstance(gradients, dict):
+        return gradients.get(layer, {}).get(quantity)
+    found = [tree.get(layer, {}).get(quantity) for tree in gradients]
+    return None if any(g is None for g in found) else np.stack([np.asarray(g) for g in found])
 
 
 def _points(model, x: np.ndarray, keys) -> dict[tuple[str, str], int]:
@@ -216,14 +263,16 @@ def _coverage(record, fraction: float):
         f"(the rest are kinks or near max-pool ties); {record.message}"))  # fmt: skip
 
 
-def _finite_difference(ctx, layer, quantity, x, labels, on_point=None):
-    """FD of the mean loss w.r.t. ``layer``'s ``quantity``: ``(fd, mask, note, fraction)``,
+def _finite_difference(ctx, layer, quantity, x, labels, groups, on_point=None):
+    """FD of the loss w.r.t. ``layer``'s ``quantity``: ``(fd, mask, note, fraction)``,
     ``fraction`` the share of the FD'd points that are judged (not kinks, not near ties).
+    A weight's FD is per example group (``groups``, :func:`example_groups`):
+    ``(len(groups),) + weight shape``; an input's is the mean loss's, ``x.shape``.
     ``on_point(points done)``: progress within a weight (one forward pass per step)."""
     model = ctx.model
     if quantity != "input":
         live = model.params()[layer][quantity]
-        return _fd_weight(ctx, live, _weight_loss(model, layer, x, labels), on_point)
+        return _fd_weight(ctx, live, _weight_loss(model, layer, x, labels, groups), on_point)
     if _coupled(model, layer):
         return _fd_coupled_input(ctx, layer, x, labels, on_point)
     names = model.layer_names
@@ -295,51 +344,58 @@ def _near_ties(ctx: Context, layer: str, h_keras: np.ndarray) -> np.ndarray:
     return near_maxima(h_keras, pool.size, pool.strides, gap=4 * EPS)
 
 
-def _weight_loss(model, layer: str, x, labels):
-    """The mean loss as a function of ``layer``'s live weights: ``() -> float``.
+def _weight_loss(model, layer: str, x, labels, groups):
+    """Each group's mean loss as a function of ``layer``'s live weights: ``() ->
+    (len(groups),)`` float64 (``groups``: :func:`example_groups`).
 
     Nothing before ``layer`` reads its weights, so where the model can run from a layer's
     input (``Capability.LOSS_FROM``) that input is computed once and each evaluation runs
-    ``layer`` onward: the same function, fewer layers. Taken only where it gives the full
-    forward pass's loss at the unperturbed weights to ``TAIL_ULPS`` (it does bit for bit
-    on every shipped model); otherwise, and for the first layer or a model without
-    ``loss_from``, the full forward pass.
+    ``layer`` onward, one call per group: the same function, fewer layers. Taken only
+    where it gives the full forward pass's losses at the unperturbed weights to
+    ``TAIL_ULPS`` (it does bit for bit on every shipped model); otherwise, and for the
+    first layer or a model without ``loss_from``, the full forward pass (one call).
     """
 
-    def full() -> float:
-        return mean_loss(model, x, labels)
+    def full() -> np.ndarray:
+        each = per_example_loss(model.probabilities(x), labels)
+        return np.array([each[g].mean() for g in groups])
 
     names = model.layer_names
     if not model.provides(Capability.LOSS_FROM) or layer == names[0]:
         return full
     h = np.array(model.forward(x)[names[names.index(layer) - 1]], copy=True)
 
-    def tail() -> float:
-        return float(model.loss_from(layer, h, labels))
+    def tail() -> np.ndarray:
+        return np.array([float(model.loss_from(layer, h[g], labels[g])) for g in groups])
 
     base = full()
-    return tail if abs(tail() - base) <= TAIL_ULPS * np.spacing(base) else full
+    return tail if np.all(np.abs(tail() - base) <= TAIL_ULPS * np.spacing(base)) else full
 
 
 def _fd_weight(ctx, live: np.ndarray, loss, on_point=None):
-    """FD of ``loss()`` w.r.t. the live weight array, at every (or a seeded sample of)
-    index; kinks (a ReLU at exactly 0 on real images) are detected as for activations."""
+    """FD of ``loss()`` (``(groups,)`` losses) w.r.t. the live weight array, at every (or a
+    seeded sample of) index: ``fd`` ``(groups,) + live.shape``; kinks (a ReLU input or a
+    max-pool near-tie within the step) are classified per point and group."""
     size = live.size
     if size <= FD_MAX_POINTS:
         idx = np.arange(size)
     else:
         rng = np.random.default_rng([ctx.seed, 4, size])
         idx = np.sort(rng.choice(size, FD_MAX_POINTS, replace=False))
-    diff = finite_diff.pointwise(loss, live, idx, on_point=on_point)
+    diff = finite_diff.pointwise(loss, live, idx, on_point=on_point)  # (points, groups)
     diff = _retry_kinks(diff, loss, live, idx)
-    fd = np.zeros(live.shape, dtype=np.float64)
-    fd.flat[idx] = diff.values
-    mask = np.zeros(live.shape, dtype=bool)
-    mask.flat[idx[~diff.kinks]] = True
+    groups = diff.values.shape[1]
+    fd = np.zeros((groups, size), dtype=np.float64)
+    fd[:, idx] = diff.values.T
+    mask = np.zeros((groups, size), dtype=bool)
+    mask[:, idx] = ~diff.kinks.T
     note = "all" if size <= FD_MAX_POINTS else f"{FD_MAX_POINTS} of {size} (seeded)"
+    note += f" x {groups} examples" if groups > 1 else " (batch mean)"
     if diff.kinks.any():
-        note += f" but {int(diff.kinks.sum())} kinks"
-    return fd, (None if mask.all() else mask), note, diff.judged_fraction
+        note += f" but {int(diff.kinks.sum())} kinks of {diff.kinks.size}"
+    shape = (groups,) + live.shape
+    mask = None if mask.all() else mask.reshape(shape)
+    return fd.reshape(shape), mask, note, diff.judged_fraction
 
 
 def _retry_kinks(diff: finite_diff.Differences, loss, live, idx) -> finite_diff.Differences:
@@ -349,17 +405,20 @@ def _retry_kinks(diff: finite_diff.Differences, loss, live, idx) -> finite_diff.
     stay out. Only where the smaller step's round-off, ulp(loss) / step, stays within
     FD's share of the budget (``KINK_SHARE``): the budget's atol is EPS's round-off floor,
     and chw-odd's conv kernel gradients (~1e-5) were judged 1.25e-10 off at EPS/4."""
-    again = np.flatnonzero(diff.kinks)
+    again = np.flatnonzero(diff.kinks.any(axis=1))  # points kinked in some group
     if again.size == 0:
         return diff
     step = finite_diff.EPS * RETRY_STEP
     retry = finite_diff.pointwise(loss, live, idx[again], eps=step)
     tol = tolerances.get(CHECK, "float64")
     scale = max(np.abs(diff.values).max(), np.abs(retry.values).max())
-    if np.spacing(abs(loss())) / step > finite_diff.KINK_SHARE * (tol.atol + tol.rtol * scale):
+    round_off = np.spacing(np.abs(loss()).max()) / step
+    if round_off > finite_diff.KINK_SHARE * (tol.atol + tol.rtol * scale):
         return diff  # the smaller step's round-off would take more than FD's share of it
     values, kinks = diff.values.copy(), diff.kinks.copy()
-    values[again], kinks[again] = retry.values, retry.kinks
+    was = kinks[again]  # only the (point, group) pairs that kinked take the retry's result
+    values[again] = np.where(was, retry.values, values[again])
+    kinks[again] = was & retry.kinks
     return finite_diff.Differences(values, kinks)
 
 

@@ -223,11 +223,9 @@ def _twin_at(model, weights, dtype):
 
 
 def _scratch_optimizer(config: TrainingConfig):
-    from scratch.optim import SGD, Adam
+    from reference.optimizers import scratch_optimizer
 
-    if config.optimizer == "sgd":
-        return SGD(config.learning_rate)
-    return Adam(config.learning_rate)
+    return scratch_optimizer(config.optimizer, config.learning_rate)
 
 
 def _step_masks(model, seed: int):

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from parity import tolerances
+from reference.optimizers import NAMES, kind_of
 
 KERAS_PATHS = ("epoch", "fit", "tape")  # the free-running Keras paths (reference.training)
 DEFAULT_KERAS_PATHS = ("epoch",)  # the fastest, bit-identical to fit (reference.tf_backend)
 LOCKSTEP = "lockstep"  # the Keras path re-synced to scratch before every step
 FREE_RUNNING_JUDGED = ("float64",)  # dtypes whose free-running curves are a verdict
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = NAMES  # reference.optimizers: sgd, momentum, nesterov, rmsprop, adam, adamw
 SHUFFLE_STREAM = 7  # keeps the epoch orders apart from every other use of the seed
 
 # -- budgets: parity.tolerances (training section), measured on this code -----------------
@@ -36,6 +37,7 @@ SHUFFLE_STREAM = 7  # keeps the epoch orders apart from every other use of the s
 # (losses are O(1)); weights norm-wise max|scratch - keras| / max|keras| per weight, after
 # the last epoch. Lockstep (both dtypes): the same quantities, per step (parity.lockstep).
 STEP_LOSS_ATOL = {"float64": tolerances.get("training-loss", "float64").atol}
+RMSPROP_STEP_LOSS_ATOL = {"float64": tolerances.get("training-loss-rmsprop", "float64").atol}
 WEIGHT_RTOL = {"float64": tolerances.get("training-weights", "float64").rtol}
 ADAM_WEIGHT_RTOL = {"float64": tolerances.get("training-weights-adam", "float64").rtol}
 LOCKSTEP_LOSS_ATOL = {d: tolerances.get("lockstep-loss", d).atol for d in ("float64", "float32")}
@@ -50,12 +52,16 @@ def loss_atol(config: TrainingConfig, path: str) -> float | None:
     """The per-step loss budget of ``path`` (None: not judged)."""
     if not judged(config, path):
         return None
-    return (LOCKSTEP_LOSS_ATOL if path == LOCKSTEP else STEP_LOSS_ATOL)[config.dtype]
+    if path == LOCKSTEP:
+        return LOCKSTEP_LOSS_ATOL[config.dtype]
+    free = RMSPROP_STEP_LOSS_ATOL if config.optimizer == "rmsprop" else STEP_LOSS_ATOL
+    return free[config.dtype]
 
 
 def weight_rtol(config: TrainingConfig) -> float:
-    """The free-running weights budget: Adam's own (it amplifies cancelling gradients)."""
-    table = ADAM_WEIGHT_RTOL if config.optimizer == "adam" else WEIGHT_RTOL
+    """The free-running weights budget: Adam's own for the optimizers that divide by a
+    running RMS (RMSprop, Adam, AdamW: they amplify cancelling gradients), else SGD's."""
+    table = ADAM_WEIGHT_RTOL if kind_of(config.optimizer).normalised else WEIGHT_RTOL
     return table[config.dtype]
 
 

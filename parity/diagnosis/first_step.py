@@ -20,11 +20,13 @@ nothing inherited from earlier steps. That step is looked at again
    weight, the named rules are predictions of scratch's update from Keras's, each tested
    against the step's own lockstep allowance (``Entry.allowance``): ``update-sign``
    (``d_s = -d_k``), ``learning-rate-twice`` (``d_s = lr * d_k``), ``never-updated``
-   (``d_s = 0``) and, with Adam only, ``adam-epsilon-inside-sqrt`` (scratch's own moments
-   through ``alpha * m / sqrt(v + eps)``). Exactly one must fit to be named; otherwise
+   (``d_s = 0``), with Adam only ``adam-epsilon-inside-sqrt`` (scratch's own moments
+   through ``alpha * m / sqrt(v + eps)``) and with RMSprop only
+   ``rmsprop-epsilon-outside-sqrt`` (scratch's own velocity through ``lr g / (sqrt(v) +
+   eps)``, ``g`` from Keras's step). Exactly one must fit to be named; otherwise
    ``update-rule`` (or ``update-rounding`` when the update is Keras's to within 1e-3 of
-   its size) with the least-squares ratio ``<d_s, d_k> / <d_k, d_k>``. Adam's moments or
-   the iteration count over budget while the gradients agree: ``optimizer-state``.
+   its size) with the least-squares ratio ``<d_s, d_k> / <d_k, d_k>``. The optimizer's
+   slots or the iteration count over budget while the gradients agree: ``optimizer-state``.
 
 Rows (``first_divergence.csv``, ``COLUMNS``; reports/README.md): one per quantity over
 budget at the first such step; with ``--diagnose`` a run with none gets one ``none`` row
@@ -39,6 +41,7 @@ from parity import tolerances
 from parity.compare import compare
 from parity.lockstep_judge import MOVING, nonfinite_sides, quantity_kind
 from parity.lockstep_state import ITERATIONS
+from reference.optimizers import kind_of
 
 COLUMNS = [
     "model", "dtype", "optimizer", "epoch", "step", "global_step", "example", "label",
@@ -76,6 +79,11 @@ KINDS = {
         "Adam's epsilon is inside the square root",
         "add epsilon outside the root, m_hat / (sqrt(v_hat) + eps), as Keras's Adam",
     ),
+    "rmsprop-epsilon-outside-sqrt": (
+        "RMSprop's epsilon is outside the square root",
+        "divide by sqrt(v + eps), epsilon inside the root, as Keras's RMSprop; "
+        "cs231n's rmsprop divides by sqrt(v) + eps",
+    ),
     "update-rule": (
         "the update differs while the gradients agree",
         "compare the update of `{layer}/{weight}` with {optimizer}'s rule (keras/src/optimizers)",
@@ -92,8 +100,9 @@ KINDS = {
     ),
     "optimizer-state": (
         "the optimizer's state differs while the gradients agree",
-        "Adam's moments: m = beta_1 m + (1 - beta_1) g, v = beta_2 v + (1 - beta_2) g^2, "
-        "one iteration per step",
+        "update {optimizer}'s slots as keras/src/optimizers does (Adam: m = beta_1 m + "
+        "(1 - beta_1) g, v = beta_2 v + (1 - beta_2) g^2; SGD momentum: m = mu m - lr g; "
+        "RMSprop: v = rho v + (1 - rho) g^2), one iteration per step",
     ),
     "not-diagnosed": ("the gradients at that step could not be compared", "see the error"),
     "none": ("no lockstep step is over its budget", "-"),
@@ -133,7 +142,9 @@ def diagnose(case, model, stepper, optimizer: str, learning_rate: float,
         elif entry.quantity == ITERATIONS[1] or quantity_kind(entry.quantity) != "weights":
             kind, evidence = "optimizer-state", _state_evidence(entry)
         else:
-            kind, evidence = _update_rule(entry, learning_rate, ratio, adam_rule, case)
+            gradient = None if grad is None else grad[1]  # scratch's, at `before`
+            kind, evidence = _update_rule(entry, learning_rate, ratio, adam_rule, case,
+                                          (optimizer, gradient))  # fmt: skip
         rows.append(_row(case, entry, optimizer, kind, origin or "", rel, ratio, evidence))
     return rows
 
@@ -145,7 +156,7 @@ def _row(case, entry, optimizer, kind, origin, rel, ratio, evidence) -> dict:
         origin=origin,
         layer=entry.layer,
         weight=weight,
-        optimizer=optimizer.upper() if optimizer == "sgd" else "Adam",
+        optimizer=kind_of(optimizer).keras_class,
     )
     return dict(optimizer=optimizer, global_step=case.global_step, layer=entry.layer,
                 quantity=entry.quantity, budget_use=float(entry.use), kind=kind, origin=origin,
@@ -268,12 +279,19 @@ def _ratio(entry) -> float:
     return float(np.sum(mine * theirs) / norm) if norm > 0 else float("nan")
 
 
-def _update_rule(entry, learning_rate, ratio, adam_rule, case) -> tuple[str, str]:
+def _update_rule(entry, learning_rate, ratio, adam_rule, case,
+                 step=("sgd", None)) -> tuple[str, str]:  # fmt: skip
+    """``step``: ``(optimizer name, scratch's gradient of the weight at before or None)``."""
     mine, theirs = _updates(entry)
     candidates = {"update-sign": -theirs, "learning-rate-twice": learning_rate * theirs,
                   "never-updated": np.zeros_like(theirs)}  # fmt: skip
     if adam_rule is not None:
         candidates["adam-epsilon-inside-sqrt"] = _adam_inside_sqrt(entry, case, adam_rule)
+    optimizer, gradient = step
+    if optimizer == "rmsprop" and gradient is not None:
+        epsilon = kind_of(optimizer).options["epsilon"]
+        candidates["rmsprop-epsilon-outside-sqrt"] = _rmsprop_outside_sqrt(
+            entry, case, gradient, learning_rate, epsilon)  # fmt: skip
     slack = 0.0 if entry.explained is None else entry.explained
     fits = {name: float(np.max(np.maximum(np.abs(mine - p) - slack, 0.0), initial=0.0))
             for name, p in candidates.items() if p is not None}  # fmt: skip
@@ -297,6 +315,7 @@ _RULE_WORDS = {
     "learning-rate-twice": "d_scratch = lr * d_keras",
     "never-updated": "d_scratch = 0 where d_keras is not",
     "adam-epsilon-inside-sqrt": "alpha * m / sqrt(v + eps) from scratch's own moments",
+    "rmsprop-epsilon-outside-sqrt": "lr * g / (sqrt(v) + eps) from scratch's own velocity",
 }
 
 
@@ -308,8 +327,8 @@ def _adam_inside_sqrt(entry, case, adam_rule) -> np.ndarray | None:
 
     lr, beta_1, beta_2, epsilon = adam_rule
     state = case.after.state
-    m = (state.momentums or {}).get(entry.layer, {}).get(entry.quantity)
-    v = (state.velocities or {}).get(entry.layer, {}).get(entry.quantity)
+    m = state.slots.get("momentum", {}).get(entry.layer, {}).get(entry.quantity)
+    v = state.slots.get("velocity", {}).get(entry.layer, {}).get(entry.quantity)
     if m is None or v is None:
         return None
     t = int(state.iterations)
@@ -325,6 +344,17 @@ def _moving_evidence(entry) -> str:
             f"{float(np.max(np.abs(theirs), initial=0.0)):.3e} (max|scratch - keras| "
             f"{float(np.max(np.abs(mine - theirs), initial=0.0)):.3e}, step allowance "
             f"{entry.allowance:.2e}); the gradients agree")  # fmt: skip
+
+
+def _rmsprop_outside_sqrt(entry, case, gradient, learning_rate, epsilon) -> np.ndarray | None:
+    """Scratch's update if its RMSprop divided by ``sqrt(v) + eps`` (cs231n's form): its
+    own gradient at ``before`` and its own velocity after the step, ``-lr g / (sqrt(v) +
+    eps)`` (Keras: ``/ sqrt(v + eps)``, keras/src/optimizers/rmsprop.py)."""
+    tree = case.after.state.slots.get("velocity") or {}
+    v = tree.get(entry.layer, {}).get(entry.quantity)
+    if v is None:
+        return None
+    return -(learning_rate * gradient) / (np.sqrt(np.asarray(v, np.float64)) + epsilon)
 
 
 def _state_evidence(entry) -> str:

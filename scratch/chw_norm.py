@@ -22,6 +22,7 @@ import numpy as np
 
 from scratch.chw_checks import _check_dout, _invalid
 from scratch.protocol import check_dtype
+from scratch.reductions import channel_mean_var, channel_sum
 
 MODES = ("train", "test")
 
@@ -34,7 +35,7 @@ class BatchNorm:
     Test mode: ``dx = dout * gamma / sqrt(running_var + eps)``.
     """
 
-    axes: tuple[int, ...] = (0,)
+    channel_axis = 1  # the feature axis of (N, D), the channel axis of (N, C, H, W)
 
     def __init__(self, D, eps=1e-5, momentum=0.9, dtype=np.float64):
         if not isinstance(D, int) or D <= 0:
@@ -57,7 +58,9 @@ class BatchNorm:
             raise _invalid("mode", f"one of {MODES}", f"mode={mode!r}")
         x = np.asarray(x, dtype=self.dtype)
         if mode == "train":
-            mu, var = x.mean(axis=self.axes), x.var(axis=self.axes)
+            # pairwise per channel (scratch.reductions): numpy's x.mean/var over N (, H, W)
+            # is a running sum (measured on the NHWC twin: scratch.reductions)
+            mu, var = channel_mean_var(x, self.channel_axis)
             self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
         else:
@@ -72,20 +75,21 @@ class BatchNorm:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward.")
         xhat, std, mode = self._cache
         dout = _check_dout(dout, xhat.shape, self.dtype, type(self).__name__)
-        dgamma, dbeta = (dout * xhat).sum(axis=self.axes), dout.sum(axis=self.axes)
+        dgamma, dbeta = (
+            channel_sum(dout * xhat, self.channel_axis),
+            channel_sum(dout, self.channel_axis),
+        )
         dxhat = dout * self._shape(self.gamma)
         if mode == "test":
             return dxhat / std, dgamma, dbeta
         m = dout.size // dgamma.size  # elements per feature or channel
-        total = self._shape(dxhat.sum(axis=self.axes))
-        projected = self._shape((dxhat * xhat).sum(axis=self.axes))
+        total = self._shape(channel_sum(dxhat, self.channel_axis))
+        projected = self._shape(channel_sum(dxhat * xhat, self.channel_axis))
         return (m * dxhat - total - xhat * projected) / (m * std), dgamma, dbeta
 
 
 class SpatialBatchNorm(BatchNorm):
     """Batch normalization of each channel of ``(N, C, H, W)`` over N, H and W."""
-
-    axes = (0, 2, 3)
 
     def __init__(self, C, eps=1e-5, momentum=0.9, dtype=np.float64):
         super().__init__(C, eps, momentum, dtype)

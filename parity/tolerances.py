@@ -198,8 +198,11 @@ LOCKSTEP_RMSPROP_STATE_FLOAT32 = Tolerance(0.0, 1e-3, measured=4.87e-4, reason=(
 
 # -- networks with batch normalization (tolerances.get(..., network)) ----------------------
 # Measured on cs231n-3layer, every weight state (benchmarks/batchnorm_budget.py): float64
-# seeds 0-9 (2026-11-30, load 10-15 on 2 cores); float32 seeds 0-4 (2026-11-30, load 6-9,
-# after scratch's batch statistics became pairwise sums). Why a network with batch norm
+# seeds 0-9 (2026-11-30, load 10-15 on 2 cores; seeds 0-4 again after the change below:
+# every float64 row within its budget); float32 seeds 0-9 (2026-11-30, load 5-9, after
+# scratch's batch statistics became pairwise sums; lockstep measured with the lockstep
+# budgets at 1e-4, so that every step above that was re-synced where a max-pool or ReLU
+# decision differed: 5 steps of 20 runs were, each one element). Why a network with batch norm
 # needs its own: Keras takes the batch mean and variance with TensorFlow's reductions
 # (tf.nn.moments) over N x H x W = 32 x 26 x 26 = 21,632 elements per channel, another
 # summation than scratch's, and every normalized output carries that rounding divided by
@@ -226,13 +229,13 @@ FORWARD_BATCHNORM_FLOAT64 = Tolerance(
 )
 FORWARD_BATCHNORM_FLOAT32 = Tolerance(
     0.0,
-    2.5e-4,
-    measured=2.39e-5,
+    2.9e-4,
+    measured=2.84e-5,
     reason=(
-        "float32, same (seeds 0-4, every state incl. large-logits): Keras's tf.nn.moments "
-        "rounding now (scratch sums pairwise); worst the ReLU after the spatial batch norm "
-        "(seed 0, random); x10.5. The catalog's variance divided by M - 1 (2.3e-5) is below "
-        "it: a float64-only entry"
+        "float32, same (seeds 0-9, every state incl. large-logits): Keras's tf.nn.moments "
+        "rounding now (scratch sums pairwise); worst the softmax output (seed 5, initial); "
+        "x10.2. The catalog's variance divided by M - 1 (2.3e-5) is below it: a float64-only "
+        "entry"
     ),
 )
 FORWARD_LARGE_LOGITS_BATCHNORM_FLOAT64 = Tolerance(
@@ -246,11 +249,11 @@ FORWARD_LARGE_LOGITS_BATCHNORM_FLOAT64 = Tolerance(
 )
 FORWARD_LARGE_LOGITS_BATCHNORM_FLOAT32 = Tolerance(
     2e-5,
-    2.5e-4,
-    measured=2.39e-5,
+    2.9e-4,
+    measured=2.84e-5,
     reason=(
         "float32, same rule: the large-logits atol plus the batch-norm forward rtol; its rows "
-        "(seeds 0-4) are within the forward worst 2.39e-5 above"
+        "(seeds 0-9) are within the forward worst 2.84e-5 above"
     ),
 )
 GRADIENTS_BATCHNORM_FLOAT64 = Tolerance(
@@ -264,12 +267,12 @@ GRADIENTS_BATCHNORM_FLOAT64 = Tolerance(
 )
 GRADIENTS_BATCHNORM_FLOAT32 = Tolerance(
     0.0,
-    6e-4,
-    measured=5.7e-5,
+    8.1e-4,
+    measured=8.08e-5,
     reason=(
-        "float32 (seeds 0-4; isolation's rows too), with scratch's pairwise batch statistics "
-        "(3.35e-4 with numpy's running sums); worst the spatial batch norm's beta (seed 0, "
-        "large-logits: a sum over 21,632 terms); x10.5"
+        "float32 (seeds 0-9; isolation's rows too), with scratch's pairwise batch statistics "
+        "(3.35e-4 with numpy's running sums); worst the spatial batch norm's gamma (seed 8, "
+        "trained: a sum over 21,632 terms that cancel); x10.02"
     ),
 )
 LOCKSTEP_ADAM_STATE_BATCHNORM_FLOAT64 = Tolerance(
@@ -283,24 +286,33 @@ LOCKSTEP_ADAM_STATE_BATCHNORM_FLOAT64 = Tolerance(
 )
 LOCKSTEP_WEIGHTS_BATCHNORM_FLOAT32 = Tolerance(
     0.0,
-    4.4e-4,
-    measured=4.35e-5,
+    6e-4,
+    measured=5.96e-5,
     reason=(
-        "batch-norm networks, float32 SGD update vs the step's largest update, seeds 0-4, after "
-        "lockstep re-synced the max-pool/ReLU decisions rounding took differently (measured "
-        "with this budget at 1e-4 so every step above it was looked at); conv kernel, seed 2 "
-        "step 18; x10.1. The one step re-synced (seed 4 step 27: one re_lu_1 input on the "
-        "other side of 0) needed 1.96e-3 unsynced: a decision, not the summation"
+        "batch-norm networks, float32 SGD update vs the step's largest update, seeds 0-9, after "
+        "lockstep re-synced the max-pool/ReLU decisions rounding took differently; conv "
+        "kernel, seed 5 step 17; x10.07. Before re-syncing, seed 4 step 27 needed 1.96e-3: one "
+        "re_lu_1 input on the other side of 0, a decision, not the summation"
+    ),
+)
+LOCKSTEP_WEIGHTS_ADAM_BATCHNORM_FLOAT32 = Tolerance(
+    0.0,
+    3.4e-5,
+    measured=3.35e-6,
+    reason=(
+        "float32 Adam update once the m, v differences are taken out, seeds 0-9; dense kernel, "
+        "seed 6 step 3 (no decision differed there); x10.1. Above LOCKSTEP_WEIGHTS_ADAM_FLOAT32 "
+        "(2e-6): not yet traced to an operation"
     ),
 )
 LOCKSTEP_ADAM_STATE_BATCHNORM_FLOAT32 = Tolerance(
     0.0,
-    9.2e-4,
-    measured=9.15e-5,
+    1e-3,
+    measured=9.93e-5,
     reason=(
-        "float32 Adam m and v (seeds 0-4); conv kernel velocity, seed 2 step 9 (momentum "
-        "5.31e-5); x10.05. Adam's float32 update itself needs nothing beyond each side's "
-        "rounding once m, v are taken out (worst -3.1e-7): LOCKSTEP_WEIGHTS_ADAM_FLOAT32"
+        "float32 Adam m and v, seeds 0-9, after re-syncing decisions; conv kernel velocity, "
+        "seed 8 step 11 (momentum 5.31e-5); x10.07. Unsynced, seed 5 step 25 needed 2.07e-4: "
+        "one max-pool window taken differently"
     ),
 )
 LOCKSTEP_MOVING_FLOAT64 = Tolerance(
@@ -318,7 +330,7 @@ LOCKSTEP_MOVING_FLOAT32 = Tolerance(
     9.1e-4,
     measured=9.06e-5,
     reason=(
-        "float32, same, seeds 0-4 (dense batch norm's moving mean, SGD seed 3 step 23; Adam "
+        "float32, same, seeds 0-9 (dense batch norm's moving mean, SGD seed 3 step 23; Adam "
         "7.5e-5); x10.04"
     ),
 )
@@ -364,6 +376,7 @@ TABLE = {
     ("lockstep-adam-state-batchnorm", "float64"): LOCKSTEP_ADAM_STATE_BATCHNORM_FLOAT64,
     ("lockstep-adam-state-batchnorm", "float32"): LOCKSTEP_ADAM_STATE_BATCHNORM_FLOAT32,
     ("lockstep-weights-batchnorm", "float32"): LOCKSTEP_WEIGHTS_BATCHNORM_FLOAT32,
+    ("lockstep-weights-adam-batchnorm", "float32"): LOCKSTEP_WEIGHTS_ADAM_BATCHNORM_FLOAT32,
 }
 
 

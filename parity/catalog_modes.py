@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def _axes(a: np.ndarray) -> tuple[int, ...]:
-    return tuple(range(a.ndim - 1))  # every axis but the channels (features)
+from scratch.reductions import channel_mean_var, channel_sum
 
 
 @dataclass(frozen=True)
@@ -30,30 +28,31 @@ class BatchNormBackwardNoMeanTerm:
 
         def _backward(dout, need_dx=True):
             xhat, std, training = bn._cache
-            axes = _axes(dout)
-            bn.grads = {"gamma": (dout * xhat).sum(axis=axes), "beta": dout.sum(axis=axes)}
+            bn.grads = {"gamma": channel_sum(dout * xhat), "beta": channel_sum(dout)}
             if not need_dx:
                 return None
             dxhat = dout * bn.params["gamma"]
             if not training:
                 return dxhat / std
             count = dout.size // dout.shape[-1]
-            projected = (dxhat * xhat).sum(axis=axes)
+            projected = channel_sum(dxhat * xhat)
             return (count * dxhat - xhat * projected) / (count * std)  # the bug: no - sum dxhat
 
         bn._backward = _backward
 
 
 def _forward_with(bn, statistics, update):
-    """A batch-norm ``_forward`` whose training mode normalizes with ``statistics(x)``
-    and updates the moving statistics with ``update(moving, batch)``."""
+    """A batch-norm ``_forward`` whose training mode takes ``(mean, variance, moved)`` from
+    ``statistics(x, batch mean, batch variance)``: it normalizes with ``mean`` and
+    ``variance`` and updates the moving statistics with ``update(moving, batch)``, from the
+    batch mean and ``moved``. The batch statistics are the layer's own
+    (``scratch.reductions``), so a mutant differs from it only by its planted fault."""
 
     def _forward(x):
-        axes = _axes(x)
         if bn.training:
-            batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
-            mean, variance = statistics(x, batch_mean, batch_var)
-            for name, batch in (("moving_mean", batch_mean), ("moving_variance", variance)):
+            batch_mean, batch_var = channel_mean_var(x)
+            mean, variance, moved = statistics(x, batch_mean, batch_var)
+            for name, batch in (("moving_mean", batch_mean), ("moving_variance", moved)):
                 bn.state[name][...] = update(bn.state[name], batch)
         else:
             mean, variance = bn.state["moving_mean"], bn.state["moving_variance"]
@@ -82,8 +81,10 @@ class BatchNormUnbiasedVariance:
     def __call__(self, model) -> None:
         bn = model.layer(self.layer)
 
-        def statistics(x, mean, _biased):
-            return mean, x.var(axis=_axes(x), ddof=1)  # the bug: ddof=1
+        def statistics(x, mean, biased):
+            count = x.size // x.shape[-1]
+            unbiased = biased * x.dtype.type(count / (count - 1))  # the bug: / (M - 1)
+            return mean, unbiased, unbiased
 
         bn._forward = _forward_with(bn, statistics, _keras_update(bn))
 
@@ -101,7 +102,7 @@ class BatchNormMomentumReversed:
         bn = model.layer(self.layer)
 
         def statistics(x, mean, variance):
-            return mean, variance
+            return mean, variance, variance
 
         def update(moving, batch):
             return moving * (1 - bn.momentum) + batch * bn.momentum  # the bug: reversed
@@ -119,8 +120,9 @@ class BatchNormTrainingUsesMoving:
     def __call__(self, model) -> None:
         bn = model.layer(self.layer)
 
-        def statistics(x, mean, variance):
-            return bn.state["moving_mean"].copy(), bn.state["moving_variance"].copy()
+        def statistics(x, mean, variance):  # the bug: normalizes with the moving ones
+            moving = bn.state["moving_mean"].copy(), bn.state["moving_variance"].copy()
+            return (*moving, variance)  # and updates them from the batch, as it should
 
         bn._forward = _forward_with(bn, statistics, _keras_update(bn))
 

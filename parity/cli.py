@@ -29,7 +29,7 @@ from parity.options import UsageError, choices, integer, positive
 from parity.selftest_cli import add_selftest_arguments, selftest_command
 from reference.optimizers import OPTIMIZERS
 
-# per optimizer (reference.optimizers): the blog's SGD 0.005, Keras's 0.001 for the others
+# per optimizer (reference.optimizers): the blog's SGD 0.005, 0.0005 with momentum, 0.001 else
 DEFAULT_LEARNING_RATES = {name: kind.learning_rate for name, kind in OPTIMIZERS.items()}
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "main"]
@@ -87,7 +87,7 @@ def _optimizer_help() -> str:
 
 
 def _lr_help() -> str:
-    """``0.005 for sgd, momentum, nesterov; 0.001 for rmsprop, adam, adamw``."""
+    """``0.005 for sgd; 0.0005 for momentum, nesterov; 0.001 for rmsprop, adam, adamw``."""
     by_rate: dict[float, list[str]] = {}
     for name, rate in DEFAULT_LEARNING_RATES.items():
         by_rate.setdefault(rate, []).append(name)

@@ -385,7 +385,8 @@ def get(check: str, dtype: str, network=None) -> Tolerance:
 
     ``network`` (a ``spec.Network``, optional): a network with batch normalization
     (``network.coupled()``) gets ``<check>-batchnorm`` where such a budget exists (the
-    batch statistics' reductions, ``BATCHNORM_REASON``), else the check's own."""
+    batch statistics' reductions; measured beside each ``*_BATCHNORM_*`` constant),
+    else the check's own."""
     if network is not None and network.coupled() and (f"{check}-batchnorm", str(dtype)) in TABLE:
         return TABLE[(f"{check}-batchnorm", str(dtype))]
     try:

@@ -75,16 +75,10 @@ def test_the_finite_differences_report_their_points_up_to_the_total():
 
 
 def test_weights_are_differenced_per_example_unless_a_layer_couples_the_examples():
-    from types import SimpleNamespace
-
-    def fake(*kinds):
-        layers = tuple(SimpleNamespace(kind=k) for k in kinds)
-        return SimpleNamespace(spec=SimpleNamespace(layers=layers))
-
-    each = derivations.example_groups(fake("Conv2D", "ReLU", "Dense"), 3)
+    each = derivations.example_groups(models.build("two-conv", seed=0), 3)
     assert [g.tolist() for g in each] == [[0], [1], [2]]
-    coupled = derivations.example_groups(fake("Conv2D", "BatchNormalization", "Dense"), 3)
-    assert [g.tolist() for g in coupled] == [[0, 1, 2]]
+    coupled = derivations.example_groups(models.build("cs231n-3layer", seed=0), 3)
+    assert [g.tolist() for g in coupled] == [[0, 1, 2]]  # batch norm: one group, the batch
 
 
 @pytest.mark.keras

@@ -15,7 +15,7 @@ stateless RNG cannot be reproduced in numpy. So the twin's dropout is a layer of
 module, :class:`MaskedDropout`: Keras's inverted-dropout arithmetic (TensorFlow's
 ``_dropout``: ``x * scale`` with ``scale = 1 / (1 - rate)`` converted to x's dtype, then the
 dropped elements zeroed) applied with a keep mask the harness draws and assigns
-(:func:`set_masks`). ``parity_tests/test_modal_twin.py`` shows it bit-identical to
+(:func:`set_masks`). ``parity_tests/test_batchnorm_net.py`` shows it bit-identical to
 ``keras.layers.Dropout`` in both dtypes, outputs and input gradients, given the mask
 Keras's layer drew. The mask is a non-trainable ``tf.Variable`` with an unknown batch axis
 (``reference.tf_backend.mask_variable``), read inside compiled steps, so it is no Keras

@@ -9,15 +9,17 @@ table); :func:`keras_optimizer` imports Keras when called.
 name      Keras 3 class and hyper-parameters          default lr  slots (Keras's attribute)
 ========  =========================================  ==========  ==========================
 sgd       SGD()                                       0.005       none
-momentum  SGD(momentum=0.9)                           0.005       momentum (``momentums``)
-nesterov  SGD(momentum=0.9, nesterov=True)            0.005       momentum (``momentums``)
+momentum  SGD(momentum=0.9)                           0.0005      momentum (``momentums``)
+nesterov  SGD(momentum=0.9, nesterov=True)            0.0005      momentum (``momentums``)
 rmsprop   RMSprop(rho=0.9, momentum=0.0, eps=1e-7)    0.001       velocity (``_velocities``)
 adam      Adam(beta_1=0.9, beta_2=0.999, eps=1e-7)    0.001       momentum, velocity
 adamw     AdamW(weight_decay=0.004, Adam's betas/eps) 0.001       momentum, velocity
 ========  =========================================  ==========  ==========================
 
 Where the defaults come from: the blog's SGD learning rate 0.005 (Keras's default 0.01)
-for the three SGD rows, so the SGD curves share one schedule; momentum 0.9 is cs231n's
+for sgd; a tenth of it, 0.0005, for momentum and nesterov (the same effective step
+lr / (1 - momentum); at 0.005 the blog network diverges to -ln 0, measured at step 2,001
+of seed 0); momentum 0.9 is cs231n's
 ``sgd_momentum`` default and issue 15's (Keras's default 0.0 is plain SGD); every other
 value is Keras 3.15's own default (``keras/src/optimizers/{rmsprop,adam,adamw}.py``:
 ``learning_rate=0.001``, ``rho=0.9``, ``momentum=0.0``, ``beta_1=0.9``, ``beta_2=0.999``,

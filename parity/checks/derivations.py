@@ -12,7 +12,7 @@ Where the finite differences are taken (the function differentiated):
   every pre-activation of its channel in every image, and over a whole batch nearly
   every point kinks somewhere (chw-odd seed 3, trained: 4% of the first conv's kernel
   points judged on the batch's mean loss, 52% per example). A model with a layer that
-  couples the examples (``BATCH_COUPLED_KINDS``: training-mode batch statistics) is
+  couples the examples (``spec.Network.coupled``: training-mode batch statistics) is
   differenced on the batch's mean loss instead, one group of all examples.
   Arrays larger than ``FD_MAX_POINTS`` are sampled at a seeded set of indices.
 - the first layer's input (conv input gradient): the scratch forward pass.
@@ -89,7 +89,6 @@ PAIRS = (("scratch", "fd"), ("keras", "fd"), ("scratch", "keras"))
 TAIL_ULPS = 4  # a model's loss_from vs its full forward at the same weights: measured 0 ulp
 # (4 models x trained/random, seed 0); a planted forward bug that moves the loss falls back
 KERAS_CHUNK_BYTES = 32 * 2**20  # inputs per call of the twin's tail (fewer, larger TF calls)
-BATCH_COUPLED_KINDS = ("BatchNormalization",)  # one example's loss depends on the others'
 
 
 def expected(model) -> list[tuple[str, str]]:
@@ -175,9 +174,9 @@ def _offset(report, base: int, done: int) -> None:
 
 def example_groups(model, n: int) -> list[np.ndarray]:
     """The example indices whose loss the weight derivations difference as one function:
-    each example alone, or all ``n`` together where a layer of ``BATCH_COUPLED_KINDS``
-    makes one example's loss depend on the others."""
-    if any(layer.kind in BATCH_COUPLED_KINDS for layer in model.spec.layers):
+    each example alone, or all ``n`` together where a layer couples them
+    (``spec.Network.coupled``: one example's loss depends on the others')."""
+    if model.spec.coupled():
         return [np.arange(n)]
     return [np.arange(i, i + 1) for i in range(n)]
 

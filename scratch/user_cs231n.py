@@ -21,6 +21,7 @@ from scratch.cs231n_api import WEIGHTS, ChannelsFirstModel
 from scratch.protocol import check_dtype
 from scratch.user_api import check_array, check_function, check_signature, construct
 from scratch.user_code import UserCode, UserCodeError, load
+from scratch.user_cs231n_norm import NORM_LAYERS, build_checked
 from spec import Network
 from spec.networks import CHW, CHW_RELU, NETWORKS
 
@@ -42,7 +43,10 @@ METHODS = {"forward": ("x",), "backward": ("dout",)}  # every layer's, called wi
 LOSS_ARGUMENTS = ("scores", "y")  # softmax_loss(scores, y)
 LOSS_API = "the cs231n API: softmax_loss(scores (N, classes), y (N,)) -> (mean loss, dscores)"
 # Keras layer name -> the user's class behind it on the fixed networks, for reports.
-USER_CLASSES = {item.name: USER_KINDS[item.kind] for item in CHW_RELU.layers if not item.folded}
+USER_CLASSES = {
+    **{item.name: USER_KINDS[item.kind] for item in CHW_RELU.layers if not item.folded},
+    **{layer.name: layer.cls for layer in NORM_LAYERS},  # judged alone (parity.checks.modal)
+}
 
 
 class UserCs231nModel(ChannelsFirstModel):
@@ -85,6 +89,8 @@ class UserCs231nModel(ChannelsFirstModel):
             item.name: USER_KINDS[item.kind] for item in self.spec.layers if not item.folded
         }
         shipped_params = dict(reference.layers)
+        # built and checked now (exit 2 before anything runs); judged by parity.checks.modal
+        self.norm_layers = build_checked(found) if network is None else {}
         for layer_name, layer in self._layers:
             for attribute in WEIGHTS.get(self.spec.layer(layer_name).kind, ()):
                 setattr(layer, attribute, getattr(shipped_params[layer_name], attribute).copy())

@@ -12,6 +12,11 @@ Dense rows are permuted from), so a user's file starts from the very weights ``p
 
 It is called through the same adapter as those shipped models (``scratch.cs231n_api``),
 one image ``(C, H, W)`` at a time as the API says, ``softmax_loss`` on the whole batch.
+
+The file may also define ``BatchNorm``, ``SpatialBatchNorm`` and ``Dropout``
+(``scratch.user_cs231n_norm``): built and checked here with the other classes (bad input,
+exit 2), kept in ``norm_layers``, judged alone by ``parity.checks.modal``; they are not
+part of the fixed network.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ CSV_TABLES = (  # fmt: skip
     "ties",
     "sweep",
     "preprocessing",
+    "modal",
     "diagnosis",
 )
 FLOAT_FORMAT = "%.6e"  # every float column: 7 significant digits, always scientific

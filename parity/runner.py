@@ -30,6 +30,7 @@ from parity.checks import (
     gradients,
     isolation,
     large_logits,
+    modal,
     sweep,
     ties,
 )
@@ -44,7 +45,8 @@ from parity.summary import SUMMARY_COLUMNS, in_run_order, summarize
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
 PREPROCESSING = "preprocessing"  # a factory's own preprocessing (parity.checks.preprocessing)
-USER_TABLES = (SWEEP, PREPROCESSING)  # written only where they have rows: user code only
+MODAL = "modal"  # a cs231n file's batch norm and dropout alone (parity.checks.modal)
+USER_TABLES = (SWEEP, PREPROCESSING, MODAL)  # written only where they have rows: user code only
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties", *USER_TABLES)
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
@@ -290,6 +292,8 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
         progress(f"{name} {dtype} {state}: checks done in {time.perf_counter() - t0:.1f} s")
     if SWEEP in config.checks:
         rows[SWEEP] += _sweep(ctx, config)
+    if MODAL in config.checks:
+        rows[MODAL] += _modal(ctx, config)
     if PREPROCESSING in config.checks:
         ctx.state = preprocessing_check.STATE
         rows[PREPROCESSING] += _guarded(ctx, PREPROCESSING, preprocessing_check.preprocessing_rows)
@@ -312,6 +316,21 @@ def _sweep(ctx: Context, config: RunConfig) -> list[dict]:
 
 
 SWEEPS = {"cs231n": sweep.sweep_rows}  # API -> its sweep (the blog's classes take none)
+
+
+def _modal(ctx: Context, config: RunConfig) -> list[dict]:
+    """A cs231n file's batch-norm and dropout classes, each alone (``parity.checks.modal``),
+    in every dtype; nothing for other code or a file without such classes."""
+    code = next((c for c in config.user_code if c.name == ctx.name), None)
+    if code is None or code.api != "cs231n":
+        return []
+    from scratch.user_code import load
+
+    ctx.state = "random"
+    try:
+        return modal.modal_rows(load(code), ctx.name, config.seed, ctx.dtype)
+    except Exception as exc:  # outside any one layer (loading the code)
+        return [ctx.row(MODAL, error("-", "-", exc))]
 
 
 SETUP = "setup"  # the check name of an ERROR raised before any check ran

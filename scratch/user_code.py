@@ -38,13 +38,19 @@ REQUIRED = {
     "blog": tuple(BLOG_FILES),
     "cs231n": ("Conv", "MaxPool2x2", "Linear", "softmax_loss"),
 }
-OPTIONAL = {"blog": (), "cs231n": ("ReLU",), FACTORY: ()}
+# cs231n: ReLU joins the fixed network; the batch norm and dropout classes are judged alone
+# (scratch.user_cs231n_norm, parity.checks.modal).
+OPTIONAL = {
+    "blog": (),
+    "cs231n": ("ReLU", "SpatialBatchNorm", "BatchNorm", "Dropout"),
+    FACTORY: (),
+}
 EXPECTED = {
     "blog": "the blog API: class Conv3x3 in conv.py, MaxPool2 in maxpool.py and Softmax in "
     "softmax.py (a folder laid out like the blog's repository), or all three classes in "
     "one .py file",
     "cs231n": "the cs231n API: one .py file defining the classes Conv, MaxPool2x2 and Linear "
-    "and the function softmax_loss (ReLU optional)",
+    "and the function softmax_loss (ReLU, BatchNorm, SpatialBatchNorm and Dropout optional)",
     FACTORY: "PATH:FUNCTION, a .py file defining a function FUNCTION(seed, dtype) that "
     "returns a scratch.user_factory.Subject",
 }

@@ -12,6 +12,11 @@ Dense rows are permuted from), so a user's file starts from the very weights ``p
 
 It is called through the same adapter as those shipped models (``scratch.cs231n_api``),
 one image ``(C, H, W)`` at a time as the API says, ``softmax_loss`` on the whole batch.
+
+The file may also define ``BatchNorm``, ``SpatialBatchNorm`` and ``Dropout``
+(``scratch.user_cs231n_norm``): built and checked here with the other classes (bad input,
+exit 2), kept in ``norm_layers``, judged alone by ``parity.checks.modal``; they are not
+part of the fixed network.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scratch.cs231n_api import WEIGHTS, ChannelsFirstModel
 from scratch.protocol import check_dtype
 from scratch.user_api import check_array, check_function, check_signature, construct
 from scratch.user_code import UserCode, UserCodeError, load
+from scratch.user_cs231n_norm import NORM_LAYERS, build_checked
 from spec import Network
 from spec.networks import CHW, CHW_RELU, NETWORKS
 
@@ -42,7 +48,10 @@ METHODS = {"forward": ("x",), "backward": ("dout",)}  # every layer's, called wi
 LOSS_ARGUMENTS = ("scores", "y")  # softmax_loss(scores, y)
 LOSS_API = "the cs231n API: softmax_loss(scores (N, classes), y (N,)) -> (mean loss, dscores)"
 # Keras layer name -> the user's class behind it on the fixed networks, for reports.
-USER_CLASSES = {item.name: USER_KINDS[item.kind] for item in CHW_RELU.layers if not item.folded}
+USER_CLASSES = {
+    **{item.name: USER_KINDS[item.kind] for item in CHW_RELU.layers if not item.folded},
+    **{layer.name: layer.cls for layer in NORM_LAYERS},  # judged alone (parity.checks.modal)
+}
 
 
 class UserCs231nModel(ChannelsFirstModel):
@@ -85,6 +94,8 @@ class UserCs231nModel(ChannelsFirstModel):
             item.name: USER_KINDS[item.kind] for item in self.spec.layers if not item.folded
         }
         shipped_params = dict(reference.layers)
+        # built and checked now (exit 2 before anything runs); judged by parity.checks.modal
+        self.norm_layers = build_checked(found) if network is None else {}
         for layer_name, layer in self._layers:
             for attribute in WEIGHTS.get(self.spec.layer(layer_name).kind, ()):
                 setattr(layer, attribute, getattr(shipped_params[layer_name], attribute).copy())

@@ -144,24 +144,19 @@ class Network:
 
     def weight_shapes(self) -> dict[str, dict[str, tuple]]:
         """``{layer: {weight: Keras shape}}`` for every layer with trainable weights."""
-        shapes = self.shapes()
-        out = {}
-        for layer in self.layers:
-            weights = layer.weight_shapes(shapes[layer.name][0])
-            if weights:
-                out[layer.name] = weights
-        return out
+        return self._per_layer(Layer.weight_shapes)
 
     def state_shapes(self) -> dict[str, dict[str, tuple]]:
         """``{layer: {state: Keras shape}}`` for every layer with non-trainable state
         (batch norm's ``moving_mean``, ``moving_variance``)."""
+        return self._per_layer(Layer.state_shapes)
+
+    def _per_layer(self, shapes_of) -> dict[str, dict[str, tuple]]:
+        """``{layer: shapes_of(layer, its input shape)}`` for the layers where it is not
+        empty."""
         shapes = self.shapes()
-        out = {}
-        for layer in self.layers:
-            state = layer.state_shapes(shapes[layer.name][0])
-            if state:
-                out[layer.name] = state
-        return out
+        found = {layer.name: shapes_of(layer, shapes[layer.name][0]) for layer in self.layers}
+        return {name: value for name, value in found.items() if value}
 
     # -- names and keys ----------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import numpy as np
 from parity import catalog_modes as M
 from parity import runner
 from parity.plant import BlogAllTiesMaxPool
+from reference import backend
 
 # -- global patches, undone after every entry ---------------------------------------------
 
@@ -46,6 +47,9 @@ def restore_globals() -> None:
     while _UNDO:
         owner, attribute, original = _UNDO.pop()
         setattr(owner, attribute, original)
+
+
+backend.after_each_task(restore_globals)  # a kept process (backend.KeptProcesses) undoes them too
 
 
 # -- zhou (the blog network) ----------------------------------------------------------------

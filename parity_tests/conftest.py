@@ -28,6 +28,10 @@ def pytest_configure(config):
         "markers",
         "keras: uses Keras in the pytest process (configured for float64 before the test)",
     )
+    config.addinivalue_line(
+        "markers",
+        "fresh_processes: run_in_dtype_process starts a new process per call (no kept one)",
+    )
 
 
 def _configure_keras() -> None:
@@ -70,3 +74,25 @@ def check(tmp_path, monkeypatch):
         return code, (pd.read_csv(folders[0] / "summary.csv") if folders else None)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def _kept_processes():
+    from reference import backend
+
+    kept = backend.KeptProcesses()
+    yield kept
+    kept.close()
+
+
+@pytest.fixture(autouse=True)
+def _dtype_processes_kept(request):
+    """Every ``run_in_dtype_process`` of a test reuses the session's process for its dtype
+    (``reference.backend.KeptProcesses``): TensorFlow is imported once per dtype and xdist
+    worker, not once per call. A test that reads the child's output with ``capfd``, or is
+    marked ``fresh_processes``, gets fresh processes as users do."""
+    if "capfd" in request.fixturenames or request.node.get_closest_marker("fresh_processes"):
+        yield
+        return
+    with request.getfixturevalue("_kept_processes").active():
+        yield

@@ -9,6 +9,7 @@ from parity.plant import BlogAllTiesMaxPool, CastLoss, ScaleGradient, ScaleOutpu
 
 MODELS = ("zhou",)  # the CLI default; the other families run in test_checks_slow.py
 DTYPES = ("float64", "float32")
+pytestmark = pytest.mark.xdist_group("checks")  # the session's run, computed once
 KEYS = [(m, d, *key) for m in MODELS for d in DTYPES for key in runner.expected_keys(m, d)]
 
 

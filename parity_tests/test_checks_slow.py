@@ -9,7 +9,7 @@ MODELS = ("two-conv", "chw", "chw-relu", "nhwc-odd", "chw-odd", "lenet5")
 DTYPES = ("float64", "float32")
 KEYS = [(m, d, *key) for m in MODELS for d in DTYPES for key in runner.expected_keys(m, d)]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("checks_slow")]  # one run per suite
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,23 @@ def test_only_the_harness_own_step_retracing_warning_is_dropped():
                       + tail)  # fmt: skip
     assert passes("5 out of the last 13 calls to <function user_step at 0x7f" + tail)
     assert passes("a different warning about <function tape_step.<locals>.step at 0x7f")
+
+
+def test_kept_processes_reuse_one_process_per_dtype_and_start_each_task_fresh():
+    from parity import catalog
+    from reference.testing import build_model, process_facts
+
+    kept = backend.KeptProcesses()
+    try:
+        with kept.active():
+            first = backend.run_in_dtype_process("float64", process_facts)
+            kept.run("float64", catalog.AdamEpsilonInsideSqrt(), (build_model("chw"),), {})
+            second = backend.run_in_dtype_process("float64", process_facts)
+            other = backend.run_in_dtype_process("float32", configured_floatx)
+        outside = backend.run_in_dtype_process("float64", process_facts)
+    finally:
+        kept.close()
+    assert first[0] == second[0] != outside[0]  # reused inside the block only
+    assert first[1:] == second[1:] == outside[1:]  # same seed, names, no leftover patch
+    assert first[2] == "dense" and first[3] == "Adam._denominator"
+    assert other == ("float32", "float32")

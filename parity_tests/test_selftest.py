@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,8 +176,12 @@ def test_update_before_input_gradient_is_caught_outside_training(batch0):
 
 @pytest.mark.slow
 def test_every_bug_is_caught_in_float32():
-    result = selftest.run_selftest(selftest.Options(dtypes=("float32",), sweep=False))
-    missed = result.catalog[result.catalog["caught"] != "yes"]
+    # float32 runs in its own process; float64's catches are test_bug_is_caught_on_values_float64
+    options = selftest.Options(dtypes=("float32",), sweep=False)
+    result = selftest.run_selftest(options)
+    bugs = result.catalog
+    assert len(bugs) == sum("float32" in e.dtypes for e in catalog.ENTRIES)
+    missed = bugs[bugs["caught"] != "yes"]
     assert missed.empty, missed[["bug", "message"]].to_string()
 
 
@@ -195,17 +200,37 @@ def test_correct_code_raises_no_false_alarm_fast(model, variant, hooks):  # fmt:
     assert row["false_alarms"] == 0 and row["checks_run"] > 0, row["message"]
 
 
+# The fewest seeds that cover every model, dtype and check (each check at seed 0 or 1,
+# derivations and training at seed 0); `parity selftest` runs 20 seeds and
+# benchmarks/false_alarms.py 50 (README, "Verdicts that hold on any CPU"). One test per
+# float64 target, so pytest-xdist spreads them; float32's targets share one process.
+SWEEP = selftest.Options(seeds=2, derivation_seeds=1, training_seeds=1, images=8)
+TARGETS = selftest._correct_targets()
+TARGET_IDS = [f"{m}-{v}" if v else m for m, v, _ in TARGETS]
+
+
 @pytest.mark.slow
-def test_selftest_catches_everything_with_zero_false_alarms_on_every_model_and_dtype():
-    # the fewest seeds that cover every model, dtype and check; `parity selftest` runs 20
-    # and benchmarks/false_alarms.py 50 (README, "Verdicts that hold on any CPU")
-    options = selftest.Options(seeds=2, derivation_seeds=1, training_seeds=1, images=8)
+@pytest.mark.keras
+@pytest.mark.parametrize("model, variant, hooks", TARGETS, ids=TARGET_IDS)
+def test_correct_code_raises_no_false_alarm_float64(model, variant, hooks):
+    def batch(seed):
+        return runner.load_batches(runner.RunConfig(seed=seed, images=SWEEP.images))
+
+    row, _ = selftest.sweep_correct(model, variant, hooks, "float64", SWEEP, batch)
+    assert row["checks_run"] > 0 and row["seeds"] == SWEEP.seeds
+    assert row["false_alarms"] == 0, row["message"]
+
+
+@pytest.mark.slow
+def test_correct_code_raises_no_false_alarm_float32_on_every_model():
+    options = dataclasses.replace(SWEEP, bugs=(), dtypes=("float32",))
     result = selftest.run_selftest(options)
-    correct = result.catalog[result.catalog["kind"] == "correct"]
-    targets = len(MODEL_NAMES) + len(catalog.CORRECT_VARIANTS)  # every model, both dtypes
-    assert len(correct) == 2 * targets and (correct["seeds"] == 2).all()
-    assert result.passed, result.catalog[["bug", "dtype", "caught", "false_alarms",
-                                          "message"]].to_string()  # fmt: skip
+    correct = result.catalog
+    assert sorted(correct["model"] + correct["bug"]) == sorted(
+        m + (f"(correct: {v})" if v else "(correct)") for m, v, _ in TARGETS
+    )
+    assert (correct["checks_run"] > 0).all() and (correct["seeds"] == SWEEP.seeds).all()
+    assert result.passed, result.catalog[["bug", "model", "false_alarms", "message"]].to_string()
 
 
 # -- command line ---------------------------------------------------------------------------

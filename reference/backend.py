@@ -171,19 +171,95 @@ def environment() -> dict[str, Any]:
 
 
 def run_in_dtype_process(dtype: str, fn, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` in a fresh 'spawn' process configured for ``dtype``.
+    """Run ``fn(*args, **kwargs)`` in a 'spawn' process configured for ``dtype``.
 
     ``fn``, its arguments and its result must be picklable (``fn`` defined at module
     level in an importable module). An exception in the child is re-raised here with
     the child's traceback text attached (as its ``__cause__``). Each call starts one
-    process (TensorFlow import: a few seconds).
+    fresh process (TensorFlow import: 6-8 s of CPU, measured), unless a
+    :class:`KeptProcesses` is active: then its process for ``dtype`` runs the call.
     """
     name = check_dtype(dtype)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=context,
-        initializer=configure,
-        initargs=(name,),
-    ) as pool:
+    if _active is not None:
+        return _active.run(name, fn, args, kwargs)
+    with _spawn(name) as pool:
         return pool.submit(fn, *args, **kwargs).result()
+
+
+def _spawn(name: str) -> concurrent.futures.ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=context, initializer=configure, initargs=(name,)
+    )
+
+
+_active: KeptProcesses | None = None  # the KeptProcesses run_in_dtype_process uses now
+_after_task: list = []  # resets a kept process runs after every task (after_each_task)
+
+
+def after_each_task(reset) -> None:
+    """Register ``reset()`` to run in a kept process after every task, so that a global a
+    task changed (e.g. ``parity.catalog``'s class patches) does not reach the next task.
+    Registering the same function twice keeps one."""
+    if reset not in _after_task:
+        _after_task.append(reset)
+
+
+class KeptProcesses:
+    """One spawned process per dtype, kept and reused by ``run_in_dtype_process`` while
+    :meth:`active`: a test suite pays TensorFlow's import once per dtype, not once per
+    call (issue 16). Each task starts as a fresh process would: Keras's session cleared
+    (its name counters too) and the default seed set; after it, the
+    :func:`after_each_task` resets run. Output: the process writes to the file
+    descriptors it inherited when it was spawned (a capture opened later, e.g. pytest's
+    ``capfd``, does not see it: run such calls outside :meth:`active`).
+
+    ``close()`` shuts the processes down; a process that died is replaced at the next call.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._pools: dict[str, concurrent.futures.ProcessPoolExecutor] = {}
+        self._lock = threading.Lock()
+
+    def run(self, name: str, fn, args: tuple, kwargs: dict):
+        with self._lock:
+            pool = self._pools.get(name) or self._pools.setdefault(name, _spawn(name))
+        try:
+            return pool.submit(_fresh_task, fn, args, kwargs).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            with self._lock:
+                if self._pools.get(name) is pool:
+                    del self._pools[name]
+            raise
+
+    @contextlib.contextmanager
+    def active(self):
+        """``run_in_dtype_process`` uses these processes inside the block (nestable)."""
+        global _active
+        previous, _active = _active, self
+        try:
+            yield self
+        finally:
+            _active = previous
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
+
+
+def _fresh_task(fn, args: tuple, kwargs: dict):
+    """In a kept process: ``fn(*args, **kwargs)`` from the state a new process has."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(DEFAULT_SEED)
+    _configured["seed"] = DEFAULT_SEED
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        for reset in _after_task:
+            reset()

@@ -261,3 +261,17 @@ def masked_dropout_vs_keras(rate: float, seed: int, scale_bug: float = 1.0) -> t
     g2 = gradient2(y2, [x], dy)[0]
     return (bool(np.array_equal(y, keras.ops.convert_to_numpy(y2))),
             bool(np.array_equal(g, g2)), str(y.dtype))  # fmt: skip
+
+
+def process_facts() -> tuple:
+    """``(pid, a draw from numpy's global generator, a new Dense layer's automatic name,
+    scratch.optim.Adam._denominator's qualified name)`` in this process: what a kept
+    process (``reference.backend.KeptProcesses``) must reset between tasks."""
+    import os
+
+    import keras
+
+    from scratch.optim import Adam
+
+    return (os.getpid(), float(np.random.random()), keras.layers.Dense(1).name,
+            Adam._denominator.__qualname__)  # fmt: skip

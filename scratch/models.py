@@ -23,6 +23,7 @@ _BUILDERS: dict[str, str] = {
     "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
     "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
     "cs231n-3layer": "scratch.models:build_cs231n_3layer",  # a description only
+    "cs231n-3layer-chw": "scratch.chw_model:build_cs231n_3layer_chw",  # the same, channels-first
 }
 
 _INTERNAL: dict[str, str] = {

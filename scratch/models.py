@@ -73,6 +73,11 @@ def register_user_code(code) -> None:
     _USER_CODE[code.name] = code
 
 
+def registered_user_code(name: str) -> bool:
+    """Whether ``name`` is a user's code registered in this process."""
+    return name in _USER_CODE
+
+
 def build_two_conv(seed: int, dtype) -> HarnessModel:
     """Conv2D(8,3,same) -> ReLU -> MaxPool2D(2) -> Conv2D(16,3,same,s2) -> ReLU ->
     Flatten -> Dense(10) -> Softmax (``spec.networks.TWO_CONV``)."""

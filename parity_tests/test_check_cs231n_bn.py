@@ -22,8 +22,8 @@ EXPECTED_KEYS = {
 # Planted faults: (old text present exactly once in the example, new text).
 BN_NO_MEAN_TERM = ("dx = (n * dxhat - total - self.xhat", "dx = (n * dxhat - self.xhat")
 DROPOUT_NEW_MASK_IN_BACKWARD = (
-    "        dx = dout * self.mask\n",
-    "        dx = dout * (self.rng.random(dout.shape) < self.p) / dout.dtype.type(self.p)\n",
+    "        return dout * self.mask\n",
+    "        return dout * (self.rng.random(dout.shape) < self.p) / dout.dtype.type(self.p)\n",
 )
 MOMENTUM_REVERSED = (
     "self.running_mean = m * self.running_mean + (1 - m) * mean",
@@ -34,8 +34,8 @@ RUNNING_VAR_MISSING = (
     "self.running_mean = np.zeros(D)",
 )
 BACKWARD_ONLY_DX = ("        return dx, dgamma, dbeta\n", "        return dx\n")
-FORWARD_NO_MODE = ("    def forward(self, x, mode=\"train\"):\n        self.mode = mode\n",
-                   "    def forward(self, x):\n        mode = self.mode\n")  # fmt: skip
+FORWARD_NO_MODE = ("    def forward(self, x, mode=\"train\"):\n        if mode == \"test\":",
+                   "    def forward(self, x):\n        if False:")  # fmt: skip
 
 
 def _planted(tmp_path, *edits) -> Path:

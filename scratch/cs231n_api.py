@@ -88,13 +88,14 @@ class ChannelsFirstModel(HarnessModel):
     def layers(self) -> tuple:
         """``((name, layer), ...)``, read at every call (the self-test swaps a layer)."""
 
-    def _adapter_state(self) -> None:
-        """Call once in ``__init__``, after ``spec`` is set."""
+    def _adapter_state(self, draws=None) -> None:
+        """Call once in ``__init__``, after ``spec`` is set; ``draws``: the dropout layers
+        draw their own masks (``scratch.cs231n_modes.Modes``)."""
         self._softmax = self.spec.layers[-1].name
         self._input = self.spec.native_shape(self.spec.native_names[0], "input")[1:]
         self._in_place: dict[tuple[str, str], str] = {}
         self._not_provided: dict[tuple[str, str], str] = {}
-        self._modes = Modes(self.spec)
+        self._modes = Modes(self.spec, draws)
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -149,7 +150,10 @@ class ChannelsFirstModel(HarnessModel):
         self._modes.set_training(training)
 
     def set_masks(self, masks: dict[str, np.ndarray]) -> None:
-        self._modes.set_masks(masks)
+        self._modes.set_masks(masks, dict(self.layers))
+
+    def drawn_masks(self) -> dict[str, np.ndarray] | None:
+        return self._modes.drawn_masks()
 
     # -- forward ------------------------------------------------------------------------
 

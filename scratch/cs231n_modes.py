@@ -2,19 +2,22 @@
 
 cs231n's batch norm and dropout take the mode as an argument, ``forward(x, mode)`` with
 ``mode`` ``"train"`` or ``"test"``; the harness switches modes for the whole model
-(``HarnessModel.set_training``) and draws the dropout masks itself, one per dropout layer
-and batch (``parity.modes``), so that the Keras twin multiplies by the very same mask.
+(``HarnessModel.set_training``) and names each batch's dropout masks (``set_masks``,
+``parity.modes``), so that the Keras twin multiplies by the very same mask.
 
 :class:`Modes` holds the model's mode and masks and calls a modal layer:
 
 - a batch norm: ``forward(x, mode)``; its ``running_mean`` and ``running_var`` are the
   model's state under Keras's names ``moving_mean`` and ``moving_variance`` (:data:`STATE`);
-- a dropout in training mode: the harness's keep mask is written into the layer's
-  ``mask`` before ``forward(x, "train")`` (a mask set before the call is used: the
-  shipped ``scratch.chw_norm.Dropout``, and the cs231n API's rule for a user's class,
-  README), in the layer's own format (bool, or cs231n's ``(rand < p) / p``), and read back
-  after it: a layer that drew another mask anyway is an ``ApiError`` at its ``forward``
-  (its output would not be the one the twin computes, and nothing would say why).
+- a dropout in training mode, one of two ways:
+  - the harness's masks (the shipped ``scratch.chw_norm.Dropout``): the keep mask is
+    written into the layer's ``mask`` before ``forward(x, "train")``, which uses a mask
+    it finds set, in the layer's own format (bool, or cs231n's ``(rand < p) / p``), and
+    read back after it: a layer that drew another mask anyway is an ``ApiError`` at its
+    ``forward`` (its output would not be the one the twin computes);
+  - the layer's own draws (a user's cs231n file, ``scratch.user_cs231n_draws``): the
+    layer draws its mask as cs231n's does, the harness reads it (:meth:`Modes.drawn_masks`)
+    for the twin and replays that draw whenever it runs the batch again.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ class Modes:
     """The mode (training by default, as Keras's ``fit``) and the dropout masks of one
     channels-first model described by ``network``."""
 
-    def __init__(self, network: Network):
-        self.network = network
+    def __init__(self, network: Network, draws=None):
+        """``draws``: a ``scratch.user_cs231n_draws.Draws`` when the dropout layers draw
+        their own masks; None when they take the harness's."""
+        self.network, self.draws = network, draws
         self.training = True
         self._masks: dict[str, np.ndarray] = {}
 
@@ -49,10 +54,11 @@ class Modes:
             )
         self.training = training
 
-    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+    def set_masks(self, masks: dict[str, np.ndarray], layers: dict) -> None:
         """``{dropout layer: keep mask}``, bool ``(N, *its input shape)`` channels-first;
         every dropout layer of the description must be named (a stale mask is never
-        reused silently)."""
+        reused silently). With ``draws``, the masks name the batch whose draw the
+        ``layers`` (``{name: layer}``) make or replay (their values are not used)."""
         expected = self.network.masked()
         if sorted(masks) != sorted(expected):
             raise ValueError(
@@ -70,6 +76,13 @@ class Modes:
                     f"{mask.shape}."
                 )
         self._masks = {name: np.array(masks[name], copy=True) for name in expected}
+        if self.draws is not None:
+            self.draws.start(self._masks, layers)
+
+    def drawn_masks(self) -> dict[str, np.ndarray] | None:
+        """The current batch's masks as the layers drew them (channels-first bool), or
+        None when the layers take the harness's masks."""
+        return None if self.draws is None else self.draws.drawn()
 
     def state(self, layers: dict) -> Tree:
         """``{batch norm: {Keras state name: the layer's live array}}``."""
@@ -82,6 +95,8 @@ class Modes:
         harness's mask given to a dropout in training mode)."""
         kind = self.network.layer(name).kind
         if kind == "Dropout" and self.training:
+            if self.draws is not None:
+                return self.draws.forward(name, layer, h)
             return self._dropout(name, layer, h)
         if kind in ("BatchNormalization", "Dropout"):
             return layer.forward(h, MODES[0] if self.training else MODES[1])

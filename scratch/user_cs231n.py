@@ -22,9 +22,11 @@ The file may also define ``BatchNorm``, ``SpatialBatchNorm`` and ``Dropout``
 so every check judges them in place (the batch norms and the dropout get the whole batch,
 the other classes one image at a time). The description gives the conv and the first
 Linear no bias (a batch norm follows): the user's ``bias`` there is held at zero and its
-``db`` not compared. With only some of the three, the fixed network above runs and those
-classes are judged alone (``parity.checks.modal``, which runs on every file that defines
-any of them).
+``db`` not compared. The user's ``Dropout`` draws its own masks: the harness reads each
+batch's ``mask``, gives it to the Keras twin and replays the draw wherever it runs that
+batch again (``scratch.user_cs231n_draws``). With only some of the three, the fixed
+network above runs and those classes are judged alone (``parity.checks.modal``, which
+runs on every file that defines any of them).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from scratch.cs231n_modes import STATE
 from scratch.protocol import check_dtype
 from scratch.user_api import check_array, check_function, check_signature, construct
 from scratch.user_code import UserCode, UserCodeError, load
+from scratch.user_cs231n_draws import Draws
 from scratch.user_cs231n_norm import NORM_CLASSES, NORM_LAYERS, build_checked
 from spec import Network
 from spec.networks import CHW, CHW_RELU, CS231N_3LAYER_CHW, NETWORKS
@@ -117,7 +120,7 @@ class UserCs231nModel(ChannelsFirstModel):
              else self._construct(found, item_name, shipped))
             for item_name, shipped in reference.layers
         )  # fmt: skip
-        self._adapter_state()
+        self._adapter_state(Draws(self.spec, self.dtype))  # its Dropout draws its masks
         self.class_names = {**{item.name: USER_KINDS[item.kind] for item in self.spec.layers
                                if item.kind in USER_KINDS and not item.folded},
                             **{layer.name: layer.cls for layer in NORM_LAYERS}}  # fmt: skip

@@ -204,28 +204,23 @@ class Dropout:
     """Inverted dropout, ``p`` the probability of keeping a unit (cs231n's convention).
 
     Training: ``mask = (rand < p) / p``, ``out = x * mask``; the mask is kept for
-    ``backward``, which then clears it, so that the next step draws a new one. A mask set
-    before ``forward`` is used instead of a new draw: the harness sets the one its Keras
-    twin uses. Test: the identity.
+    ``backward``. Test: the identity.
     """
 
     def __init__(self, p):
-        self.p, self.mode = p, "train"
+        self.p = p
         self.mask = None
         self.rng = np.random.default_rng()
 
     def forward(self, x, mode="train"):
-        self.mode = mode
         if mode == "test":
+            self.mask = None
             return x.copy()
-        if self.mask is None or self.mask.shape != x.shape:
-            keep = self.rng.random(x.shape) < self.p
-            self.mask = (keep / x.dtype.type(self.p)).astype(x.dtype)
+        self.mask = (self.rng.random(x.shape) < self.p) / x.dtype.type(self.p)
+        self.mask = self.mask.astype(x.dtype)
         return x * self.mask
 
     def backward(self, dout):
-        if self.mode == "test":
+        if self.mask is None:  # test mode
             return dout.copy()
-        dx = dout * self.mask
-        self.mask = None  # the next training step draws a new mask
-        return dx
+        return dout * self.mask

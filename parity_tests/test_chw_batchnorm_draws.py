@@ -182,7 +182,6 @@ def test_lockstep_gives_the_keras_step_the_users_draw(tmp_path):
     assert len(lockstep) > 10 and set(lockstep["status"]) == {PASS}
 
 
-@pytest.mark.slow  # ~6 s: the diagnosis of the failing steps
 @pytest.mark.keras
 def test_lockstep_with_the_harness_masks_instead_fails(monkeypatch):
     inject = modes.inject

@@ -333,8 +333,7 @@ def train_scratch(model, optimizer, x, labels, orders, batch_size: int, *, locks
 
     def inject(step: int) -> None:
         if masks is not None and step < len(sizes):
-            current[0] = masks(step, sizes[step])
-            modes.inject(model, current[0])
+            current[0] = modes.inject(model, masks(step, sizes[step]))  # the masks used
 
     inject(0)
 

@@ -7,6 +7,10 @@ dropout layer and call drawn here and given to both sides (scratch: ``set_masks`
 twin: ``reference.modal_layers.set_masks``), so forward and backward compare exactly;
 inference mode is judged by its own forward rows (``parity.checks.forward``).
 
+A user's cs231n ``Dropout`` draws its own mask instead (``scratch.user_cs231n_draws``):
+:func:`inject` then gives the twin the mask the user's layer drew, and returns it for
+lockstep's Keras step.
+
 Masks are drawn in Keras layout from ``numpy.random.default_rng([seed, MASK_STREAM,
 *key])``: element kept where ``uniform[0, 1) >= rate`` (probability ``1 - rate``, Keras's
 convention: ``rate`` drops), and converted to the model's layout for the scratch side.
@@ -44,16 +48,25 @@ def to_scratch(model, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: layout.from_keras(name, "input", mask) for name, mask in masks.items()}
 
 
-def inject(model, masks: dict[str, np.ndarray], keras_model=None) -> None:
-    """Give the Keras-layout ``masks`` to the scratch model and, if given, the twin."""
+def inject(model, masks: dict[str, np.ndarray], keras_model=None) -> dict[str, np.ndarray]:
+    """Give the Keras-layout ``masks`` to the scratch model and, if given, the twin;
+    returns the masks both sides use, Keras layout: ``masks``, or, for a model whose
+    dropout layers draw their own (``HarnessModel.drawn_masks``: a user's cs231n file),
+    the masks they drew for this batch (``masks`` then only name the batch: the same
+    ones again replay the same draw)."""
     if not model.spec.masked():
-        return
+        return masks
     model.set_masks(to_scratch(model, masks))
+    drawn = model.drawn_masks()
+    if drawn is not None:
+        layout = _layout(model)
+        masks = {name: layout.to_keras(name, "input", mask) for name, mask in drawn.items()}
     if keras_model is not None:
         from reference.modal_layers import set_masks
 
         layout = _layout(model)
         set_masks(keras_model, {layout.keras_key(n, "input")[0]: m for n, m in masks.items()})
+    return masks
 
 
 def rows(masks: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:

@@ -87,10 +87,15 @@ class TrainingOptions:
 
 
 def _network_of(model: str):
-    """The description of a shipped model (``spec.networks``), or None (a user's code)."""
+    """The description of a shipped model (``spec.networks``) or of a user's code registered
+    in this process (the one its adapter runs: a cs231n file with batch-norm and dropout
+    classes runs in ``cs231n-3layer-chw``), else None."""
+    from scratch.models import build, registered_user_code
     from spec.networks import NETWORKS
 
-    return NETWORKS.get(model)
+    if model in NETWORKS:
+        return NETWORKS[model]
+    return build(model).spec if registered_user_code(model) else None
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ from scratch import models
 from scratch.optim import SGD
 from scratch.protocol import REQUIRED, Capability, CapabilityError, HarnessModel
 from scratch.train import train
+from scratch.user_blog import build_user_blog
 from scratch.user_code import UserCode
 from scratch.user_cs231n import build_user_cs231n
 
 CS231N_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cs231n" / "layers.py"
+BLOG_EXAMPLE = CS231N_EXAMPLE.parents[1] / "blog"
 SHIPPED = models.MODEL_NAMES
 
 
@@ -53,11 +55,20 @@ def test_a_declared_train_step_steps_and_an_undeclared_one_names_the_capability(
 
 
 def test_a_model_without_loss_from_gets_a_capability_error_not_an_attribute_error(mnist):
-    model = _user_cs231n()
+    model = build_user_blog(UserCode(str(BLOG_EXAMPLE), "blog"))
     assert not model.provides(Capability.LOSS_FROM)
     x, labels = _batch(model, mnist, 2)
     with pytest.raises(CapabilityError, match="`loss from a layer`"):
         model_difference(model, x, labels, "max_pooling2d", "input", indices=[0])
+
+
+def test_a_users_cs231n_loss_from_a_layer_is_its_own_forward_from_there(mnist):
+    model = _user_cs231n()  # one image at a time: the same per-image walk as forward
+    x, labels = _batch(model, mnist, 3)
+    loss, _ = model.gradients(x, labels)
+    h = model.forward(x)["re_lu"]
+    assert model.loss_from("max_pooling2d", h, labels) == loss
+    assert model.loss_from("max_pooling2d", h * 2, labels) != loss
 
 
 @pytest.mark.parametrize("name", ["chw", "zhou"])

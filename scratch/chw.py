@@ -55,11 +55,14 @@ class Conv:
     rng : None, int or numpy.random.Generator
         Source of the filters; ``None`` means seed 0.
     dtype : float32 or float64
+    use_bias : bool
+        ``False``: no bias (``bias`` is None, ``backward``'s ``db`` None), as before a
+        batch norm, which subtracts the batch mean and so any bias.
 
     Attributes
     ----------
     filters : ndarray (F, C, k, k)
-    bias : ndarray (F,)
+    bias : ndarray (F,) or None
 
     Shapes: ``x (N, C, H, W) -> out (N, F, Ho, Wo)``,
     ``Ho = (H + 2*pad - k) // stride + 1`` (same for W).
@@ -75,6 +78,7 @@ class Conv:
         weight_scale=1e-3,
         rng=None,
         dtype=np.float64,
+        use_bias=True,
     ):
         self.in_channels = _check_int("in_channels", in_channels, 1)
         self.out_channels = _check_int("out_channels", out_channels, 1)
@@ -85,7 +89,7 @@ class Conv:
         scale = _check_scale(weight_scale)
         shape = (self.out_channels, self.in_channels, self.filter_size, self.filter_size)
         self.filters = (_rng(rng).standard_normal(shape) * scale).astype(self.dtype)
-        self.bias = np.zeros(self.out_channels, dtype=self.dtype)
+        self.bias = np.zeros(self.out_channels, dtype=self.dtype) if use_bias else None
         self._cache = None
 
     def output_size(self, size: int, axis: str) -> int:
@@ -129,7 +133,9 @@ class Conv:
         assert windows.shape[2:4] == (ho, wo)
         cols = _columns(windows)  # (C*k*k, N*Ho*Wo), im2col
         out = self.filters.reshape(self.out_channels, -1) @ cols  # (F, N*Ho*Wo)
-        out = out.reshape(self.out_channels, xb.shape[0], ho, wo) + self.bias[:, None, None, None]
+        out = out.reshape(self.out_channels, xb.shape[0], ho, wo)
+        if self.bias is not None:
+            out = out + self.bias[:, None, None, None]
         out = np.ascontiguousarray(out.transpose(1, 0, 2, 3))  # (N, F, Ho, Wo)
         self._cache = (xp.shape, cols, single, out.shape)
         return out[0] if single else out
@@ -137,7 +143,7 @@ class Conv:
     def backward(self, dout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout`` shaped like the last output -> ``(dx, dw, db)``.
 
-        ``dx`` like the last input, ``dw (F, C, k, k)``, ``db (F,)``.
+        ``dx`` like the last input, ``dw (F, C, k, k)``, ``db (F,)`` (None without bias).
         """
         if self._cache is None:
             raise RuntimeError("Conv.backward called before Conv.forward.")
@@ -145,7 +151,7 @@ class Conv:
         want = out_shape[1:] if single else out_shape
         dout = _check_dout(dout, want, self.dtype, "Conv")
         d = dout[None] if single else dout  # (N, F, Ho, Wo)
-        db = d.sum(axis=(0, 2, 3))
+        db = None if self.bias is None else d.sum(axis=(0, 2, 3))
         d_fm = d.transpose(1, 0, 2, 3).reshape(d.shape[1], -1)  # (F, N*Ho*Wo)
         dw = (d_fm @ cols.T).reshape(self.filters.shape)  # (F, C, k, k)
         dx = self._input_gradient(d, xp_shape)
@@ -252,27 +258,30 @@ class Linear:
     rng : None, int or numpy.random.Generator
         ``None`` means seed 0.
     dtype : float32 or float64
+    use_bias : bool
+        ``False``: no bias (``bias`` None, ``backward``'s ``db`` None), as ``Conv``.
 
     Attributes
     ----------
     weights : ndarray (in_features, out_features)
         Row ``c*H*W + h*W + w`` multiplies input ``(c, h, w)`` (CHW order; Keras's
         Flatten of NHWC is HWC order, so the twin needs these rows permuted).
-    bias : ndarray (out_features,)
+    bias : ndarray (out_features,) or None
 
     Shapes: a batch ``x (N, *features)`` with ``prod(features) == in_features``
     -> ``(N, out_features)``; one example ``x (*features)`` -> ``(out_features,)``.
     A leading axis is the batch axis whenever the remaining axes hold ``in_features``.
     """
 
-    def __init__(self, in_features, out_features, weight_scale=1e-3, rng=None, dtype=np.float64):
+    def __init__(self, in_features, out_features, weight_scale=1e-3, rng=None, dtype=np.float64,
+                 use_bias=True):  # fmt: skip
         self.in_features = _check_int("in_features", in_features, 1)
         self.out_features = _check_int("out_features", out_features, 1)
         self.dtype = check_dtype(dtype)
         scale = _check_scale(weight_scale)
         shape = (self.in_features, self.out_features)
         self.weights = (_rng(rng).standard_normal(shape) * scale).astype(self.dtype)
-        self.bias = np.zeros(self.out_features, dtype=self.dtype)
+        self.bias = np.zeros(self.out_features, dtype=self.dtype) if use_bias else None
         self._cache = None
 
     def forward(self, x) -> np.ndarray:
@@ -290,7 +299,9 @@ class Linear:
             )
         x = _cast_finite(x, self.dtype)
         flat = x.reshape(1 if single else shape[0], self.in_features)  # C, H, W order
-        out = flat @ self.weights + self.bias
+        out = flat @ self.weights
+        if self.bias is not None:
+            out = out + self.bias
         self._cache = (flat, shape, single)
         return out[0] if single else out
 
@@ -302,6 +313,6 @@ class Linear:
         want = (self.out_features,) if single else (flat.shape[0], self.out_features)
         d = _check_dout(dout, want, self.dtype, "Linear").reshape(flat.shape[0], -1)
         dw = flat.T @ d  # (in_features, out_features)
-        db = d.sum(axis=0)
+        db = None if self.bias is None else d.sum(axis=0)
         dx = (d @ self.weights.T).reshape(shape)
         return dx, dw, db

@@ -17,25 +17,25 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax_loss
+from scratch.chw_norm import BatchNorm, Dropout, SpatialBatchNorm
 from scratch.cs231n_api import ChannelsFirstModel
-from scratch.protocol import REQUIRED, Capability, check_dtype
+from scratch.protocol import check_dtype
 from spec import Network
-from spec.networks import CHW, CHW_ODD, CHW_RELU
+from spec.networks import CHW, CHW_ODD, CHW_RELU, CS231N_3LAYER_CHW
 
 
 def _conv(item, shapes, pad, rng, dtype, scale) -> Conv:
     (kh, kw), (sh, sw) = item.kernel_size, item.strides
-    if kh != kw or sh != sw or item.padding != "valid" or not item.use_bias:
+    if kh != kw or sh != sw or item.padding != "valid":
         raise item.error(
             "has no channels-first Conv (square kernel and strides, padding 'valid' after "
-            "an optional folded ZeroPadding2D, with bias)",
+            "an optional folded ZeroPadding2D)",
             f"kernel_size={item.kernel_size}, strides={item.strides}, "
             f"padding={item.padding!r}, use_bias={item.use_bias}",
         )
     channels = shapes[item.name][0][-1]
-    return Conv(
-        channels, item.filters, kh, pad=pad, stride=sh, weight_scale=scale, rng=rng, dtype=dtype
-    )
+    return Conv(channels, item.filters, kh, pad=pad, stride=sh, weight_scale=scale, rng=rng,
+                dtype=dtype, use_bias=item.use_bias)  # fmt: skip
 
 
 def _pool(item, dtype) -> MaxPool2x2:
@@ -47,14 +47,26 @@ def _pool(item, dtype) -> MaxPool2x2:
     return MaxPool2x2(dtype=dtype)
 
 
+def _modal(item, per_example: tuple, rng, dtype):
+    """cs231n's classes for a Keras BatchNormalization (SpatialBatchNorm on (H, W, C) maps,
+    BatchNorm on (D,) vectors, Keras's momentum and epsilon as cs231n's momentum and eps:
+    the same rule, spec.networks) or Dropout (keep p = 1 - rate; the harness injects its
+    masks). ``rng`` is not drawn from: the weights after it stay as they were."""
+    if item.kind == "Dropout":
+        return Dropout(1 - item.rate, dtype=dtype)
+    cls = SpatialBatchNorm if len(per_example) == 3 else BatchNorm
+    return cls(per_example[-1], eps=item.epsilon, momentum=item.momentum, dtype=dtype)
+
+
 def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
     """``((name, layer), ...)``: the channels-first layers of ``network`` (the Softmax,
     which is the loss, left out), weights drawn from ``rng`` in forward order.
 
     One table of kind -> layer: Conv2D -> ``Conv`` (a folded ZeroPadding2D just before it
-    is its ``pad``), ReLU -> ``ReLU``, MaxPooling2D -> ``MaxPool2x2``, a folded Flatten
-    then a Dense -> ``Linear`` (which flattens in C, H, W order). Anything else raises
-    SpecError naming the layer."""
+    is its ``pad``; ``use_bias`` as described), ReLU -> ``ReLU``, MaxPooling2D ->
+    ``MaxPool2x2``, a folded Flatten then a Dense -> ``Linear`` (which flattens in C, H, W
+    order), BatchNormalization -> ``SpatialBatchNorm``/``BatchNorm``, Dropout ->
+    ``Dropout`` (``scratch.chw_norm``). Anything else raises SpecError naming the layer."""
     shapes, layers, pad = network.shapes(), [], 0
     for i, item in enumerate(network.layers[:-1]):
         following = network.layers[i + 1]
@@ -69,13 +81,17 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
             layer = ReLU(dtype=dtype)
         elif item.kind == "MaxPooling2D":
             layer = _pool(item, dtype)
-        elif item.kind == "Dense" and item.use_bias:
+        elif item.kind == "Dense":
             features = int(np.prod(shapes[item.name][0]))
-            layer = Linear(features, item.units, weight_scale=weight_scale, rng=rng, dtype=dtype)
+            layer = Linear(features, item.units, weight_scale=weight_scale, rng=rng, dtype=dtype,
+                           use_bias=item.use_bias)  # fmt: skip
+        elif item.kind in ("BatchNormalization", "Dropout"):
+            layer = _modal(item, shapes[item.name][0], rng, dtype)
         else:
             raise item.error(
-                "has no channels-first layer (Conv2D, ReLU, MaxPooling2D, Dense with bias, "
-                "a folded ZeroPadding2D before a Conv2D, a folded Flatten before a Dense)",
+                "has no channels-first layer (Conv2D, ReLU, MaxPooling2D, Dense, "
+                "BatchNormalization, Dropout, a folded ZeroPadding2D before a Conv2D, a folded "
+                "Flatten before a Dense)",
                 f"folded={item.folded}",
             )
         layers.append((item.name, layer))
@@ -113,14 +129,6 @@ class ChwNet:
         self.pool = found[MaxPool2x2][0] if found[MaxPool2x2] else None
         self.linear = found[Linear][-1] if found[Linear] else None
 
-    def forward_from(self, name: str, h) -> np.ndarray:
-        """The scores when ``h`` is fed as the input of layer ``name`` (``"softmax"``: ``h``)."""
-        names = [n for n, _ in self.layers]
-        start = names.index(name) if name in names else len(names)
-        for _, layer in self.layers[start:]:
-            h = layer.forward(h)
-        return h
-
 
 class ChwModel(ChannelsFirstModel):
     """``ChwNet`` as the harness sees it, through the channels-first adapter every such
@@ -137,7 +145,6 @@ class ChwModel(ChannelsFirstModel):
     """
 
     per_image = False  # scratch.chw's layers take (N, C, H, W)
-    capabilities = REQUIRED | {Capability.LOSS_FROM}  # its own forward_from; no SGD step
     loss_function = staticmethod(softmax_loss)
 
     def __init__(self, network: Network = CHW_RELU, seed=0, dtype="float64"):
@@ -150,15 +157,6 @@ class ChwModel(ChannelsFirstModel):
     @property
     def layers(self) -> tuple:
         return self.net.layers
-
-    def loss_from(self, layer_name: str, h, labels) -> float:
-        """Mean loss when ``h`` is fed as the input of ``layer_name`` (for finite differences)."""
-        if layer_name not in self.layer_names:
-            raise ValueError(
-                f"Invalid value for argument `layer_name`. Expected one of {self.layer_names}. "
-                f"Received layer_name={layer_name!r}."
-            )
-        return softmax_loss(self.net.forward_from(layer_name, h), labels)[0]
 
 
 def build_chw_relu(seed=0, dtype="float64") -> ChwModel:
@@ -175,3 +173,10 @@ def build_chw_odd(seed=0, dtype="float64") -> ChwModel:
     """``spec.networks.CHW_ODD``: Conv(1, 6, 4, pad=1, stride=2) -> Conv(6, 10, 2) ->
     MaxPool2x2 on 13x13 -> Linear(360, 10) -> softmax."""
     return ChwModel(CHW_ODD, seed=seed, dtype=dtype)
+
+
+def build_cs231n_3layer_chw(seed=0, dtype="float64") -> ChwModel:
+    """``spec.networks.CS231N_3LAYER_CHW``: Conv(1, 8, 3, no bias) -> SpatialBatchNorm(8) ->
+    ReLU -> MaxPool2x2 -> Linear(1352, 32, no bias) -> BatchNorm(32) -> ReLU -> Dropout(0.5)
+    -> Linear(32, 10) -> softmax; built in training mode."""
+    return ChwModel(CS231N_3LAYER_CHW, seed=seed, dtype=dtype)

@@ -33,13 +33,19 @@ import abc
 import numpy as np
 
 from scratch.chw import softmax
-from scratch.protocol import HarnessModel, Tree
+from scratch.cs231n_modes import Modes
+from scratch.protocol import REQUIRED, Capability, HarnessModel, Tree
 from scratch.user_api import ApiError, source_of
 from spec import Network
+from spec.layers import MODAL_KINDS
 
-# Keras kind -> the API's weight attributes, in Keras's (kernel, bias) order.
-WEIGHTS = {"Conv2D": ("filters", "bias"), "Dense": ("weights", "bias")}
-KERAS_WEIGHTS = ("kernel", "bias")
+# Keras kind -> the API's weight attributes, in the order of Keras's names (KERAS_WEIGHTS)
+# and of backward's (dx, dw, db) / (dx, dgamma, dbeta). A description without a bias
+# (use_bias=False) leaves the bias out of the compared weights.
+WEIGHTS = {"Conv2D": ("filters", "bias"), "Dense": ("weights", "bias"),
+           "BatchNormalization": ("gamma", "beta")}  # fmt: skip
+KERAS_WEIGHTS = {"Conv2D": ("kernel", "bias"), "Dense": ("kernel", "bias"),
+                 "BatchNormalization": ("gamma", "beta")}  # fmt: skip
 CALLS = ("forward", "backward")  # keys of modified_inputs(): (layer, call)
 
 
@@ -51,32 +57,45 @@ class ChannelsFirstModel(HarnessModel):
     forward order, the Softmax (the loss) left out. ``class_names`` maps a layer name to
     the class shown in messages.
 
-    Capabilities: the required ones only (weights are stepped by the harness's optimizers
-    from the returned ``(dw, db)``, never by the API); ``ChwModel`` adds ``loss_from``.
+    The layers run one after the other over the batch: a layer that takes one image
+    (``per_image``) is called on each image in turn (and, before each image's backward
+    pass, forward again on that image, since it caches only its last call); a batch norm
+    or dropout (cs231n's take batches) and every layer of a batch implementation get the
+    whole batch once. So a batch norm always sees the batch's statistics, never pieces.
+
+    Capabilities: the required ones (weights are stepped by the harness's optimizers from
+    the returned gradients, never by the API) and training/inference modes
+    (:mod:`scratch.cs231n_modes`: ``forward(x, mode)`` of batch norm and dropout, the
+    harness's dropout masks, the running statistics as state) and the loss from any
+    layer's input (``loss_from``, finite differences).
 
     ``forward`` -> every layer's output, batch-first and NCHW (``{"conv2d": (N, 8, 26, 26),
     ..., "dense": scores (N, 10), "softmax": softmax(scores) (N, 10)}`` for ``chw-relu``);
     ``gradients`` -> ``(mean loss, tree)``: ``input`` for every layer (``softmax``'s is
-    ``dscores``) and ``kernel``, ``bias`` (the returned ``dw``, ``db``) for every layer with
-    weights, in the API's layouts (``(F, C, k, k)``, ``(in, out)``).
+    ``dscores``) and every weight the description has (``kernel``/``bias`` from ``(dx, dw,
+    db)``, ``gamma``/``beta`` from ``(dx, dgamma, dbeta)``), in the API's layouts (``(F, C,
+    k, k)``, ``(in, out)``, ``(C,)``).
     """
 
     spec: Network
     per_image: bool
     loss_function: object  # softmax_loss(scores, y) -> (mean loss, dscores)
     class_names: dict = {}
+    capabilities = REQUIRED | {Capability.MODES, Capability.LOSS_FROM}
 
     @property
     @abc.abstractmethod
     def layers(self) -> tuple:
         """``((name, layer), ...)``, read at every call (the self-test swaps a layer)."""
 
-    def _adapter_state(self) -> None:
-        """Call once in ``__init__``, after ``spec`` is set."""
+    def _adapter_state(self, draws=None) -> None:
+        """Call once in ``__init__``, after ``spec`` is set; ``draws``: the dropout layers
+        draw their own masks (``scratch.cs231n_modes.Modes``)."""
         self._softmax = self.spec.layers[-1].name
         self._input = self.spec.native_shape(self.spec.native_names[0], "input")[1:]
         self._in_place: dict[tuple[str, str], str] = {}
         self._not_provided: dict[tuple[str, str], str] = {}
+        self._modes = Modes(self.spec, draws)
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -105,63 +124,104 @@ class ChannelsFirstModel(HarnessModel):
         return scaled[:, None]
 
     def params(self) -> Tree:
-        """``{layer: {"kernel", "bias"}}`` for every layer with weights (the live arrays)."""
+        """``{layer: {"kernel", "bias"}}`` (``{"gamma", "beta"}`` of a batch norm) for every
+        layer with weights, the live arrays; a weight the description leaves out (a bias
+        before a batch norm) is not among them."""
         layers = dict(self.layers)
-        return {
-            name: {
-                keras: getattr(layers[name], attribute)
-                for keras, attribute in zip(
-                    KERAS_WEIGHTS, WEIGHTS[self.spec.layer(name).kind], strict=True
-                )  # fmt: skip
-            }
-            for name in self.spec.weight_shapes()
-        }
+        return {name: {keras: getattr(layers[name], attribute)
+                       for keras, attribute in self._weights(name)}
+                for name in self.spec.weight_shapes()}  # fmt: skip
+
+    def _weights(self, name: str) -> tuple[tuple[str, str], ...]:
+        """``((Keras name, API attribute), ...)`` of the weights the description gives
+        layer ``name``."""
+        kind, present = self.spec.layer(name).kind, self.spec.weight_shapes().get(name, {})
+        pairs = zip(KERAS_WEIGHTS.get(kind, ()), WEIGHTS.get(kind, ()), strict=True)
+        return tuple((keras, attribute) for keras, attribute in pairs if keras in present)
+
+    # -- modes and state (scratch.cs231n_modes) --------------------------------------------
+
+    def state(self) -> Tree:
+        """``{batch norm: {"moving_mean": running_mean, "moving_variance": running_var}}``,
+        the live arrays (read again at every call: cs231n's update rebinds them)."""
+        return self._modes.state(dict(self.layers))
+
+    def set_training(self, training: bool) -> None:
+        self._modes.set_training(training)
+
+    def set_masks(self, masks: dict[str, np.ndarray]) -> None:
+        self._modes.set_masks(masks, dict(self.layers))
+
+    def drawn_masks(self) -> dict[str, np.ndarray] | None:
+        return self._modes.drawn_masks()
 
     # -- forward ------------------------------------------------------------------------
 
     def forward(self, x) -> dict[str, np.ndarray]:
         self._check_x(x)
-        outputs = self._join([self._forward_piece(piece) for _, piece in self._pieces(x)])
+        outputs = self._run_forward(x)
         names = [name for name, _ in self.layers]
         result = dict(zip(names, outputs, strict=True))
         result[self._softmax] = softmax(outputs[-1])  # the probabilities softmax_loss means
         return result
 
-    def _pieces(self, x) -> list:
-        """``(index, piece)``: each image ``(C, H, W)`` alone, or the whole batch once."""
-        if self.per_image:
-            return [(i, x[i]) for i in range(len(x))]
-        return [(slice(None), x)]
+    def _batched(self, name: str) -> bool:
+        """Whether layer ``name`` is called once on the batch (else once per image)."""
+        return not self.per_image or self.spec.layer(name).kind in MODAL_KINDS
 
-    def _join(self, per_piece: list[list[np.ndarray]]) -> list[np.ndarray]:
-        """Per piece, a list of arrays -> per position, the batch (images stacked)."""
-        if not self.per_image:
-            return per_piece[0]
-        return [np.stack(arrays) for arrays in zip(*per_piece, strict=True)]
-
-    def _forward_piece(self, piece) -> list[np.ndarray]:
-        """Every layer's output for one piece (copies, taken before the next layer runs)."""
-        h = np.array(piece, copy=True)  # the first layer never gets the harness's array
-        seen, outputs = np.array(piece, copy=True), []
-        for name, layer in self.layers:
-            out = layer.forward(h)
-            self._watch(name, "forward", h, seen, "x")
-            self._check_output(name, out)
-            seen = np.array(out, copy=True)
+    def _run_forward(self, x, start: int = 0) -> list[np.ndarray]:
+        """Every layer's output from ``self.layers[start]`` on (copies, taken before the
+        next layer runs), ``x`` that layer's input batch. Each layer's input is kept (as
+        :attr:`_inputs`) for the per-image layers' second forward before backward."""
+        h, seen = np.array(x, copy=True), np.array(x, copy=True)  # never the harness's array
+        self._inputs, outputs = [], []
+        for name, layer in self.layers[start:]:
+            self._inputs.append(seen)
+            if self._batched(name):
+                out = self._modes.call_forward(name, layer, h)
+                self._watch(name, "forward", h, seen, "x")
+                self._check_output(name, np.shape(out)[1:])
+                seen = np.array(out, copy=True)
+            else:
+                seen = np.stack([self._forward_image(name, layer, image) for image in seen])
             outputs.append(seen)
-            h = out  # the layer's own array, as the user's own chain would pass it
+            h = out if self._batched(name) else np.array(seen, copy=True)
         return outputs
+
+    def _forward_image(self, name: str, layer, image) -> np.ndarray:
+        """One image's output of a per-image layer (a copy)."""
+        given = np.array(image, copy=True)
+        out = layer.forward(given)
+        self._watch(name, "forward", given, image, "x")
+        self._check_output(name, np.shape(out))
+        return np.array(out, copy=True)
+
+    def loss_from(self, layer_name: str, h, labels) -> float:
+        """Mean loss when ``h`` is fed as the input of ``layer_name`` (finite differences):
+        the layers from there on, then the loss, through the same calls as ``forward``."""
+        if layer_name not in self.layer_names:
+            raise ValueError(
+                f"Invalid value for argument `layer_name`. Expected one of {self.layer_names}. "
+                f"Received layer_name={layer_name!r}."
+            )
+        start = self.layer_names.index(layer_name)
+        scores = h if start == len(self.layers) else self._run_forward(h, start)[-1]
+        return self._loss(scores, labels)[0]
 
     # -- gradients ----------------------------------------------------------------------
 
     def gradients(self, x, labels) -> tuple[np.floating, Tree]:
+        return self.gradients_and_probabilities(x, labels)[:2]
+
+    def gradients_and_probabilities(self, x, labels, need_input_grad: bool = True):
+        """``(loss, grads, probabilities)`` from ONE forward pass: a training-mode pass
+        moves the running statistics, so a step takes exactly one, as Keras's does."""
         self._check_x(x)
-        pieces = self._pieces(x)
-        scores = self._join([[self._forward_piece(piece)[-1]] for _, piece in pieces])[0]
+        scores = self._run_forward(x)[-1]
         loss, dscores = self._loss(scores, labels)
         tree: Tree = {self._softmax: {"input": dscores}}
-        tree.update(self._backward(pieces, dscores, rerun=len(pieces) > 1))
-        return loss, {name: tree[name] for name in self.layer_names}
+        tree.update(self._backward(dscores))
+        return loss, {name: tree[name] for name in self.layer_names}, softmax(scores)
 
     def backward_from(self, x, dout) -> Tree:
         """The layers' backward pass from ``dout``, d loss / d (last layer's output) in
@@ -169,18 +229,8 @@ class ChannelsFirstModel(HarnessModel):
         {"input": dx, "kernel": dw, "bias": db}}`` for every layer but the Softmax, ``x``
         run forward first (``parity.checks.sweep`` judges one layer alone this way)."""
         self._check_x(x)
-        return self._backward(self._pieces(x), np.asarray(dout), rerun=True)
-
-    def _backward(self, pieces: list, d, rerun: bool) -> Tree:
-        """Per piece, (``rerun``: forward again, then) backward from its rows of ``d``;
-        gathered per layer."""
-        per_piece = []
-        for index, piece in pieces:
-            if rerun:
-                self._forward_piece(piece)  # the layers' caches hold this image again
-            per_piece.append(self._backward_piece(d[index]))
-        return {name: self._gather(name, [grads[name] for grads in per_piece])
-                for name, _ in self.layers}  # fmt: skip
+        self._run_forward(x)
+        return self._backward(np.asarray(dout))
 
     def loss(self, scores, labels) -> tuple:
         """``softmax_loss(scores (N, K), labels (N,))`` through the adapter's checks (its
@@ -214,30 +264,45 @@ class ChannelsFirstModel(HarnessModel):
         value = result[0][()] if isinstance(result[0], (np.ndarray, np.generic)) else None
         return (self.dtype.type(loss) if value is None else value), dscores
 
-    def _backward_piece(self, dscores) -> dict[str, dict]:
-        """``{layer: {"input": dx, "kernel": dw, "bias": db}}`` for one piece (copies)."""
-        d, seen = np.array(dscores, copy=True), np.array(dscores, copy=True)
-        grads = {}
+    def _backward(self, d) -> Tree:
+        """``{layer: {"input": dx, weight: gradient}}`` from ``d`` (d loss / d last
+        layer's output), layer by layer after :meth:`_run_forward` (copies)."""
+        grads, d = {}, np.array(d, copy=True)
         first = self.layers[0][0]
-        for name, layer in reversed(self.layers):
-            result = layer.backward(d)
-            self._watch(name, "backward", d, seen, "dout")
-            dx, weights = self._split(name, layer, result)
-            if dx is None and name != first:
+        for (name, layer), given in zip(reversed(self.layers), reversed(self._inputs),
+                                        strict=True):  # fmt: skip
+            if self._batched(name):
+                per_piece = [self._backward_piece(name, layer, d)]
+            else:  # each image: forward again (the layer caches its last call), backward
+                per_piece = []
+                for image, d_image in zip(given, d, strict=True):
+                    layer.forward(np.array(image, copy=True))
+                    per_piece.append(self._backward_piece(name, layer, d_image))
+            grads[name] = self._gather(name, per_piece, stacked=not self._batched(name))
+            if "input" not in grads[name] and name != first:
                 raise ApiError(
-                    f"{type(layer).__name__}.backward returned dx=None; the API returns the "
+                    f"{self._class(name)}.backward returned dx=None; the API returns the "
                     "gradient of the input (only the first layer may not).",
                     source_of(layer, "backward"),
                 )
-            seen = None if dx is None else np.array(dx, copy=True)
-            grads[name] = {"input": seen, **weights}
-            d = dx
-        return grads
+            d = grads[name].get("input")
+        return {name: grads[name] for name, _ in self.layers}
+
+    def _backward_piece(self, name: str, layer, dout) -> dict:
+        """``{"input": dx or None, weight: gradient}`` of one backward call (copies)."""
+        given, seen = np.array(dout, copy=True), np.array(dout, copy=True)
+        result = layer.backward(given)
+        self._watch(name, "backward", given, seen, "dout")
+        dx, weights = self._split(name, layer, result)
+        return {"input": None if dx is None else np.array(dx, copy=True), **weights}
 
     def _split(self, name: str, layer, result) -> tuple:
-        """``backward``'s result -> ``(dx, {"kernel": dw, "bias": db})`` (copies)."""
+        """``backward``'s result -> ``(dx, {"kernel": dw, "bias": db})`` (``{"gamma":
+        dgamma, "beta": dbeta}`` of a batch norm; copies). A gradient the description has
+        no weight for (a bias before a batch norm) is dropped."""
         cls = type(layer).__name__
-        if self.spec.layer(name).kind not in WEIGHTS:
+        kind = self.spec.layer(name).kind
+        if kind not in WEIGHTS:
             if isinstance(result, (tuple, list)):
                 raise ApiError(
                     f"{cls}.backward returned a {type(result).__name__} of {len(result)}; "
@@ -246,17 +311,18 @@ class ChannelsFirstModel(HarnessModel):
                 )
             return result, {}
         if not isinstance(result, (tuple, list)) or len(result) != 3:
-            raise ApiError(
-                f"{cls}.backward returned {_describe(result)}; the API returns (dx, dw, db) "
-                "for a layer with weights.",
-                source_of(layer, "backward"),
-            )
-        dx, dw, db = result
-        return dx, {"kernel": np.array(dw, copy=True), "bias": np.array(db, copy=True)}
+            form = "(dx, dgamma, dbeta) for a batch norm" if kind in MODAL_KINDS else (
+                "(dx, dw, db) for a layer with weights")  # fmt: skip
+            raise ApiError(f"{cls}.backward returned {_describe(result)}; the API returns {form}.",
+                           source_of(layer, "backward"))  # fmt: skip
+        kept = dict(self._weights(name))
+        named = zip(KERAS_WEIGHTS[kind], result[1:], strict=True)
+        return result[0], {k: np.array(g, copy=True) for k, g in named if k in kept}
 
-    def _gather(self, name: str, per_piece: list[dict]) -> dict:
-        """One layer's gradients over the pieces: input gradients stacked, weight
-        gradients summed (each piece's ``dscores`` already carries the 1/N)."""
+    def _gather(self, name: str, per_piece: list[dict], stacked: bool) -> dict:
+        """One layer's gradients over the pieces (images, or the batch once): input
+        gradients stacked, weight gradients summed (each image's ``dscores`` already
+        carries the 1/N)."""
         inputs = [grads["input"] for grads in per_piece]
         out = {}
         if any(a is None for a in inputs):
@@ -270,8 +336,8 @@ class ChannelsFirstModel(HarnessModel):
             )
         else:
             self._not_provided.pop((name, "input"), None)
-            out["input"] = self._join([[a] for a in inputs])[0]
-        for weight in (w for w in KERAS_WEIGHTS if w in per_piece[0]):
+            out["input"] = np.stack(inputs) if stacked else inputs[0]
+        for weight in (w for w in per_piece[0] if w != "input"):
             total = per_piece[0][weight]
             for grads in per_piece[1:]:
                 total += grads[weight]  # total is a copy (_split): the user's arrays stay
@@ -303,11 +369,10 @@ class ChannelsFirstModel(HarnessModel):
             "x.copy()). The other rows compare copies taken before the call."
         )
 
-    def _check_output(self, name: str, out) -> None:
-        """Raise :class:`OutputShapeError` if ``out``, one piece's output of layer
-        ``name``, is not shaped as the description says (per example, native layout)."""
+    def _check_output(self, name: str, actual: tuple) -> None:
+        """Raise :class:`OutputShapeError` if ``actual``, the per-example shape of layer
+        ``name``'s output, is not the one the description says (native layout)."""
         expected = self.spec.native_shape(name, "output")[1:]
-        actual = np.shape(out) if self.per_image else np.shape(out)[1:]
         if actual != expected:
             raise OutputShapeError(name, actual, expected, (
                 f"layer `{name}` ({self._class(name)}).forward returned an output of shape "

@@ -23,6 +23,7 @@ _BUILDERS: dict[str, str] = {
     "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
     "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
     "cs231n-3layer": "scratch.models:build_cs231n_3layer",  # a description only
+    "cs231n-3layer-chw": "scratch.chw_model:build_cs231n_3layer_chw",  # the same, channels-first
 }
 
 _INTERNAL: dict[str, str] = {
@@ -70,6 +71,11 @@ def register_user_code(code) -> None:
             f"model. Received code.name={code.name!r}."
         )
     _USER_CODE[code.name] = code
+
+
+def registered_user_code(name: str) -> bool:
+    """Whether ``name`` is a user's code registered in this process."""
+    return name in _USER_CODE
 
 
 def build_two_conv(seed: int, dtype) -> HarnessModel:

@@ -264,6 +264,13 @@ class HarnessModel(abc.ABC):
         self.require(Capability.MODES)
         raise CapabilityError(f"{type(self).__name__} declares `{Capability.MODES}` without it.")
 
+    def drawn_masks(self) -> dict[str, np.ndarray] | None:
+        """``Capability.MODES``: None when the dropout layers use the masks given to
+        ``set_masks``; else (a user's cs231n ``Dropout`` draws its own) ``{dropout layer:
+        keep mask}``, bool, native layout, that the layers drew for the batch of the last
+        ``set_masks``, which the twin must then use."""
+        return None
+
     def loss_from(self, layer_name: str, h, labels) -> float:
         """``Capability.LOSS_FROM``: the mean loss when ``h`` (``(N, ...)``, native layout
         of ``layer_name``'s input) is fed as the input of ``layer_name`` (finite

@@ -129,14 +129,28 @@ def call_forward(user, x: np.ndarray, mode: str) -> np.ndarray:
     return out.copy()
 
 
-def read_mask(user, shape: tuple) -> np.ndarray:
+def read_mask(user, shape: tuple, layer: str = "") -> np.ndarray:
     """The keep mask the user's ``Dropout`` drew in its last training-mode ``forward``:
-    bool ``shape``, ``mask != 0`` (a bool mask or cs231n's ``(rand < p) / p``)."""
+    bool ``shape``, ``mask != 0``. ``mask`` must be an array of x's ``shape`` holding a
+    bool mask or numbers that are 0 where dropped and one common nonzero finite value
+    where kept (0/1, or cs231n's ``(rand < p) / p``); else :class:`ApiError` at the user's
+    ``forward`` naming ``layer`` (if given), the attribute and what it holds."""
     mask = getattr(user, "mask", None)
+    where = f"layer `{layer}`: " if layer else ""
+    problem = ""
     if not isinstance(mask, np.ndarray) or mask.shape != shape:
+        problem = f"left `mask` {_describe(mask)} for x of shape {shape}"
+    elif mask.dtype != bool:
+        kept = np.unique(mask[mask != 0]) if mask.dtype.kind in "iuf" else None
+        if kept is None or kept.size > 1 or not np.isfinite(kept).all():
+            values = "of dtype " + mask.dtype.name if kept is None else (
+                f"with {kept.size} distinct nonzero values (e.g. {kept[:3].tolist()})")  # fmt: skip
+            problem = f"left `mask` {values}"
+    if problem:
         raise ApiError(
-            f"{type(user).__name__}.forward(x, 'train') left `mask` {_describe(mask)} for x "
-            f"of shape {shape}; the API keeps the mask drawn, shaped like x ({API['Dropout']}).",
+            f"{where}{type(user).__name__}.forward(x, 'train') {problem}; the API keeps the "
+            "mask drawn in `mask`, shaped like x: bool, or 0 where dropped and one value "
+            f"where kept, e.g. (rand < p) / p ({API['Dropout']}).",
             source_of(user, "forward"),
         )
     return mask != 0

@@ -8,6 +8,8 @@ layout; ``reference.layout``'s named conversions are built from the same records
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from spec.layers import stack
 from spec.network import Network, Preprocess
 from spec.transforms import ExpandDims, FlattenOrder, Permute
@@ -161,6 +163,7 @@ LENET5 = Network(
 CS231N_MOMENTUM, CS231N_EPSILON = 0.9, 1e-5
 CS231N_KEEP = 0.5  # dropout_forward's p in the assignment's examples
 
+
 # The cs231n three-layer convnet with batch norm and dropout (assignment 2's ThreeLayerConvNet
 # plus its batchnorm/dropout layers), small enough to be fast: conv - spatial batch norm -
 # relu - 2x2 max pool - affine - batch norm - relu - dropout - affine - softmax. The layers
@@ -168,24 +171,32 @@ CS231N_KEEP = 0.5  # dropout_forward's p in the assignment's examples
 # a gradient that is exactly 0 in exact arithmetic and only rounding in floating point (a
 # norm-wise comparison of two roundings is meaningless); Keras's documentation recommends
 # use_bias=False there too. Pixels in [0, 1]; trained with batches of 32.
-CS231N_3LAYER = Network(
-    "cs231n-3layer", MNIST,
-    stack(
+def _cs231n_3layer_layers(folded: bool):
+    return stack(
         ("Conv2D", dict(filters=8, kernel_size=3, use_bias=False)),  # 26x26x8
         ("BatchNormalization", dict(momentum=CS231N_MOMENTUM, epsilon=CS231N_EPSILON)),
         ("ReLU", {}),
         ("MaxPooling2D", dict(pool_size=2)),  # 13x13x8
-        ("Flatten", {}),  # 1352
+        ("Flatten", dict(folded=folded)),  # 1352 (channels-first: inside the Linear)
         ("Dense", dict(units=32, use_bias=False)),
         ("BatchNormalization", dict(momentum=CS231N_MOMENTUM, epsilon=CS231N_EPSILON)),
         ("ReLU", {}),
         ("Dropout", dict(rate=1 - CS231N_KEEP)),
         ("Dense", dict(units=10)),
         ("Softmax", {}),
-    ),
-    UNIT_SCALING,
-    training_batch=32,
-)  # fmt: skip
+    )  # fmt: skip
+
+
+CS231N_3LAYER = Network(
+    "cs231n-3layer", MNIST, _cs231n_3layer_layers(folded=False), UNIT_SCALING, training_batch=32
+)
+# The same network in the channels-first family (scratch.chw's Conv, MaxPool2x2, Linear and
+# scratch.chw_norm's SpatialBatchNorm, BatchNorm, Dropout; or a user's cs231n file defining
+# the batch-norm classes): NCHW activations, so the spatial batch norm normalizes axis 1 of
+# (N, 8, 26, 26); its gamma, beta and moving statistics are (C,) in both layouts.
+CS231N_3LAYER_CHW = replace(
+    channels_first("cs231n-3layer-chw", _cs231n_3layer_layers(folded=True)), training_batch=32
+)
 
 NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5,
-                                CS231N_3LAYER)}  # fmt: skip
+                                CS231N_3LAYER, CS231N_3LAYER_CHW)}  # fmt: skip

@@ -316,7 +316,19 @@ def test_help_lists_every_optimizer_with_its_keras_class(command, capsys):
 def test_optimizer_option_sets_the_schedule_with_its_default_learning_rate(optimizer, lr):
     for command in (["run"], ["check", "user.py"]):
         args = cli.build_parser().parse_args([*command, "--optimizer", optimizer])
-        training = cli.training_from_args(args)
+        training = cli.training_from_args(args).for_model("zhou", "float64", 0)
         assert (training.optimizer, training.learning_rate) == (optimizer, lr)
     args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
     assert cli.training_from_args(args).learning_rate == 0.1
+
+
+# issue 15's recipe for cs231n-3layer (spec.networks.CS231N_LEARNING_RATES), else the table's
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.005), ("momentum", 0.01), ("nesterov", 0.01),
+                                           ("rmsprop", 0.001), ("adam", 0.001)])  # fmt: skip
+def test_a_networks_own_learning_rate_is_its_default_and_an_explicit_lr_wins(optimizer, lr):
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer])
+    training = cli.training_from_args(args).for_model("cs231n-3layer", "float32", 0)
+    assert (training.learning_rate, training.batch_size) == (lr, 32)
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
+    assert cli.training_from_args(args).for_model("cs231n-3layer", "float32", 0).learning_rate \
+        == 0.1  # fmt: skip

@@ -167,7 +167,11 @@ CS231N_KEEP = 0.5  # dropout_forward's p in the assignment's examples
 # before a batch norm have no bias: batch norm subtracts the batch mean, so such a bias has
 # a gradient that is exactly 0 in exact arithmetic and only rounding in floating point (a
 # norm-wise comparison of two roundings is meaningless); Keras's documentation recommends
-# use_bias=False there too. Pixels in [0, 1]; trained with batches of 32.
+# use_bias=False there too. Pixels in [0, 1]; trained with batches of 32 and, unless the
+# user names a rate, issue 15's recipe: SGD momentum 0.9 at lr 0.01 (Nesterov's look-ahead
+# too: the same SGD-with-momentum recipe), Adam at 1e-3 (the table's); other optimizers
+# keep reference.optimizers' defaults.
+CS231N_LEARNING_RATES = {"momentum": 0.01, "nesterov": 0.01, "adam": 1e-3}
 CS231N_3LAYER = Network(
     "cs231n-3layer", MNIST,
     stack(
@@ -185,6 +189,7 @@ CS231N_3LAYER = Network(
     ),
     UNIT_SCALING,
     training_batch=32,
+    learning_rates=CS231N_LEARNING_RATES,
 )  # fmt: skip
 
 NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5,

@@ -103,6 +103,14 @@ def test_batchnorm_budgets_only_for_networks_with_batch_norm():
         assert tolerances.get(check, "float64", CS231N_3LAYER) is tolerances.get(
             f"{check}-batchnorm", "float64")  # fmt: skip
         assert tolerances.get(check, "float64", LENET5) is tolerances.get(check, "float64")
+    for check in (
+        "lockstep-weights-momentum",
+        "lockstep-momentum-state",
+        "lockstep-weights-rmsprop",
+    ):  # measured beside each, float64 only
+        assert tolerances.get(check, "float64", CS231N_3LAYER) is tolerances.get(
+            f"{check}-batchnorm", "float64")  # fmt: skip
+        assert tolerances.get(check, "float32", CS231N_3LAYER) is tolerances.get(check, "float32")
 
 
 # -- the twin's rows ------------------------------------------------------------------------

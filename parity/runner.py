@@ -125,9 +125,16 @@ class RunConfig:
             derivation_images=derivations.IMAGES, fd_eps=derivations.EPS,
             fd_jitter=derivations.JITTER, fd_max_points=derivations.FD_MAX_POINTS,
             model_hooks=[repr(h) for h in self.model_hooks],
-            training=None if self.training is None else asdict(self.training),
+            training=None if self.training is None else self._training(),
             user_code=[asdict(code) for code in self.user_code],
         )  # fmt: skip
+
+    def _training(self) -> dict:
+        """The schedule, with each model's learning rate as resolved (``learning_rate``
+        None: the network's own or the optimizer's, ``TrainingOptions.for_model``)."""
+        rates = {m: self.training.for_model(m, self.dtypes[0], self.seed).learning_rate
+                 for m in self.models}  # fmt: skip
+        return {**asdict(self.training), "learning_rate_of_model": rates}
 
 
 @dataclass(frozen=True)

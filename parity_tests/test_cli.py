@@ -332,3 +332,10 @@ def test_a_networks_own_learning_rate_is_its_default_and_an_explicit_lr_wins(opt
     args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
     assert cli.training_from_args(args).for_model("cs231n-3layer", "float32", 0).learning_rate \
         == 0.1  # fmt: skip
+
+
+def test_the_run_records_each_models_learning_rate_as_resolved():
+    training = runner.TrainingOptions(optimizer="momentum", learning_rate=None)
+    config = runner.RunConfig(models=("cs231n-3layer", "zhou"), training=training)
+    rates = config.describe()["training"]["learning_rate_of_model"]
+    assert rates == {"cs231n-3layer": 0.01, "zhou": 0.0005}

@@ -2,13 +2,13 @@
 ``parity.tolerances.LOCKSTEP_SEED_ROUNDINGS`` and ``LOCKSTEP_WEIGHTS_*``.
 
     .venv/bin/python benchmarks/lockstep_budget.py [--seeds 10] [--dtype float32]
-        [--models zhou,two-conv,chw,chw-relu] [--optimizer sgd] [--batch-size N]
+        [--models zhou,two-conv,chw,chw-relu] [--optimizer sgd] [--batch-size N] [--epochs 3]
 
-Runs the training check's lockstep (3 epochs x 1,000 images at the optimizer's default
-learning rate, ``reference.optimizers``: the blog's schedule for ``sgd``; batch 1 for the
-SGD family, 32 for RMSprop, Adam and AdamW unless ``--batch-size`` says otherwise) on the
-shipped, correct code and records, for every step and every weight (and every slot of the
-optimizer: momentum, velocity), what the budget
+Runs the training check's lockstep (``--epochs``, default 3, x 1,000 images at the
+optimizer's default learning rate, ``reference.optimizers``: the blog's schedule for
+``sgd``; batch 1 for the SGD family, 32 for RMSprop, Adam and AdamW unless
+``--batch-size`` says otherwise) on the shipped, correct code and records, for every
+step and every weight (and every slot of the optimizer: momentum, velocity), what the budget
 ``eps * max|before| + (rtol + SEED_ROUNDINGS * eps * kappa) * M`` is made of
 (``parity.lockstep_judge``). Prints, per model:
 
@@ -30,7 +30,10 @@ optimizer: momentum, velocity), what the budget
   ``rtol`` must cover beside it (RMSprop at batch 1: its step does not shrink with a
   gradient that rounding dominates, so its worst ``rel`` is at steps where ``kappa`` is
   1e5-1e7 and the seed term covers it);
-- ``weights seed`` / ``state seed``: ``seed need`` of the weight updates, resp. the slots.
+- ``weights seed`` / ``state seed``: ``seed need`` of the weight updates, resp. the slots;
+- ``state need by change``: ``state need`` with ``M`` the step's largest change of the
+  slot, the scale before ``parity.lockstep_judge.DECAYS`` (RMSprop's velocity: now its
+  largest new term), for comparison.
 
 A script, not a test: ~10 s per model and seed (README, "Verdicts").
 """
@@ -56,6 +59,12 @@ def record_entries(sink: list) -> None:
 
     def record(self, entries, where):
         original(self, entries, where)
+        changes: dict = {}  # per kind, the step's largest change (the scale before DECAYS)
+        for e in entries:
+            if e.allowance > 0 and np.isfinite(e.use):
+                kind = lockstep_judge.quantity_kind(e.quantity)
+                change = np.abs(np.asarray(e.theirs, np.float64) - np.asarray(e.before))
+                changes[kind] = max(changes.get(kind, 0.0), float(np.max(change, initial=0.0)))
         for e in entries:
             if e.allowance <= 0 or not np.isfinite(e.use):
                 continue
@@ -64,14 +73,15 @@ def record_entries(sink: list) -> None:
             weights = lockstep_judge.quantity_kind(e.quantity) == "weights"
             sink.append((e.layer, e.quantity, err, self.budgets.eps * b, e.scale,
                          self.budgets.rtol(e.quantity), self.budgets.eps, e.kappa,
-                         float(weights), self.budgets.seed_roundings))  # fmt: skip
+                         float(weights), self.budgets.seed_roundings,
+                         changes[lockstep_judge.quantity_kind(e.quantity)]))  # fmt: skip
 
     lockstep_judge.Judge.record = record
 
 
 def summarize(rows: list) -> dict:
     a = np.array([r[2:] for r in rows], np.float64)
-    err, rounding, scale, rtol, eps, kappa, weights, seed_roundings = a.T
+    err, rounding, scale, rtol, eps, kappa, weights, seed_roundings, change = a.T
     excess = err - rounding
     with np.errstate(divide="ignore", invalid="ignore"):
         base = np.where(scale > 0, excess / (rtol * scale), 0.0)
@@ -80,6 +90,7 @@ def summarize(rows: list) -> dict:
         rel = np.where(scale > 0, excess / scale, 0.0)
         seed = seed_roundings * eps * kappa
         rest = rel - seed  # what rtol must cover beside the seed term
+        by_change = np.where(change > 0, excess / change, 0.0) - seed  # the old scale's need
     out = {}
     for name, values in (("base use", base), ("seed need", need), ("seed only", alone),
                          ("weights rel", np.where(weights > 0, rel, 0.0)),
@@ -87,7 +98,9 @@ def summarize(rows: list) -> dict:
                          ("weights need", np.where(weights > 0, rest, -np.inf)),
                          ("state need", np.where(weights > 0, -np.inf, rest)),
                          ("weights seed", np.where(weights > 0, need, -np.inf)),
-                         ("state seed", np.where(weights > 0, -np.inf, need))):  # fmt: skip
+                         ("state seed", np.where(weights > 0, -np.inf, need)),
+                         ("state need by change", np.where(weights > 0, -np.inf, by_change)),
+                         ):  # fmt: skip
         i = int(np.argmax(values))
         out[name] = (float(values[i]), rows[i][0], rows[i][1], float(kappa[i]))
     out["kappa max"] = float(kappa.max())
@@ -117,12 +130,13 @@ def main() -> None:
     parser.add_argument("--models", default="zhou,two-conv,chw,chw-relu")
     parser.add_argument("--optimizer", default="sgd", choices=NAMES)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     kind = OPTIMIZERS[args.optimizer]
     batch_size = args.batch_size or (32 if kind.normalised else 1)
-    training = runner.TrainingOptions(
-        epochs=3, optimizer=kind.name, learning_rate=kind.learning_rate, batch_size=batch_size
-    )
+    training = runner.TrainingOptions(epochs=args.epochs, optimizer=kind.name,
+                                      learning_rate=kind.learning_rate,
+                                      batch_size=batch_size)  # fmt: skip
     from reference import backend
 
     backend.configure(args.dtype)  # Keras floatx before any Keras object (DESIGN.md)
@@ -154,6 +168,7 @@ def main() -> None:
             "state rel",
             "weights need",
             "state need",
+            "state need by change",
         ):
             value, layer, quantity, kappa, seed = worst[key]
             print(f"  {key:9s} {value:10.3g}  ({layer}/{quantity}, kappa {kappa:.3g}, seed {seed})")

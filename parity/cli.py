@@ -91,7 +91,8 @@ def _lr_help() -> str:
     by_rate: dict[float, list[str]] = {}
     for name, rate in DEFAULT_LEARNING_RATES.items():
         by_rate.setdefault(rate, []).append(name)
-    return "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
+    table = "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
+    return f"{table}; a network's own where it has one: cs231n-3layer 0.01 for momentum, nesterov"
 
 
 def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:
@@ -282,7 +283,8 @@ def training_from_args(args) -> runner.TrainingOptions | None:
             f"Invalid value for argument `--optimizer`. Expected one of "
             f"{', '.join(OPTIMIZERS)}. Received --optimizer={args.optimizer!r}."
         )
-    lr = DEFAULT_LEARNING_RATES[optimizer] if args.lr is None else positive("--lr", args.lr)
+    # None: the optimizer's default, or the network's own (runner.TrainingOptions.for_model)
+    lr = None if args.lr is None else positive("--lr", args.lr)
     options = runner.TrainingOptions(
         optimizer=optimizer, learning_rate=lr, epochs=epochs,
         batch_size=(None if args.batch_size is None

@@ -35,6 +35,7 @@ import numpy as np
 from parity import tolerances
 from parity.lockstep_judge import (
     ADAM_RULE,
+    DECAYS,
     Budgets,
     Entry,
     Judge,
@@ -185,7 +186,8 @@ class Lockstep:
             keras_adam = stepper.optimizer
             rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
                     float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
-        self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.slots, rule)
+        self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.slots, rule,
+                           decays=DECAYS.get(optimizer, {}))  # fmt: skip
         self.forward_rtol = tolerances.get("forward", dtype, model.spec).rtol
         self.decisions = decision_layers(model, stepper.keras_model)
         self.failing_probes = 0

@@ -10,7 +10,7 @@ import numpy as np
 from parity import tolerances
 from parity.compare import Comparison, compare
 from parity.lockstep_state import ITERATIONS, Snapshot, is_model_state, quantities
-from reference.optimizers import SLOT_NAMES
+from reference.optimizers import OPTIMIZERS, SLOT_NAMES
 
 # optimizer -> (its weight-update budget, its slots' budget) in parity.tolerances, each
 # measured on that optimizer (benchmarks/lockstep_budget.py); AdamW's update is Adam's
@@ -28,6 +28,14 @@ BUDGET_KEYS = {
 # whole, element by element (parity.tolerances)
 SEED_ROUNDINGS = {"rmsprop": tolerances.LOCKSTEP_SEED_ROUNDINGS_RMSPROP}
 ADAM_RULE = ("adam", "adamw")  # updates alpha * m / (sqrt(v) + eps): Judge._explained applies
+# optimizer -> {slot: decay}: a slot updated as s = decay * s + term is judged against the
+# step's largest new term |s_after - decay * s_before| (Keras's side), not its change.
+# RMSprop's velocity: the term is (1 - rho) g^2, and a gradient rounding dg moves it by
+# 2 (1 - rho) |g| |dg| <= 2 (dg / G) (1 - rho) G^2, G the step's largest |g|: the term
+# scale M = (1 - rho) G^2 bounds v's error by twice the gradient's error relative to the
+# largest gradient, the quantity the weight budgets bound. v's change (1 - rho)(g^2 - v)
+# cancels where g^2 ~ v (a steady state) and was a poor scale (parity.tolerances).
+DECAYS = {"rmsprop": {"velocity": OPTIMIZERS["rmsprop"].options["rho"]}}
 
 # -- budgets ------------------------------------------------------------------------------
 
@@ -181,6 +189,7 @@ class Judge:
     budgets: Budgets
     slots: tuple[str, ...] = ()  # the optimizer's slot names (reference.optimizers)
     adam_rule: tuple | None = None  # Adam's, AdamW's (learning_rate, beta_1, beta_2, epsilon)
+    decays: dict = field(default_factory=dict)  # {slot: decay}: scaled by its new term (DECAYS)
     tracks: dict = field(default_factory=dict)  # (layer, quantity) -> _Track
     resynced: list = field(default_factory=list)  # (where, what) of re-synced steps
     steps: int = 0
@@ -188,7 +197,9 @@ class Judge:
     def measure(self, before: Snapshot, scratch: Snapshot, keras: Snapshot,
                 kappa: float = 1.0) -> list[Entry]:  # fmt: skip
         """Every quantity of one step: scratch's and Keras's step from ``before``;
-        ``kappa`` the step's loss-gradient condition (:func:`seed_condition`)."""
+        ``kappa`` the step's loss-gradient condition (:func:`seed_condition`). A kind's
+        scale ``M`` is its largest update on Keras's side, ``max|after - before|``, or for
+        a slot of :attr:`decays` its largest new term ``max|after - decay * before|``."""
         rows = []  # (layer, quantity, before, mine, theirs, float64 copies or None)
         scales: dict = {}
         for (layer, quantity, b), (_, _, s), (_, _, k) in zip(
@@ -201,7 +212,8 @@ class Judge:
                 arrays = tuple(np.asarray(a, dtype=np.float64) for a in (b, s, k))
                 if np.isfinite(arrays[2]).all():
                     kind = quantity_kind(quantity)
-                    step = float(np.max(np.abs(arrays[2] - arrays[0]), initial=0.0))
+                    old = arrays[0] * self.decays.get(kind, 1.0)
+                    step = float(np.max(np.abs(arrays[2] - old), initial=0.0))
                     scales[kind] = max(scales.get(kind, 0.0), step)
             rows.append((layer, quantity, b, s, k, arrays))
         explained = self._explained(rows, keras.state.iterations) if self.adam_rule else {}
@@ -308,10 +320,12 @@ class Judge:
         rtol, base = (self.budgets.update_rtol(entry.quantity, entry.kappa),
                       self.budgets.rtol(entry.quantity))  # fmt: skip
         seed = self.budgets.seed_roundings
+        kind = quantity_kind(entry.quantity)
+        of = (f"new term |after - {self.decays[kind]:g}*before|" if kind in self.decays
+              else "update")  # fmt: skip
         rule = (f"; atol = eps*max|before| + rtol*M = {self.budgets.eps:.2e}*"
                 f"{float(np.max(np.abs(np.asarray(entry.before, np.float64)), initial=0.0)):.3e}"
-                f" + {rtol:.1e}*{entry.scale:.3e}, M the step's largest "
-                f"{quantity_kind(entry.quantity)} update")  # fmt: skip
+                f" + {rtol:.1e}*{entry.scale:.3e}, M the step's largest {kind} {of}")  # fmt: skip
         if quantity_kind(entry.quantity) != MOVING:
             rule += (f", rtol = {base:.1e} + {seed:g}*eps*kappa, kappa = {entry.kappa:.3g} "
                      "the loss gradient's condition")  # fmt: skip

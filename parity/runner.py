@@ -41,6 +41,7 @@ from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, p
 from parity.compare import EXIT_FAIL, EXIT_PASS, error, exit_code, raised
 from parity.progress import print_progress
 from parity.summary import SUMMARY_COLUMNS, in_run_order, summarize
+from reference.optimizers import default_learning_rate
 
 CHECKS = ("forward", "gradients", "isolation", "derivations", "ties")
 SWEEP = "sweep"  # a user's layers alone at other settings (parity.checks.sweep): user code only
@@ -64,7 +65,7 @@ class TrainingOptions:
     """The training-curve schedule (``parity.checks.training``); the blog's by default."""
 
     optimizer: str = "sgd"
-    learning_rate: float = 0.005
+    learning_rate: float | None = 0.005  # None: the network's own, else the optimizer's
     batch_size: int | None = 1  # None: the network's own (spec.Network.training_batch)
     epochs: int = 3
     train_size: int = 1000
@@ -74,13 +75,17 @@ class TrainingOptions:
 
     def for_model(self, model: str, dtype: str, seed: int) -> TrainingConfig:
         """The schedule of ``model``: ``batch_size`` None (the command line's default) is its
-        network's training batch (1, or 32 with batch norm); a network with dropout trains
+        network's training batch (1, or 32 with batch norm); ``learning_rate`` None (the
+        command line's default) is its network's rate for the optimizer, else the
+        optimizer's (``reference.optimizers.default_learning_rate``); a network with dropout trains
         in lockstep only (the free-running Keras paths draw their own masks inside a compiled
         step: the harness cannot give them its masks, so their curves would differ)."""
         options = asdict(self)
         network = _network_of(model)
         if options["batch_size"] is None:
             options["batch_size"] = network.training_batch if network is not None else 1
+        if options["learning_rate"] is None:
+            options["learning_rate"] = default_learning_rate(self.optimizer, network)
         if network is not None and network.masked():
             options["keras_paths"] = ()
         return TrainingConfig(model, dtype, seed=seed, **options)
@@ -125,9 +130,16 @@ class RunConfig:
             derivation_images=derivations.IMAGES, fd_eps=derivations.EPS,
             fd_jitter=derivations.JITTER, fd_max_points=derivations.FD_MAX_POINTS,
             model_hooks=[repr(h) for h in self.model_hooks],
-            training=None if self.training is None else asdict(self.training),
+            training=None if self.training is None else self._training(),
             user_code=[asdict(code) for code in self.user_code],
         )  # fmt: skip
+
+    def _training(self) -> dict:
+        """The schedule, with each model's learning rate as resolved (``learning_rate``
+        None: the network's own or the optimizer's, ``TrainingOptions.for_model``)."""
+        rates = {m: self.training.for_model(m, self.dtypes[0], self.seed).learning_rate
+                 for m in self.models}  # fmt: skip
+        return {**asdict(self.training), "learning_rate_of_model": rates}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 description, the twin's batch-norm and dropout rows, the harness's modes and masks, the
 moving statistics as state, the finite differences of coupled examples and the budgets."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -65,11 +67,50 @@ def test_scratch_model_rejects_a_missing_or_misshapen_mask():
         model.set_masks({"dropout": np.ones((4, 31), bool)})
 
 
+def test_an_injected_mask_of_another_batch_is_refused_not_redrawn():
+    model = build(MODEL)
+    layer = model.layer("dropout")
+    layer.training = True
+    layer.mask = np.ones((4, 32), bool)  # injected for a batch of 4
+    message = ("Layer `dropout`: expected an injected dropout mask of the input's shape "
+               "(2, 32). Received a mask of shape (4, 32).")  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.forward(np.ones((2, 32)))
+    layer.mask = None  # none injected: the layer draws its own, of the input's shape
+    assert layer.forward(np.ones((2, 32))).shape == layer.mask.shape == (2, 32)
+    assert layer.forward(np.ones((5, 32))).shape == layer.mask.shape == (5, 32)
+
+
+@pytest.mark.keras
+def test_lockstep_stepper_of_a_twin_with_dropout_needs_every_steps_masks(batch):
+    from parity.lockstep import Snapshot
+    from reference.lockstep_step import LockstepStepper
+    from reference.optimizers import scratch_optimizer
+    from reference.twin import twin
+
+    model = build(MODEL)
+    before = Snapshot.take(model, scratch_optimizer("sgd", 0.01))
+    stepper = LockstepStepper(twin(model, "float64"), model, optimizer="sgd", learning_rate=0.01)
+    x, labels = model.preprocess(batch[0]), batch[1]
+    masks = modes.draw(CS231N_3LAYER, len(labels), 0, 0)
+    assert np.isfinite(stepper(before.weights, before.state, x, labels, masks=masks).loss)
+    with pytest.raises(ValueError, match=re.escape("dropout layer ['dropout'] (a twin keeps")):
+        stepper(before.weights, before.state, x, labels)  # would reuse the masks above
+
+
 def test_batchnorm_budgets_only_for_networks_with_batch_norm():
     for check in ("forward", "gradients"):
         assert tolerances.get(check, "float64", CS231N_3LAYER) is tolerances.get(
             f"{check}-batchnorm", "float64")  # fmt: skip
         assert tolerances.get(check, "float64", LENET5) is tolerances.get(check, "float64")
+    for check in (
+        "lockstep-weights-momentum",
+        "lockstep-momentum-state",
+        "lockstep-weights-rmsprop",
+    ):  # measured beside each, float64 only
+        assert tolerances.get(check, "float64", CS231N_3LAYER) is tolerances.get(
+            f"{check}-batchnorm", "float64")  # fmt: skip
+        assert tolerances.get(check, "float32", CS231N_3LAYER) is tolerances.get(check, "float32")
 
 
 # -- the twin's rows ------------------------------------------------------------------------

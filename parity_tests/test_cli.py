@@ -316,7 +316,26 @@ def test_help_lists_every_optimizer_with_its_keras_class(command, capsys):
 def test_optimizer_option_sets_the_schedule_with_its_default_learning_rate(optimizer, lr):
     for command in (["run"], ["check", "user.py"]):
         args = cli.build_parser().parse_args([*command, "--optimizer", optimizer])
-        training = cli.training_from_args(args)
+        training = cli.training_from_args(args).for_model("zhou", "float64", 0)
         assert (training.optimizer, training.learning_rate) == (optimizer, lr)
     args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
     assert cli.training_from_args(args).learning_rate == 0.1
+
+
+# issue 15's recipe for cs231n-3layer (spec.networks.CS231N_LEARNING_RATES), else the table's
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.005), ("momentum", 0.01), ("nesterov", 0.01),
+                                           ("rmsprop", 0.001), ("adam", 0.001)])  # fmt: skip
+def test_a_networks_own_learning_rate_is_its_default_and_an_explicit_lr_wins(optimizer, lr):
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer])
+    training = cli.training_from_args(args).for_model("cs231n-3layer", "float32", 0)
+    assert (training.learning_rate, training.batch_size) == (lr, 32)
+    args = cli.build_parser().parse_args(["run", "--optimizer", optimizer, "--lr", "0.1"])
+    assert cli.training_from_args(args).for_model("cs231n-3layer", "float32", 0).learning_rate \
+        == 0.1  # fmt: skip
+
+
+def test_the_run_records_each_models_learning_rate_as_resolved():
+    training = runner.TrainingOptions(optimizer="momentum", learning_rate=None)
+    config = runner.RunConfig(models=("cs231n-3layer", "zhou"), training=training)
+    rates = config.describe()["training"]["learning_rate_of_model"]
+    assert rates == {"cs231n-3layer": 0.01, "zhou": 0.0005}

@@ -178,6 +178,34 @@ def _keras_loss(function, scores, labels):
     return loss.numpy(), tape.gradient(loss, s).numpy()
 
 
+def test_cross_entropy_from_logits_matches_kerass_categorical_crossentropy():
+    import keras
+
+    from scratch.losses import categorical_crossentropy_from_logits
+
+    logits, labels = _loss_scores(seed=2)
+    loss, grad = categorical_crossentropy_from_logits(logits, labels)
+    keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    loss_k, grad_k = _keras_loss(keras_loss, logits, labels)
+    _check(np.float64(loss), loss_k, FORWARD, "categorical_crossentropy", "loss")
+    _check(grad, grad_k, GRADIENTS, "categorical_crossentropy", "logits")
+
+
+def test_cross_entropy_from_probabilities_matches_keras_up_to_its_renormalisation():
+    import keras
+
+    from scratch.chw_loss import softmax
+    from scratch.losses import categorical_crossentropy
+
+    probabilities, labels = softmax(_loss_scores(seed=2)[0]), _loss_scores(seed=2)[1]
+    loss, grad = categorical_crossentropy(probabilities, labels)
+    loss_k, grad_k = _keras_loss(keras.losses.CategoricalCrossentropy(), probabilities, labels)
+    _check(np.float64(loss), loss_k, FORWARD, "categorical_crossentropy", "loss")
+    # Keras divides p by sum(p) first: its gradient adds 1 / (N sum p) = 1 / N everywhere, a
+    # constant per row that the softmax's backward pass maps to 0 (the logits agree)
+    _check(grad + 1 / len(labels), grad_k, GRADIENTS, "categorical_crossentropy", "probabilities")
+
+
 def test_categorical_hinge_matches_keras_loss_and_gradient():
     import keras
 

@@ -232,6 +232,29 @@ def test_update_budget_grows_with_the_loss_gradients_condition():
     assert _use_at(1e4, mine, [1.0 + 1e-3, -1.0]) > 1e6
 
 
+def _velocity_use(v_before, v_mine, v_theirs, decays):
+    from reference.lockstep_step import OptimizerState
+
+    def snap(v, iterations):
+        state = OptimizerState(iterations, {"velocity": {"dense": {"kernel": np.asarray(v)}}})
+        return lockstep.Snapshot({"dense": {"kernel": np.zeros(2)}}, state)
+
+    judge = lockstep.Judge("float64", lockstep.Budgets(0, 1e-13, 1e-12, 2.0**-52),
+                           slots=("velocity",), decays=decays)  # fmt: skip
+    entries = judge.measure(snap(v_before, 0), snap(v_mine, 1), snap(v_theirs, 1))
+    return {e.quantity: e.use for e in entries}["kernel velocity"]
+
+
+def test_rmsprops_velocity_is_judged_against_its_new_term_not_its_change():
+    # steady state g^2 = v: v = 0.9 v + 0.1 g^2 does not change, the term 0.1 g^2 = 0.1 does;
+    # 1e-14 is a rounding of that term (1e-13 of it), against the change it is over budget
+    before, theirs, mine = [1.0, 1.0], [1.0, 1.0], [1.0 + 1e-14, 1.0]
+    assert _velocity_use(before, mine, theirs, {"velocity": 0.9}) <= 1
+    assert _velocity_use(before, mine, theirs, {}) > 1  # the change: M = 0
+    # a 1% error of the term is far over it
+    assert _velocity_use(before, [1.001, 1.0], theirs, {"velocity": 0.9}) > 1e6
+
+
 def test_iterations_must_be_equal():
     judge = lockstep.Judge("float64", lockstep.Budgets(0, 1e-13, 1e-13, 2.0**-52))
     entries = judge.measure(_snapshot([1.0]), _snapshot([1.0], 1), _snapshot([1.0], 2))

@@ -198,6 +198,11 @@ ERRORS = {
         "Network `t`: layout of layer `flatten` input (Keras shape (None, 28, 28, 1)): "
         "Permute(axes=(1, 0)): expected a rank-2 array, received shape (None, 28, 28, 1).",
     ),
+    "learning-rate-not-positive": (
+        lambda: _net(*HEAD, learning_rates={"momentum": 0.0}),
+        "Network `t`: expected `learning_rates` to map optimizer names to finite, strictly "
+        "positive floats. Received 'momentum': 0.0.",
+    ),
     "flatten-order-without-flatten": (
         lambda: _net(
             ("Conv2D", dict(filters=2, kernel_size=3)),
@@ -330,3 +335,12 @@ def test_layer_defaults_follow_keras():
     assert Layer("AveragePooling2D", "a", pool_size=3).strides == (3, 3)
     assert Layer("LeakyReLU", "l").negative_slope == 0.3
     assert Layer("LeakyReLU", "l", negative_slope=0).negative_slope == 0.0
+
+
+def test_a_learning_rate_key_that_names_no_optimizer_is_refused_where_it_is_read():
+    from reference.optimizers import default_learning_rate
+
+    network = _net(*HEAD, learning_rates={"momentun": 0.01})
+    with pytest.raises(ValueError, match=re.escape("Network `t`: `learning_rates` keys must be "
+                                                   "optimizers ('sgd', ")):  # fmt: skip
+        default_learning_rate("sgd", network)

@@ -117,7 +117,10 @@ class LockstepStepper:
 
         ``weights`` holds the moving statistics too (``HarnessModel.snapshot``), and so
         does the returned ``KerasStep.weights``. ``masks``: ``{scratch dropout layer: keep
-        mask}`` in Keras layout, the step's dropout masks (required for a twin with dropout).
+        mask}`` in Keras layout, the step's dropout masks: required, one per dropout layer,
+        on every call of a twin with dropout (ValueError naming the layers when None: the
+        twin's mask variables would silently keep the previous step's masks), None or
+        ``{}`` for a twin without (``reference.modal_layers.set_masks`` checks the names).
         ``nudges``: ``{scratch layer: array}`` added to those layers' inputs (scratch
         layout of the input) during the step; the step then runs eagerly (rarely needed:
         ``parity.lockstep`` re-syncs a max-pool or ReLU decision that way).
@@ -125,6 +128,13 @@ class LockstepStepper:
         from reference.modal_layers import set_masks
         from reference.tf_backend import call_lockstep, eager_lockstep_step
 
+        dropouts = self.model.spec.masked()
+        if masks is None and dropouts:
+            raise ValueError(
+                f"Invalid value for argument `masks`. Expected the step's keep mask of every "
+                f"dropout layer {list(dropouts)} (a twin keeps the last masks it was given: "
+                f"a step without them would reuse the previous step's). Received masks=None."
+            )
         if masks is not None:
             key = self.layout.keras_key
             set_masks(self.keras_model, {key(n, "input")[0]: m for n, m in masks.items()})

@@ -26,6 +26,11 @@ value is Keras 3.15's own default (``keras/src/optimizers/{rmsprop,adam,adamw}.p
 ``epsilon=1e-7``, ``weight_decay=0.004``). RMSprop's momentum stays 0 (its ``_momentums``
 slot would then exist; this table would list it).
 
+A network may train with its own rate under an optimizer (``spec.Network.learning_rates``,
+over this table's; :func:`default_learning_rate`): cs231n-3layer takes issue 15's recipe,
+momentum and Nesterov at 0.01 (batch 32, batch norm: the blog network's divergence at 0.005
+does not apply), Adam at 1e-3. A learning rate the user gives wins over both.
+
 A slot's name is the one Keras gives ``add_optimizer_variables`` and ``scratch.optim``
 keys its state by (``"momentum"``, ``"velocity"``); ``attribute`` is the list on the Keras
 optimizer that holds one slot variable per weight, in the order the optimizer was built.
@@ -94,6 +99,22 @@ def kind_of(name: str) -> OptimizerKind:
             f"Invalid value for argument `optimizer`. Expected one of {NAMES}. "
             f"Received optimizer={name!r}."
         ) from None
+
+
+def default_learning_rate(name: str, network=None) -> float:
+    """The learning rate of optimizer ``name`` when the user names none: ``network``'s own
+    (a ``spec.Network``: its ``learning_rates[name]``) where it has one, else the table's.
+    ValueError names the choices for an unknown ``name``, or the network's key that names
+    no optimizer."""
+    kind = kind_of(name)
+    rates = {} if network is None else network.learning_rates
+    unknown = sorted(set(rates) - set(NAMES))
+    if unknown:
+        raise ValueError(
+            f"Network `{network.name}`: `learning_rates` keys must be optimizers {NAMES}. "
+            f"Received {unknown}."
+        )
+    return float(rates.get(name, kind.learning_rate))
 
 
 def scratch_optimizer(name: str, learning_rate: float):

@@ -7,8 +7,12 @@ dropped elements); in inference mode it is the identity. cs231n's ``p`` is the K
 probability: ``rate = 1 - p``.
 
 So that the scratch side and Keras see the same mask, the mask is data: set ``mask``
-(bool, the input's shape) before ``forward`` to inject one; otherwise ``forward`` draws
-one from the layer's seeded generator and leaves it in ``mask``.
+(bool, the input's shape) before ``forward`` to inject one; it is used by every
+training-mode ``forward`` until ``mask`` is set again (finite differences call forward
+many times on one mask), and an injected mask of another shape than the input is a
+ValueError, never replaced by a fresh draw (the other side would still apply the injected
+one). Otherwise (``mask`` None) ``forward`` draws one from the layer's seeded generator and
+leaves it in ``mask``; a drawn mask is redrawn when the input's shape changes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ class Dropout(Layer):
     ----------
     mask : numpy.ndarray of bool or None
         Kept elements of the last training-mode forward (or the injected mask).
+
+    Raises
+    ------
+    ValueError
+        In ``forward``, an injected ``mask`` whose shape is not the input's (naming the
+        layer, the expected and the received shape).
     """
 
     base_name = "dropout"
@@ -42,15 +52,30 @@ class Dropout(Layer):
             raise invalid_argument("rate", "a float in [0, 1)", rate)
         self.rate = float(rate)
         self.training = False
-        self.mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._injected = False  # `mask` was set from outside (not drawn by forward)
         self._rng = np.random.default_rng(seed)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, value) -> None:
+        """Injects ``value`` (None: forward draws its own again)."""
+        self._mask, self._injected = value, value is not None
 
     def _forward(self, x):
         if not self.training:
             self._keep(x.shape[0], (None, None))  # the identity
             return x.copy()
-        if self.mask is None or self.mask.shape != x.shape:
-            self.mask = self._rng.random(x.shape) >= self.rate
+        if self._injected and self._mask.shape != x.shape:
+            raise ValueError(
+                f"Layer `{self.label}`: expected an injected dropout mask of the input's shape "
+                f"{x.shape}. Received a mask of shape {self._mask.shape}."
+            )
+        if self._mask is None or self._mask.shape != x.shape:
+            self._mask = self._rng.random(x.shape) >= self.rate  # drawn, not injected
         scale = self.dtype.type(1 / (1 - self.rate))
         self._keep(x.shape[0], (self.mask, scale))
         return np.where(self.mask, x * scale, self.dtype.type(0))

@@ -9,6 +9,7 @@ their loss gradients, batch-first) or a weight name (``kernel``, ``bias``).
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -65,6 +66,11 @@ class Network:
         The mini-batch the network trains with when the user names none (1 for the blog's
         schedule; a network with batch normalization needs batches: at batch 1 a Dense's
         batch variance is 0 and its output is ``beta`` whatever the input).
+    learning_rates : dict
+        ``{optimizer name: learning rate}`` (names of ``reference.optimizers``): the rate
+        the network trains with under that optimizer when the user names none, over the
+        optimizer table's default (``reference.optimizers.default_learning_rate``; an
+        explicit ``--lr`` wins). Empty: the table's for every optimizer.
 
     Raises
     ------
@@ -80,10 +86,12 @@ class Network:
     layouts: dict = field(default_factory=dict)
     activations: tuple = ()
     training_batch: int = 1
+    learning_rates: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "learning_rates", dict(self.learning_rates))
         self._check_structure()
         object.__setattr__(self, "_shapes", self._infer_shapes())  # frozen: computed once
         for (layer, quantity), transforms in self.layouts.items():
@@ -111,6 +119,19 @@ class Network:
                 f"Network `{self.name}`: expected a non-empty tuple of spec.Layer. "
                 f"Received layers={self.layers!r}."
             )
+        for optimizer, rate in self.learning_rates.items():
+            if not (
+                isinstance(optimizer, str)
+                and isinstance(rate, numbers.Real)
+                and not isinstance(rate, bool)
+                and math.isfinite(rate)
+                and rate > 0
+            ):
+                raise SpecError(
+                    f"Network `{self.name}`: expected `learning_rates` to map optimizer "
+                    f"names to finite, strictly positive floats. Received "
+                    f"{optimizer!r}: {rate!r}."
+                )  # fmt: skip
         names = [layer.name for layer in self.layers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

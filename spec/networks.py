@@ -170,7 +170,13 @@ CS231N_KEEP = 0.5  # dropout_forward's p in the assignment's examples
 # before a batch norm have no bias: batch norm subtracts the batch mean, so such a bias has
 # a gradient that is exactly 0 in exact arithmetic and only rounding in floating point (a
 # norm-wise comparison of two roundings is meaningless); Keras's documentation recommends
-# use_bias=False there too. Pixels in [0, 1]; trained with batches of 32.
+# use_bias=False there too. Pixels in [0, 1]; trained with batches of 32 and, unless the
+# user names a rate, issue 15's recipe: SGD momentum 0.9 at lr 0.01 (Nesterov's look-ahead
+# too: the same SGD-with-momentum recipe), Adam at 1e-3 (the table's); other optimizers
+# keep reference.optimizers' defaults.
+CS231N_LEARNING_RATES = {"momentum": 0.01, "nesterov": 0.01, "adam": 1e-3}
+
+
 def _cs231n_3layer_layers(folded: bool):
     return stack(
         ("Conv2D", dict(filters=8, kernel_size=3, use_bias=False)),  # 26x26x8
@@ -188,14 +194,21 @@ def _cs231n_3layer_layers(folded: bool):
 
 
 CS231N_3LAYER = Network(
-    "cs231n-3layer", MNIST, _cs231n_3layer_layers(folded=False), UNIT_SCALING, training_batch=32
+    "cs231n-3layer",
+    MNIST,
+    _cs231n_3layer_layers(folded=False),
+    UNIT_SCALING,
+    training_batch=32,
+    learning_rates=CS231N_LEARNING_RATES,
 )
 # The same network in the channels-first family (scratch.chw's Conv, MaxPool2x2, Linear and
 # scratch.chw_norm's SpatialBatchNorm, BatchNorm, Dropout; or a user's cs231n file defining
 # the batch-norm classes): NCHW activations, so the spatial batch norm normalizes axis 1 of
 # (N, 8, 26, 26); its gamma, beta and moving statistics are (C,) in both layouts.
 CS231N_3LAYER_CHW = replace(
-    channels_first("cs231n-3layer-chw", _cs231n_3layer_layers(folded=True)), training_batch=32
+    channels_first("cs231n-3layer-chw", _cs231n_3layer_layers(folded=True)),
+    training_batch=32,
+    learning_rates=CS231N_LEARNING_RATES,
 )
 
 NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5,

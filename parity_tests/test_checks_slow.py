@@ -5,7 +5,7 @@ import pytest
 
 from parity import runner
 
-MODELS = ("two-conv", "chw", "chw-relu", "nhwc-odd", "chw-odd", "lenet5")
+MODELS = ("two-conv", "chw", "chw-relu", "nhwc-odd", "chw-odd", "lenet5", "lenet5-chw", "chw-same")
 DTYPES = ("float64", "float32")
 KEYS = [(m, d, *key) for m in MODELS for d in DTYPES for key in runner.expected_keys(m, d)]
 

@@ -23,6 +23,8 @@ _BUILDERS: dict[str, str] = {
     "chw-odd": "scratch.chw_model:build_chw_odd",  # a description only (spec.networks)
     "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
     "cs231n-3layer": "scratch.models:build_cs231n_3layer",  # a description only
+    "lenet5-chw": "scratch.chw_model:build_lenet5_chw",  # a description only
+    "chw-same": "scratch.chw_model:build_chw_same",  # a description only
 }
 
 _INTERNAL: dict[str, str] = {

@@ -206,8 +206,8 @@ class GlobalAvgPoolNotDivided(GlobalAvgPool):  # backward not divided by H*W
 
 
 class ConvSameExtraOnTop(Conv):  # 'same' with the odd zero at the top/left, not bottom/right
-    def padding(self, size, axis):
-        out, before, after = super().padding(size, axis)
+    def axis_padding(self, size, axis):
+        out, before, after = super().axis_padding(size, axis)
         return out, after, before
 
 
@@ -265,7 +265,7 @@ def test_float32_rounded_slope_is_invisible_in_float32_only(keras_results):
 ], ids=["h7_k4", "h7_k3", "h8_k3", "h7_k2", "h28_k3", "h8_k1"])  # fmt: skip
 def test_same_padding_splits_like_tensorflow(size, k, stride, expected):
     # (out, top, bottom); the Keras comparisons above pin the same split on values.
-    assert Conv(1, 1, k, pad="same", stride=stride).padding(size, "H") == expected
+    assert Conv(1, 1, k, pad="same", stride=stride).axis_padding(size, "H") == expected
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ class Conv:
         self.bias = np.zeros(self.out_channels, dtype=self.dtype) if self.use_bias else None
         self._cache = None
 
-    def padding(self, size: int, axis: str) -> tuple[int, int, int]:
+    def axis_padding(self, size: int, axis: str) -> tuple[int, int, int]:
         """``(output size, zeros before, zeros after)`` along H or W for input ``size``;
         raises when the filter does not fit the padded input."""
         k, s = self.filter_size, self.stride
@@ -129,7 +129,7 @@ class Conv:
 
     def output_size(self, size: int, axis: str) -> int:
         """Output height/width for input ``size``; raises when the filter does not fit."""
-        return self.padding(size, axis)[0]
+        return self.axis_padding(size, axis)[0]
 
     def forward(self, x) -> np.ndarray:
         """``x (N, C, H, W)`` or ``(C, H, W)`` -> ``out (N, F, Ho, Wo)`` or ``(F, Ho, Wo)``."""
@@ -140,8 +140,8 @@ class Conv:
                 f"{self.in_channels} channel(s) on the channel axis (axis -3, channels-first)",
                 f"x.shape={np.shape(x)}",
             )
-        ho, top, bottom = self.padding(xb.shape[2], "H")
-        wo, left, right = self.padding(xb.shape[3], "W")
+        ho, top, bottom = self.axis_padding(xb.shape[2], "H")
+        wo, left, right = self.axis_padding(xb.shape[3], "W")
         # Pad H and W only. The document's `np.pad(x, self.pad)` pads EVERY axis, the
         # batch and channel axes too (C -> C + 2*pad): a bug this line keeps out.
         xp = np.pad(xb, ((0, 0), (0, 0), (top, bottom), (left, right)))

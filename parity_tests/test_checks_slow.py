@@ -5,6 +5,7 @@ import pytest
 
 from parity import runner
 
+# the shipped models before this round's channels-first ones (every model: test_selftest.py)
 MODELS = ("two-conv", "chw", "chw-relu", "nhwc-odd", "chw-odd", "lenet5")
 DTYPES = ("float64", "float32")
 KEYS = [(m, d, *key) for m in MODELS for d in DTYPES for key in runner.expected_keys(m, d)]

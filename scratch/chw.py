@@ -3,10 +3,13 @@
 Activations are ``(N, C, H, W)`` (or one image ``(C, H, W)``), filters ``(F, C, kh, kw)``
 with a bias ``(F,)``, and every ``backward(dout)`` returns what the document returns:
 ``(dx, dw, db)`` for ``Conv`` and ``Linear``, ``dx`` for ``ReLU`` and ``MaxPool2x2``.
+The layers the document lacks (sigmoid, tanh, LeakyReLU, average pools) are in
+``scratch.chw_layers``, in the same style.
 ``softmax_loss(scores, y)`` is the separate loss, averaged over the batch (defined in
 ``scratch.chw_loss``, importable from here; the argument checks are ``scratch.chw_checks``).
 
-Nothing here is built on the NHWC layers: the convolution is a cross-correlation over
+Nothing here is built on the NHWC layers (only TensorFlow's 'same' padding rule,
+``scratch.windows.same_padding``, is shared): the convolution is a cross-correlation over
 a strided window view of the channels-first input, its input gradient the full
 correlation of the (stride-dilated) output gradient with the flipped filters.
 
@@ -16,6 +19,8 @@ and gradients without the batch axis.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -31,24 +36,29 @@ from scratch.chw_checks import (
 )
 from scratch.chw_loss import softmax, softmax_loss
 from scratch.protocol import check_dtype
+from scratch.windows import same_padding
 
 __all__ = ["Conv", "Linear", "MaxPool2x2", "ReLU", "softmax", "softmax_loss"]
 
 
 # ----------------------------------------------------------------------------- layers
 class Conv:
-    """2-D cross-correlation, channels-first, with bias, zero padding and stride.
+    """2-D cross-correlation, channels-first, with bias, zero or "same" padding and stride.
 
     Parameters
     ----------
     in_channels, out_channels, filter_size : int
         ``C``, ``F`` and the square filter side ``k``.
-    pad : int
-        Zeros added on each side of H and W (never of N or C).
+    pad : int or "same"
+        An int: zeros added on each side of H and W (never of N or C). ``"same"``:
+        TensorFlow's rule (``scratch.windows.same_padding``), ``Ho = ceil(H / stride)``,
+        ``total = max((Ho - 1)*stride + k - H, 0)`` zeros with ``total // 2`` at the top
+        (left) and the rest at the bottom (right): asymmetric when ``total`` is odd, as
+        measured against Keras's ``Conv2D(padding="same")``.
     stride : int
-        Step in H and W. ``(H + 2*pad - k)`` must be a multiple of ``stride``: a stride
-        that does not tile the padded input is rejected (not silently floored), so no
-        pixel is ever ignored and the input gradient has no unreachable rows.
+        Step in H and W. A stride that does not tile the padded input floors like Keras
+        (``Ho = (H + 2*pad - k) // stride + 1``): the rows and columns past the last window
+        are never read and get zero gradient.
     weight_scale : float
         ``filters = standard_normal((F, C, k, k)) * weight_scale`` (drawn in float64,
         then cast); ``bias = zeros(F)``.
@@ -56,16 +66,22 @@ class Conv:
         Source of the filters; ``None`` means seed 0.
     dtype : float32 or float64
     use_bias : bool
-        ``False``: no bias (``bias`` is None, ``backward``'s ``db`` None), as before a
-        batch norm, which subtracts the batch mean and so any bias.
+        ``False``: no bias (Keras's ``use_bias``); ``bias`` is ``None`` and ``backward``
+        returns ``db = None``.
 
     Attributes
     ----------
     filters : ndarray (F, C, k, k)
-    bias : ndarray (F,) or None
+    bias : ndarray (F,), or None without a bias
 
     Shapes: ``x (N, C, H, W) -> out (N, F, Ho, Wo)``,
-    ``Ho = (H + 2*pad - k) // stride + 1`` (same for W).
+    ``Ho = (H + 2*pad - k) // stride + 1`` (same for W), ``ceil(H / stride)`` for "same".
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range (naming it and the value); in ``forward``, an input
+        whose padded H or W is smaller than ``k``.
     """
 
     def __init__(
@@ -83,18 +99,25 @@ class Conv:
         self.in_channels = _check_int("in_channels", in_channels, 1)
         self.out_channels = _check_int("out_channels", out_channels, 1)
         self.filter_size = _check_int("filter_size", filter_size, 1)
-        self.pad = _check_int("pad", pad, 0)
+        self.pad = _check_pad(pad)
         self.stride = _check_int("stride", stride, 1)
         self.dtype = check_dtype(dtype)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise _invalid("use_bias", "a bool", f"use_bias={use_bias!r}")
+        self.use_bias = bool(use_bias)
         scale = _check_scale(weight_scale)
         shape = (self.out_channels, self.in_channels, self.filter_size, self.filter_size)
         self.filters = (_rng(rng).standard_normal(shape) * scale).astype(self.dtype)
-        self.bias = np.zeros(self.out_channels, dtype=self.dtype) if use_bias else None
+        self.bias = np.zeros(self.out_channels, dtype=self.dtype) if self.use_bias else None
         self._cache = None
 
-    def output_size(self, size: int, axis: str) -> int:
-        """Output height/width for input ``size``; raises when the filter cannot tile it."""
-        k, p, s = self.filter_size, self.pad, self.stride
+    def axis_padding(self, size: int, axis: str) -> tuple[int, int, int]:
+        """``(output size, zeros before, zeros after)`` along H or W for input ``size``;
+        raises when the filter does not fit the padded input."""
+        k, s = self.filter_size, self.stride
+        if self.pad == "same":
+            return same_padding(size, k, s)
+        p = self.pad
         padded = size + 2 * p
         if k > padded:
             raise _invalid(
@@ -102,15 +125,11 @@ class Conv:
                 f"{axis} + 2*pad >= filter_size={k} (the filter must fit the padded input)",
                 f"{axis}={size} with pad={p}: {axis} + 2*pad = {padded}",
             )
-        if (padded - k) % s:
-            raise _invalid(
-                "x",
-                f"({axis} + 2*pad - filter_size) to be a multiple of stride={s} "
-                "(a stride that does not tile the padded input is rejected)",
-                f"{axis}={size} with pad={p}, filter_size={k}: "
-                f"{axis} + 2*pad - filter_size = {padded - k}",
-            )
-        return (padded - k) // s + 1
+        return (padded - k) // s + 1, p, p
+
+    def output_size(self, size: int, axis: str) -> int:
+        """Output height/width for input ``size``; raises when the filter does not fit."""
+        return self.axis_padding(size, axis)[0]
 
     def forward(self, x) -> np.ndarray:
         """``x (N, C, H, W)`` or ``(C, H, W)`` -> ``out (N, F, Ho, Wo)`` or ``(F, Ho, Wo)``."""
@@ -121,56 +140,87 @@ class Conv:
                 f"{self.in_channels} channel(s) on the channel axis (axis -3, channels-first)",
                 f"x.shape={np.shape(x)}",
             )
-        ho = self.output_size(xb.shape[2], "H")
-        wo = self.output_size(xb.shape[3], "W")
-        p, s = self.pad, self.stride
+        ho, top, bottom = self.axis_padding(xb.shape[2], "H")
+        wo, left, right = self.axis_padding(xb.shape[3], "W")
         # Pad H and W only. The document's `np.pad(x, self.pad)` pads EVERY axis, the
         # batch and channel axes too (C -> C + 2*pad): a bug this line keeps out.
-        xp = np.pad(xb, ((0, 0), (0, 0), (p, p), (p, p)))
-        k = self.filter_size
+        xp = np.pad(xb, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        k, s = self.filter_size, self.stride
         # (N, C, Ho, Wo, k, k): a strided view of xp, no copy yet.
         windows = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
         assert windows.shape[2:4] == (ho, wo)
         cols = _columns(windows)  # (C*k*k, N*Ho*Wo), im2col
         out = self.filters.reshape(self.out_channels, -1) @ cols  # (F, N*Ho*Wo)
         out = out.reshape(self.out_channels, xb.shape[0], ho, wo)
-        if self.bias is not None:
-            out = out + self.bias[:, None, None, None]
+        if self.use_bias:
+            out += self.bias[:, None, None, None]
         out = np.ascontiguousarray(out.transpose(1, 0, 2, 3))  # (N, F, Ho, Wo)
-        self._cache = (xp.shape, cols, single, out.shape)
+        self._cache = (xp.shape, (top, bottom, left, right), cols, single, out.shape)
         return out[0] if single else out
 
-    def backward(self, dout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def backward(self, dout) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``dout`` shaped like the last output -> ``(dx, dw, db)``.
 
-        ``dx`` like the last input, ``dw (F, C, k, k)``, ``db (F,)`` (None without bias).
+        ``dx`` like the last input, ``dw (F, C, k, k)``, ``db (F,)`` (``None`` without a
+        bias).
         """
         if self._cache is None:
             raise RuntimeError("Conv.backward called before Conv.forward.")
-        xp_shape, cols, single, out_shape = self._cache
+        xp_shape, _, cols, single, out_shape = self._cache
         want = out_shape[1:] if single else out_shape
         dout = _check_dout(dout, want, self.dtype, "Conv")
         d = dout[None] if single else dout  # (N, F, Ho, Wo)
-        db = None if self.bias is None else d.sum(axis=(0, 2, 3))
+        db = d.sum(axis=(0, 2, 3)) if self.use_bias else None
         d_fm = d.transpose(1, 0, 2, 3).reshape(d.shape[1], -1)  # (F, N*Ho*Wo)
         dw = (d_fm @ cols.T).reshape(self.filters.shape)  # (F, C, k, k)
         dx = self._input_gradient(d, xp_shape)
         return (dx[0] if single else dx), dw, db
 
     def _input_gradient(self, d: np.ndarray, xp_shape: tuple) -> np.ndarray:
-        """Full correlation of the stride-dilated ``d`` with the flipped filters."""
-        n, f, ho, wo = d.shape
-        k, s, p = self.filter_size, self.stride, self.pad
-        dilated = np.zeros((n, f, (ho - 1) * s + 1, (wo - 1) * s + 1), dtype=self.dtype)
-        dilated[:, :, ::s, ::s] = d
-        framed = np.pad(dilated, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
-        windows = sliding_window_view(framed, (k, k), axis=(2, 3))  # (N, F, Hp, Wp, k, k)
-        assert windows.shape[2:4] == xp_shape[2:4]  # exact because the stride tiles
+        """Full correlation of the stride-dilated ``d`` with the flipped filters, cropped
+        to the unpadded input (the last forward's padding). The self-test's catalog
+        replaces this method, with this signature."""
+        n = d.shape[0]
+        top, bottom, left, right = self._cache[1]
+        windows = window_sums_view(d, self.filter_size, self.stride, xp_shape[2:])
         flipped = self.filters[:, :, ::-1, ::-1]  # (F, C, k, k), rotated 180 degrees
         w_cf = flipped.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C, F*k*k)
         dxp = (w_cf @ _columns(windows)).reshape(self.in_channels, n, *xp_shape[2:])
         dxp = dxp.transpose(1, 0, 2, 3)  # (N, C, Hp, Wp)
-        return np.ascontiguousarray(dxp[:, :, p : xp_shape[2] - p, p : xp_shape[3] - p])
+        return np.ascontiguousarray(
+            dxp[:, :, top : xp_shape[2] - bottom, left : xp_shape[3] - right]
+        )
+
+
+def _check_pad(pad) -> int | str:
+    if isinstance(pad, str) and pad == "same":
+        return pad
+    if isinstance(pad, numbers.Integral) and not isinstance(pad, bool) and pad >= 0:
+        return int(pad)
+    raise _invalid("pad", "a non-negative integer or 'same'", f"pad={pad!r}")
+
+
+def window_sums_view(d: np.ndarray, k: int, stride: int, extent: tuple) -> np.ndarray:
+    """The adjoint geometry of ``k x k`` windows taken every ``stride`` pixels.
+
+    ``d (N, F, Ho, Wo)``: one value per window -> a ``(N, F, Hp, Wp, k, k)`` window view
+    over ``extent = (Hp, Wp)``, the (padded) input the windows were taken from: entry
+    ``[n, f, i, j, a, b]`` is the value of the window that holds pixel ``(i, j)`` at its
+    cell ``(k-1-a, k-1-b)``, or 0 where no window does. So a sum over ``(a, b)`` against
+    flipped weights is the input gradient of a cross-correlation (``Conv``), a plain sum
+    that of a window sum (``AvgPool``). ``d`` is dilated by the stride and framed with
+    ``k - 1`` zeros, more at the bottom/right when the stride does not tile the extent
+    (the pixels past the last window get 0).
+    """
+    n, f, ho, wo = d.shape
+    dilated = np.zeros((n, f, (ho - 1) * stride + 1, (wo - 1) * stride + 1), dtype=d.dtype)
+    dilated[:, :, ::stride, ::stride] = d
+    unread = (extent[0] - (ho - 1) * stride - k, extent[1] - (wo - 1) * stride - k)
+    assert min(unread) >= 0, (d.shape, k, stride, extent)
+    frame = ((0, 0), (0, 0), (k - 1, k - 1 + unread[0]), (k - 1, k - 1 + unread[1]))
+    windows = sliding_window_view(np.pad(dilated, frame), (k, k), axis=(2, 3))
+    assert windows.shape[2:4] == tuple(extent)
+    return windows
 
 
 def _columns(windows: np.ndarray) -> np.ndarray:

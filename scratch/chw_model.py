@@ -1,9 +1,10 @@
-"""The channels-first networks ``chw-relu`` and ``chw``, and their harness adapter.
+"""The channels-first networks (``chw-relu``, ``chw``, ``chw-odd``, ``lenet5-chw``,
+``chw-same``), and their harness adapter.
 
 ``chw-relu``: Conv(1, 8, 3) -> ReLU -> MaxPool2x2 -> Linear(13*13*8, 10) -> softmax loss;
 ``chw``: the same without ReLU. Inputs ``image / 255`` shaped ``(N, 1, 28, 28)``.
 
-Both are built from their network descriptions (``spec.networks.CHW``, ``CHW_RELU``)
+All are built from their network descriptions (``spec.networks.CHW``, ``CHW_RELU``, ...)
 through one table of layer kind -> channels-first layer (:func:`make_layers`), so any
 description within this family's layers is a model. Layer names are Keras's, shared with
 the twin: ``conv2d``, ``re_lu`` (chw-relu only), ``max_pooling2d``, ``dense``,
@@ -17,34 +18,47 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.chw import Conv, Linear, MaxPool2x2, ReLU, softmax_loss
+from scratch.chw_layers import AvgPool, GlobalAvgPool, LeakyReLU, Sigmoid, Tanh
 from scratch.chw_norm import BatchNorm, Dropout, SpatialBatchNorm
 from scratch.cs231n_api import ChannelsFirstModel
 from scratch.protocol import check_dtype
 from spec import Network
-from spec.networks import CHW, CHW_ODD, CHW_RELU, CS231N_3LAYER_CHW
+from spec.networks import CHW, CHW_ODD, CHW_RELU, CHW_SAME, CS231N_3LAYER_CHW, LENET5_CHW
 
 
 def _conv(item, shapes, pad, rng, dtype, scale) -> Conv:
     (kh, kw), (sh, sw) = item.kernel_size, item.strides
-    if kh != kw or sh != sw or item.padding != "valid":
+    same = item.padding == "same"
+    if kh != kw or sh != sw or (same and pad):
         raise item.error(
             "has no channels-first Conv (square kernel and strides, padding 'valid' after "
-            "an optional folded ZeroPadding2D)",
+            "an optional folded ZeroPadding2D or 'same' without one)",
             f"kernel_size={item.kernel_size}, strides={item.strides}, "
-            f"padding={item.padding!r}, use_bias={item.use_bias}",
+            f"padding={item.padding!r} after a folded padding of {pad}, "
+            f"use_bias={item.use_bias}",
         )
     channels = shapes[item.name][0][-1]
-    return Conv(channels, item.filters, kh, pad=pad, stride=sh, weight_scale=scale, rng=rng,
-                dtype=dtype, use_bias=item.use_bias)  # fmt: skip
+    return Conv(
+        channels, item.filters, kh, pad="same" if same else pad, stride=sh,
+        weight_scale=scale, rng=rng, dtype=dtype, use_bias=item.use_bias,
+    )  # fmt: skip
 
 
-def _pool(item, dtype) -> MaxPool2x2:
-    if item.pool_size != (2, 2) or item.strides != (2, 2) or item.padding != "valid":
-        raise item.error(
-            "has no channels-first pool but MaxPool2x2 (pool 2, strides 2, 'valid')",
-            f"pool_size={item.pool_size}, strides={item.strides}, padding={item.padding!r}",
-        )
-    return MaxPool2x2(dtype=dtype)
+def _pool(item, dtype) -> MaxPool2x2 | AvgPool:
+    (p, q), (sh, sw) = item.pool_size, item.strides
+    if item.kind == "AveragePooling2D" and p == q and sh == sw and item.padding == "valid":
+        return AvgPool(p, sh, dtype=dtype)
+    if item.kind == "MaxPooling2D" and (p, q, sh, sw) == (2, 2, 2, 2) and item.padding == "valid":
+        return MaxPool2x2(dtype=dtype)
+    raise item.error(
+        "has no channels-first pool (MaxPool2x2: pool 2, strides 2; AvgPool: square pool "
+        "and strides; both 'valid')",
+        f"pool_size={item.pool_size}, strides={item.strides}, padding={item.padding!r}",
+    )
+
+
+# Kinds whose channels-first layer takes only the dtype.
+_PLAIN = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "GlobalAveragePooling2D": GlobalAvgPool}
 
 
 def _modal(item, per_example: tuple, rng, dtype):
@@ -62,11 +76,14 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
     """``((name, layer), ...)``: the channels-first layers of ``network`` (the Softmax,
     which is the loss, left out), weights drawn from ``rng`` in forward order.
 
-    One table of kind -> layer: Conv2D -> ``Conv`` (a folded ZeroPadding2D just before it
-    is its ``pad``; ``use_bias`` as described), ReLU -> ``ReLU``, MaxPooling2D ->
-    ``MaxPool2x2``, a folded Flatten then a Dense -> ``Linear`` (which flattens in C, H, W
-    order), BatchNormalization -> ``SpatialBatchNorm``/``BatchNorm``, Dropout ->
-    ``Dropout`` (``scratch.chw_norm``). Anything else raises SpecError naming the layer."""
+    One table of kind -> layer: Conv2D -> ``Conv`` ('valid' with the pad of a folded
+    ZeroPadding2D just before it, or 'same'; ``use_bias`` as described), ReLU -> ``ReLU``,
+    Tanh -> ``Tanh``, Sigmoid -> ``Sigmoid``, LeakyReLU -> ``LeakyReLU(negative_slope)``,
+    MaxPooling2D(2) -> ``MaxPool2x2``, AveragePooling2D -> ``AvgPool(pool_size, stride)``,
+    GlobalAveragePooling2D -> ``GlobalAvgPool``, a Dense (after a folded Flatten or a flat
+    input) -> ``Linear`` (which flattens in C, H, W order), BatchNormalization ->
+    ``SpatialBatchNorm``/``BatchNorm``, Dropout -> ``Dropout`` (``scratch.chw_norm``).
+    Anything else raises SpecError naming the layer."""
     shapes, layers, pad = network.shapes(), [], 0
     for i, item in enumerate(network.layers[:-1]):
         following = network.layers[i + 1]
@@ -77,9 +94,11 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
             continue
         if item.kind == "Conv2D":
             layer, pad = _conv(item, shapes, pad, rng, dtype, weight_scale), 0
-        elif item.kind == "ReLU":
-            layer = ReLU(dtype=dtype)
-        elif item.kind == "MaxPooling2D":
+        elif item.kind in _PLAIN:
+            layer = _PLAIN[item.kind](dtype=dtype)
+        elif item.kind == "LeakyReLU":
+            layer = LeakyReLU(item.negative_slope, dtype=dtype)
+        elif item.kind in ("MaxPooling2D", "AveragePooling2D"):
             layer = _pool(item, dtype)
         elif item.kind == "Dense":
             features = int(np.prod(shapes[item.name][0]))
@@ -89,7 +108,8 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
             layer = _modal(item, shapes[item.name][0], rng, dtype)
         else:
             raise item.error(
-                "has no channels-first layer (Conv2D, ReLU, MaxPooling2D, Dense, "
+                "has no channels-first layer (Conv2D, ReLU, Tanh, Sigmoid, LeakyReLU, "
+                "MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Dense, "
                 "BatchNormalization, Dropout, a folded ZeroPadding2D before a Conv2D, a folded "
                 "Flatten before a Dense)",
                 f"folded={item.folded}",
@@ -180,3 +200,16 @@ def build_cs231n_3layer_chw(seed=0, dtype="float64") -> ChwModel:
     ReLU -> MaxPool2x2 -> Linear(1352, 32, no bias) -> BatchNorm(32) -> ReLU -> Dropout(0.5)
     -> Linear(32, 10) -> softmax; built in training mode."""
     return ChwModel(CS231N_3LAYER_CHW, seed=seed, dtype=dtype)
+
+
+def build_lenet5_chw(seed=0, dtype="float64") -> ChwModel:
+    """``spec.networks.LENET5_CHW``: LeNet-5 channels-first, Conv(1, 6, 5, pad=2) -> Tanh ->
+    AvgPool(2) -> Conv(6, 16, 5) -> Tanh -> AvgPool(2) -> Linear(400, 120) -> Tanh ->
+    Linear(120, 84) -> Tanh -> Linear(84, 10) -> softmax."""
+    return ChwModel(LENET5_CHW, seed=seed, dtype=dtype)
+
+
+def build_chw_same(seed=0, dtype="float64") -> ChwModel:
+    """``spec.networks.CHW_SAME``: 'same' convolutions at stride 2 (asymmetric padding),
+    LeakyReLU, Sigmoid and a global average pool before the Linear."""
+    return ChwModel(CHW_SAME, seed=seed, dtype=dtype)

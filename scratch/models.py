@@ -24,6 +24,8 @@ _BUILDERS: dict[str, str] = {
     "lenet5": "scratch.models:build_lenet5",  # a description only (spec.networks)
     "cs231n-3layer": "scratch.models:build_cs231n_3layer",  # a description only
     "cs231n-3layer-chw": "scratch.chw_model:build_cs231n_3layer_chw",  # the same, channels-first
+    "lenet5-chw": "scratch.chw_model:build_lenet5_chw",  # a description only
+    "chw-same": "scratch.chw_model:build_chw_same",  # a description only
 }
 
 _INTERNAL: dict[str, str] = {

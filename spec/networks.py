@@ -112,9 +112,9 @@ NHWC_ODD = Network(
 )  # fmt: skip
 
 # The issue's Conv(1, 6, 3, pad=1, stride=2) has 28 + 2 - 3 = 27 rows to stride over: Keras
-# floors to 14 and never reads the last padded row, scratch.chw.Conv rejects a stride that
-# does not tile its padded input (by design, ValueError naming H, pad and filter_size).
-# Kernel 4 tiles (26 / 2) and gives the same 14x14.
+# floors to 14 and never reads the last padded row (scratch.chw.Conv floors the same way
+# since issue 15; it rejected such strides when this network was written). Kernel 4 tiles
+# (26 / 2) and gives the same 14x14.
 CHW_ODD = channels_first(
     "chw-odd",
     stack(
@@ -128,32 +128,61 @@ CHW_ODD = channels_first(
     ),
 )
 
+
 # LeNet-5 (LeCun et al. 1998, "Gradient-based learning applied to document recognition"),
 # as MNIST users write it: tanh, average pooling, 32x32 inputs. The 32x32 is a layer,
 # ZeroPadding2D(2), not preprocessing: the data stay MNIST's 28x28 images like every other
 # model's, and both sides pad (its backward, a crop, is derived too). Pixels are scaled to
 # [0, 1] so that the padded zeros are the background's own value (with the blog's
 # [-0.5, 0.5] a frame of +0.5 would ring every digit).
-LENET5 = Network(
-    "lenet5", MNIST,
-    stack(
-        ("ZeroPadding2D", dict(padding=2)),  # 32x32x1
+def _lenet5_layers(folded: bool):
+    """LeNet-5's layers; ``folded``: its ZeroPadding2D and Flatten done inside the next
+    layer (the channels-first ``Conv(pad=2)`` and ``Linear``)."""
+    return stack(
+        ("ZeroPadding2D", dict(padding=2, folded=folded)),  # 32x32x1
         ("Conv2D", dict(filters=6, kernel_size=5)),  # 28x28x6
         ("Tanh", {}),
         ("AveragePooling2D", dict(pool_size=2)),  # 14x14x6
         ("Conv2D", dict(filters=16, kernel_size=5)),  # 10x10x16
         ("Tanh", {}),
         ("AveragePooling2D", dict(pool_size=2)),  # 5x5x16
-        ("Flatten", {}),  # 400
+        ("Flatten", dict(folded=folded)),  # 400
         ("Dense", dict(units=120)),
         ("Tanh", {}),
         ("Dense", dict(units=84)),
         ("Tanh", {}),
         ("Dense", dict(units=10)),
         ("Softmax", {}),
+    )
+
+
+LENET5 = Network("lenet5", MNIST, _lenet5_layers(folded=False), UNIT_SCALING)
+# The same LeNet-5 channels-first (scratch.chw_layers' Tanh and AvgPool): NCHW activations,
+# (F, C, kh, kw) filters, the first Linear's rows in C, H, W order.
+LENET5_CHW = channels_first("lenet5-chw", _lenet5_layers(folded=True))
+
+# The channels-first layers LeNet-5 leaves out (issue 15): TensorFlow's asymmetric 'same'
+# padding at stride 2 (28 -> 14 and 14 -> 7 pad 0 rows on top, 1 below; on odd 7 a kernel
+# of 4 pads 1 on top, 2 below), Sigmoid, LeakyReLU, and a global average pool feeding the
+# Linear (no Flatten: its (N, C) output is the same in both layouts). The kinked LeakyReLU
+# is not after the first conv: there MNIST's zero background makes every background
+# pre-activation equal the bias, which starts at 0 and moved < 1e-5 in 300 steps (its
+# gradient is ~1e-8 at the 1e-3 initial scale), so a bias step of FD's 1e-5 crossed the
+# kink in every image and the trained state's derivations judged 0 of 24 bias points
+# (INCONCLUSIVE, measured, seed 0).
+CHW_SAME = channels_first(
+    "chw-same",
+    stack(
+        ("Conv2D", dict(filters=6, kernel_size=3, strides=2, padding="same")),  # 14x14x6
+        ("Sigmoid", {}),
+        ("Conv2D", dict(filters=8, kernel_size=3, strides=2, padding="same")),  # 7x7x8
+        ("LeakyReLU", {}),
+        ("Conv2D", dict(filters=10, kernel_size=4, strides=2, padding="same")),  # 4x4x10
+        ("GlobalAveragePooling2D", {}),  # 10
+        ("Dense", dict(units=10)),
+        ("Softmax", {}),
     ),
-    UNIT_SCALING,
-)  # fmt: skip
+)
 
 # cs231n's batch-norm conventions (assignment 2, layers.py: batchnorm_forward's defaults),
 # passed to Keras explicitly: Keras's own defaults are momentum 0.99, epsilon 1e-3. Both
@@ -212,4 +241,5 @@ CS231N_3LAYER_CHW = replace(
 )
 
 NETWORKS = {n.name: n for n in (ZHOU, TWO_CONV, CHW, CHW_RELU, ZHOU_SEQ, NHWC_ODD, CHW_ODD, LENET5,
-                                CS231N_3LAYER, CS231N_3LAYER_CHW)}  # fmt: skip
+                                CS231N_3LAYER, CS231N_3LAYER_CHW, LENET5_CHW,
+                                CHW_SAME)}  # fmt: skip

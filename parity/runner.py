@@ -136,7 +136,13 @@ class RunConfig:
 
     def _training(self) -> dict:
         """The schedule, with each model's learning rate as resolved (``learning_rate``
-        None: the network's own or the optimizer's, ``TrainingOptions.for_model``)."""
+        None: the network's own or the optimizer's, ``TrainingOptions.for_model``). This
+        run's user code is registered first: a user's network is that code's, never one a
+        process registered under the same name before."""
+        from scratch.models import register_user_code
+
+        for code in self.user_code:
+            register_user_code(code)
         rates = {m: self.training.for_model(m, self.dtypes[0], self.seed).learning_rate
                  for m in self.models}  # fmt: skip
         return {**asdict(self.training), "learning_rate_of_model": rates}

@@ -339,3 +339,20 @@ def test_the_run_records_each_models_learning_rate_as_resolved():
     config = runner.RunConfig(models=("cs231n-3layer", "zhou"), training=training)
     rates = config.describe()["training"]["learning_rate_of_model"]
     assert rates == {"cs231n-3layer": 0.01, "zhou": 0.0005}
+
+
+def test_a_runs_own_user_code_resolves_its_network_not_one_registered_before(tmp_path):
+    # A process that ran another user's code under the same name (the suite's in-process
+    # checks) must describe this run's code: cs231n's batch-norm example -> cs231n-3layer-chw
+    from scratch.models import register_user_code
+    from scratch.user_code import UserCode
+
+    stale = tmp_path / "raising.py"
+    stale.write_text("def make_network(seed, dtype):\n    return 1 / 0\n")
+    register_user_code(UserCode(str(stale), "factory", function="make_network"))
+    example = Path(__file__).parents[1] / "examples" / "cs231n_bn" / "layers.py"
+    training = runner.TrainingOptions(optimizer="momentum", learning_rate=None, batch_size=None)
+    config = runner.RunConfig(models=("user",), user_code=(UserCode(str(example), "cs231n"),),
+                              training=training)  # fmt: skip
+    described = config.describe()["training"]
+    assert described["learning_rate_of_model"] == {"user": 0.01}  # the network's recipe

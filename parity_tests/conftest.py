@@ -28,10 +28,6 @@ def pytest_configure(config):
         "markers",
         "keras: uses Keras in the pytest process (configured for float64 before the test)",
     )
-    config.addinivalue_line(
-        "markers",
-        "fresh_processes: run_in_dtype_process starts a new process per call (no kept one)",
-    )
 
 
 def _configure_keras() -> None:
@@ -89,9 +85,9 @@ def _kept_processes():
 def _dtype_processes_kept(request):
     """Every ``run_in_dtype_process`` of a test reuses the session's process for its dtype
     (``reference.backend.KeptProcesses``): TensorFlow is imported once per dtype and xdist
-    worker, not once per call. A test that reads the child's output with ``capfd``, or is
-    marked ``fresh_processes``, gets fresh processes as users do."""
-    if "capfd" in request.fixturenames or request.node.get_closest_marker("fresh_processes"):
+    worker, not once per call. A test that reads the child's output with ``capfd`` gets
+    fresh processes, as users do (a kept process writes where it was spawned)."""
+    if "capfd" in request.fixturenames:
         yield
         return
     with request.getfixturevalue("_kept_processes").active():

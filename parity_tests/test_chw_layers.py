@@ -337,7 +337,7 @@ SPEC_ERRORS = [
                  "Layer `conv2d` (Conv2D) has no channels-first Conv (square kernel and "
                  "strides, padding 'valid' after an optional folded ZeroPadding2D or 'same' "
                  "without one). Received kernel_size=(3, 3), strides=(1, 1), "
-                 "padding='same' after a folded padding of 1, use_bias=True.",
+                 "padding='same' after a folded padding of 1.",
                  id="same_after_folded_padding"),
     pytest.param(_network(("ZeroPadding2D", dict(padding=1))),
                  "Layer `zero_padding2d` (ZeroPadding2D) has no channels-first layer (Conv2D, "

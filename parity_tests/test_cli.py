@@ -341,11 +341,14 @@ def test_the_run_records_each_models_learning_rate_as_resolved():
     assert rates == {"cs231n-3layer": 0.01, "zhou": 0.0005}
 
 
-def test_a_runs_own_user_code_resolves_its_network_not_one_registered_before(tmp_path):
+def test_a_runs_own_user_code_resolves_its_network_not_one_registered_before(tmp_path, monkeypatch):
     # A process that ran another user's code under the same name (the suite's in-process
     # checks) must describe this run's code: cs231n's batch-norm example -> cs231n-3layer-chw
+    from scratch import models
     from scratch.models import register_user_code
     from scratch.user_code import UserCode
+
+    monkeypatch.setattr(models, "_USER_CODE", {})  # this test's registrations end with it
 
     stale = tmp_path / "raising.py"
     stale.write_text("def make_network(seed, dtype):\n    return 1 / 0\n")

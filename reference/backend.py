@@ -232,6 +232,7 @@ class KeptProcesses:
             with self._lock:
                 if self._pools.get(name) is pool:
                     del self._pools[name]
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
 
     @contextlib.contextmanager

@@ -34,8 +34,7 @@ def _conv(item, shapes, pad, rng, dtype, scale) -> Conv:
             "has no channels-first Conv (square kernel and strides, padding 'valid' after "
             "an optional folded ZeroPadding2D or 'same' without one)",
             f"kernel_size={item.kernel_size}, strides={item.strides}, "
-            f"padding={item.padding!r} after a folded padding of {pad}, "
-            f"use_bias={item.use_bias}",
+            f"padding={item.padding!r} after a folded padding of {pad}",
         )
     channels = shapes[item.name][0][-1]
     return Conv(
@@ -61,11 +60,11 @@ def _pool(item, dtype) -> MaxPool2x2 | AvgPool:
 _PLAIN = {"ReLU": ReLU, "Tanh": Tanh, "Sigmoid": Sigmoid, "GlobalAveragePooling2D": GlobalAvgPool}
 
 
-def _modal(item, per_example: tuple, rng, dtype):
+def _modal(item, per_example: tuple, dtype):
     """cs231n's classes for a Keras BatchNormalization (SpatialBatchNorm on (H, W, C) maps,
     BatchNorm on (D,) vectors, Keras's momentum and epsilon as cs231n's momentum and eps:
     the same rule, spec.networks) or Dropout (keep p = 1 - rate; the harness injects its
-    masks). ``rng`` is not drawn from: the weights after it stay as they were."""
+    masks). No weights are drawn: the layers after it get the draws they would without it."""
     if item.kind == "Dropout":
         return Dropout(1 - item.rate, dtype=dtype)
     cls = SpatialBatchNorm if len(per_example) == 3 else BatchNorm
@@ -105,7 +104,7 @@ def make_layers(network: Network, rng, dtype, weight_scale) -> tuple:
             layer = Linear(features, item.units, weight_scale=weight_scale, rng=rng, dtype=dtype,
                            use_bias=item.use_bias)  # fmt: skip
         elif item.kind in ("BatchNormalization", "Dropout"):
-            layer = _modal(item, shapes[item.name][0], rng, dtype)
+            layer = _modal(item, shapes[item.name][0], dtype)
         else:
             raise item.error(
                 "has no channels-first layer (Conv2D, ReLU, Tanh, Sigmoid, LeakyReLU, "

@@ -2,9 +2,10 @@
 behind ``parity.tolerances``' ``*_BATCHNORM_*`` constants.
 
     .venv/bin/python benchmarks/batchnorm_budget.py --dtype float64 [--seeds 10]
-        [--optimizer sgd,adam] [--training-only]
+        [--optimizer sgd,adam] [--training-only] [--model cs231n-3layer-chw]
 
-For ``cs231n-3layer`` (spec.networks.CS231N_3LAYER) and each seed, in this process (one
+For ``cs231n-3layer`` (spec.networks.CS231N_3LAYER; ``--model``: or its channels-first
+twin ``cs231n-3layer-chw``) and each seed, in this process (one
 dtype): every static check of ``parity run`` at the four weight states (forward in
 training and inference mode, gradients, isolation, derivations in float64), then one
 epoch of lockstep training over 1,000 images at batch 32 with each ``--optimizer``
@@ -119,6 +120,7 @@ def kind_of(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--model", default=MODEL, choices=("cs231n-3layer", "cs231n-3layer-chw"))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument(
@@ -137,6 +139,8 @@ def main() -> None:
         "differently (the budgets' float32 measurements used 1e-4)",
     )  # fmt: skip
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model  # the functions above read it (a script: one model per run)
     optimizers = args.optimizer.split(",")
     if any(name not in NAMES for name in optimizers):
         parser.error(f"--optimizer: expected names of {NAMES}. Received {args.optimizer!r}.")

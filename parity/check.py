@@ -38,7 +38,13 @@ softmax_loss(scores (N, K), y (N,)) -> (mean loss, dscores / N). The network is
 Conv(1, 8, 3) -> [ReLU ->] MaxPool2x2 -> Linear(1352, 10) -> softmax_loss (models
 `chw-relu` / `chw`: inputs image / 255, their weights); training steps the returned
 (dw, db) with --optimizer. A layer that writes into the array it was given is a FAIL row
-(`gradients LAYER/input in place`, or `dout in place` for backward).
+(`gradients LAYER/input in place`, or `dout in place` for backward). A file that also
+defines BatchNorm(D, eps=1e-5, momentum=0.9), SpatialBatchNorm(C, ...) (`gamma`, `beta`,
+`running_mean`, `running_var`; forward(x, mode="train"|"test"); backward(dout) -> (dx,
+dgamma, dbeta)) and Dropout(p) (p keeps; forward caches `mask`) runs in
+`cs231n-3layer-chw` (batches of 32; the harness reads each mask your Dropout draws, gives it
+to Keras and replays the draw), and each of those classes is also judged alone (check
+`modal`). See README, "Batch norm and dropout in the cs231n API".
 
 ``PATH:FUNCTION``: any other channels-first network. PATH is a .py file and FUNCTION a
 function in it, called as FUNCTION(seed=SEED, dtype=DTYPE) (DTYPE a numpy dtype, once

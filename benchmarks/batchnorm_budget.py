@@ -118,6 +118,7 @@ def kind_of(row: dict) -> str:
 
 
 def main() -> None:
+    global MODEL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--model", default=MODEL, choices=("cs231n-3layer", "cs231n-3layer-chw"))
@@ -139,7 +140,6 @@ def main() -> None:
         "differently (the budgets' float32 measurements used 1e-4)",
     )  # fmt: skip
     args = parser.parse_args()
-    global MODEL
     MODEL = args.model  # the functions above read it (a script: one model per run)
     optimizers = args.optimizer.split(",")
     if any(name not in NAMES for name in optimizers):

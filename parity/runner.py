@@ -65,7 +65,7 @@ class TrainingOptions:
     """The training-curve schedule (``parity.checks.training``); the blog's by default."""
 
     optimizer: str = "sgd"
-    learning_rate: float | None = None  # None: the network's own, else the optimizer's
+    learning_rate: float | None = 0.005  # None: the network's own, else the optimizer's
     batch_size: int | None = 1  # None: the network's own (spec.Network.training_batch)
     epochs: int = 3
     train_size: int = 1000

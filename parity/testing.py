@@ -96,3 +96,19 @@ def model_difference(model, x, labels, layer: str, quantity: str, eps: float = F
     model.require(Capability.LOSS_FROM)
     h = np.array(model.forward(x)[names[names.index(layer) - 1]], copy=True)
     return central_difference(lambda: model.loss_from(layer, h, labels), h, eps, indices)
+
+
+def planted_copy(source, folder, *edits):
+    """A copy of the user file ``source`` written to ``folder`` under its own name, with each
+    ``(old, new)`` of ``edits`` applied once: how tests plant a mistake in a shipped example.
+    AssertionError if an ``old`` is not in the file exactly once (the edit would plant
+    nothing, or somewhere else). Returns the copy's path."""
+    from pathlib import Path
+
+    text = Path(source).read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = Path(folder) / Path(source).name
+    path.write_text(text)
+    return path

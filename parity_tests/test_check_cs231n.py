@@ -8,6 +8,7 @@ import pytest
 from parity import cli, runner
 from parity.checks import sweep
 from parity.compare import ERROR, FAIL, PASS, is_failure
+from parity.testing import planted_copy
 from scratch.chw_model import build_chw_relu
 from scratch.cs231n_api import ChannelsFirstModel
 from scratch.user_code import UserCode, UserCodeError, load, locate
@@ -38,13 +39,7 @@ SWEEP_ONLY = dict(checks=("sweep",), states=())
 
 
 def _planted(tmp_path, *edits) -> Path:
-    text = EXAMPLE.read_text()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "layers.py"
-    path.write_text(text)
-    return path
+    return planted_copy(EXAMPLE, tmp_path, *edits)
 
 
 def _run(path, network="", **config) -> pd.DataFrame:

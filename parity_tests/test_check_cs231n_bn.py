@@ -5,6 +5,7 @@ import pytest
 
 from parity import runner, tolerances
 from parity.compare import ERROR, PASS, is_failure
+from parity.testing import planted_copy
 from scratch.user_code import UserCode, UserCodeError, load, locate
 from scratch.user_cs231n import UserCs231nModel
 from scratch.user_cs231n_norm import NORM_LAYERS
@@ -45,13 +46,7 @@ FORWARD_NO_MODE = ("    def forward(self, x, mode=\"train\"):\n        if mode =
 
 
 def _planted(tmp_path, *edits) -> Path:
-    text = EXAMPLE.read_text()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "layers.py"
-    path.write_text(text)
-    return path
+    return planted_copy(EXAMPLE, tmp_path, *edits)
 
 
 def _modal(path, dtype="float64"):

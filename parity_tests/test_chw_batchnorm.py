@@ -9,6 +9,7 @@ import pytest
 
 from parity import modes, runner
 from parity.compare import is_failure
+from parity.testing import planted_copy
 from scratch.models import build
 from scratch.user_code import UserCode, load, locate
 from scratch.user_cs231n import UserCs231nModel
@@ -28,13 +29,7 @@ DROPOUT_NEW_MASK_IN_BACKWARD = (
 
 
 def _planted(tmp_path, *edits) -> Path:
-    text = EXAMPLE.read_text()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "layers.py"
-    path.write_text(text)
-    return path
+    return planted_copy(EXAMPLE, tmp_path, *edits)
 
 
 def _run(path, **config) -> pd.DataFrame:

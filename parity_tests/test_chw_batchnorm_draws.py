@@ -8,6 +8,7 @@ import pytest
 
 from parity import modes, runner
 from parity.compare import ERROR, PASS
+from parity.testing import planted_copy
 from scratch.user_api import ApiError
 from scratch.user_code import UserCode, load, locate
 from scratch.user_cs231n import UserCs231nModel
@@ -29,13 +30,7 @@ MALFORMED_MASK = ("        self.mask = self.mask.astype(x.dtype)\n",
 
 
 def _planted(tmp_path, *edits) -> Path:
-    text = EXAMPLE.read_text()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "layers.py"
-    path.write_text(text)
-    return path
+    return planted_copy(EXAMPLE, tmp_path, *edits)
 
 
 def _model(path=EXAMPLE, dtype="float64") -> UserCs231nModel:

@@ -144,10 +144,11 @@ def test_twin_batch_norm_takes_cs231n_momentum_and_epsilon_not_keras_defaults():
 
 
 @pytest.mark.keras
-def test_moving_statistics_are_copied_both_ways():
+@pytest.mark.parametrize("model_name", [MODEL, "cs231n-3layer-chw"])  # NHWC and channels-first
+def test_moving_statistics_are_copied_both_ways(model_name):
     from reference.twin import keras_weights, load_into_scratch, twin
 
-    model = build(MODEL)
+    model = build(model_name)
     rng = np.random.default_rng(0)
     for arrays in model.state().values():
         for array in arrays.values():
@@ -155,7 +156,7 @@ def test_moving_statistics_are_copied_both_ways():
     keras_model = twin(model)
     mean = keras_weights(keras_model)["batch_normalization"]["moving_mean"]
     assert np.array_equal(mean, model.state()["batch_normalization"]["moving_mean"])
-    fresh = build(MODEL)
+    fresh = build(model_name)
     load_into_scratch(keras_model, fresh)
     assert np.array_equal(
         fresh.state()["batch_normalization_1"]["moving_variance"],

@@ -94,24 +94,6 @@ def test_a_missing_mask_in_training_mode_is_an_error_naming_the_layer():
         model.set_masks({})
 
 
-@pytest.mark.keras
-def test_moving_statistics_are_copied_both_ways():
-    from reference.twin import keras_weights, load_into_scratch, twin
-
-    model = build(MODEL)
-    rng = np.random.default_rng(0)
-    for arrays in model.state().values():
-        for array in arrays.values():
-            array[...] = rng.uniform(0.5, 2.0, array.shape)
-    keras_model = twin(model)
-    assert np.array_equal(keras_weights(keras_model)["batch_normalization"]["moving_mean"],
-                          model.state()["batch_normalization"]["moving_mean"])  # fmt: skip
-    fresh = build(MODEL)
-    load_into_scratch(keras_model, fresh)
-    assert np.array_equal(fresh.state()["batch_normalization_1"]["moving_variance"],
-                          model.state()["batch_normalization_1"]["moving_variance"])  # fmt: skip
-
-
 # -- a user's classes judged in the network ---------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from parity import tolerances
 from parity.lockstep_judge import (
     ADAM_RULE,
     DECAYS,
+    RMSPROP_RULE,
     Budgets,
     Entry,
     Judge,
@@ -181,13 +182,15 @@ class Lockstep:
     def __init__(self, stepper, model, dtype: str, optimizer: str):
         self.stepper, self.model = stepper, model
         self.slots = stepper.slot_names  # the optimizer's slots, synced and compared
-        rule = None
+        rule, rms_rule, keras_optimizer = None, None, stepper.optimizer
+        lr = float(keras_optimizer.learning_rate.numpy())
         if optimizer in ADAM_RULE:  # Adam's update judged after what m, v explain
-            keras_adam = stepper.optimizer
-            rule = (float(keras_adam.learning_rate.numpy()), float(keras_adam.beta_1),
-                    float(keras_adam.beta_2), float(keras_adam.epsilon))  # fmt: skip
+            rule = (lr, float(keras_optimizer.beta_1), float(keras_optimizer.beta_2),
+                    float(keras_optimizer.epsilon))  # fmt: skip
+        if optimizer in RMSPROP_RULE and not keras_optimizer.momentum:  # what |g| in v explains
+            rms_rule = (lr, float(keras_optimizer.rho), float(keras_optimizer.epsilon))
         self.judge = Judge(dtype, Budgets.of(dtype, optimizer, model.spec), self.slots, rule,
-                           decays=DECAYS.get(optimizer, {}))  # fmt: skip
+                           rms_rule, decays=DECAYS.get(optimizer, {}))  # fmt: skip
         self.forward_rtol = tolerances.get("forward", dtype, model.spec).rtol
         self.decisions = decision_layers(model, stepper.keras_model)
         self.failing_probes = 0

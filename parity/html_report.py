@@ -73,7 +73,8 @@ def render(folder: str | Path, title: str) -> str:
     if summary is None:
         parts.append("<p>No summary.csv in this folder.</p>")
     else:
-        failing = int(summary["status"].map(is_failure).sum()) if "status" in summary else 0
+        statuses = summary["status"] if "status" in summary else pd.Series(dtype=object)
+        failing = int(statuses.map(is_failure).astype(bool).sum())  # an empty sum is ''
         ordered = failing_first(summary)
         parts += [f"<h2>Summary: {len(summary)} checks, {failing} failing</h2>",
                   table_html(ordered, "summary", heatmap_links(ordered, folder))]  # fmt: skip

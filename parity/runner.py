@@ -36,7 +36,7 @@ from parity.checks import (
 )
 from parity.checks import preprocessing as preprocessing_check
 from parity.checks import training as training_curves
-from parity.checks.common import Context, progress
+from parity.checks.common import Context, progress, row_columns
 from parity.checks.training_config import DEFAULT_KERAS_PATHS, TrainingConfig, pools_from
 from parity.compare import EXIT_FAIL, EXIT_PASS, error, exit_code, raised
 from parity.progress import print_progress
@@ -49,6 +49,9 @@ PREPROCESSING = "preprocessing"  # a factory's own preprocessing (parity.checks.
 MODAL = "modal"  # a cs231n file's batch norm and dropout alone (parity.checks.modal)
 USER_TABLES = (SWEEP, PREPROCESSING, MODAL)  # written only where they have rows: user code only
 TABLES = ("forward", "gradients", "isolation", "derivations", "ties", *USER_TABLES)
+# a table's columns when no row reached it (else row_columns()): a float32-only run has no
+# derivations rows, and its derivations.csv still opens with pandas
+EMPTY_COLUMNS = {"derivations": derivations.COLUMNS, "ties": ties.COLUMNS}
 DIAGNOSIS = "diagnosis"  # signatures of well-known mistakes (parity.diagnosis): words, no verdict
 # transform: the layout candidate's name (parity.diagnosis.layout rows only)
 DIAGNOSIS_COLUMNS = ["model", "dtype", "state", "layer", "signature", "transform", "evidence",
@@ -455,8 +458,9 @@ def gather(parts: list[dict]) -> Results:
         for table, rows in part["rows"].items():
             merged.setdefault(table, []).extend(rows)
     # sweep.csv only where a sweep ran (a user's cs231n code): `parity run`'s folder is unchanged
-    tables = {t: in_run_order(pd.DataFrame(merged.get(t, []))) for t in TABLES
-              if t not in USER_TABLES or merged.get(t)}  # fmt: skip
+    tables = {t: in_run_order(pd.DataFrame(merged[t]) if merged.get(t)
+                              else pd.DataFrame(columns=EMPTY_COLUMNS.get(t, row_columns())))
+              for t in TABLES if t not in USER_TABLES or merged.get(t)}  # fmt: skip
     tables[DIAGNOSIS] = in_run_order(
         pd.DataFrame(merged.get(DIAGNOSIS, []), columns=DIAGNOSIS_COLUMNS)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -112,6 +113,16 @@ class Context:
             check=check, model=self.name, dtype=self.dtype, state=self.state,
             **record.as_row(), **extra,
         )  # fmt: skip
+
+
+ROW_KEYS = ("check", "model", "dtype", "state")  # Context.row's leading columns
+
+
+def row_columns(*extra: str) -> list[str]:
+    """The columns of a table of :meth:`Context.row` rows: ``ROW_KEYS``, the
+    :class:`~parity.compare.Comparison` fields, then ``extra`` (a check's own columns).
+    A table without rows (derivations.csv of a float32-only run) is written with them."""
+    return [*ROW_KEYS, *(f.name for f in dataclasses.fields(Comparison)), *extra]
 
 
 def progress(message: str) -> None:

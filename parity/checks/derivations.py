@@ -50,7 +50,7 @@ import functools
 import numpy as np
 
 from parity import finite_diff, tolerances
-from parity.checks.common import Context, mean_loss, per_example_loss
+from parity.checks.common import Context, mean_loss, per_example_loss, row_columns
 from parity.checks.ties import near_maxima, pools
 from parity.compare import INCONCLUSIVE, PASS, compare, missing, not_provided
 from parity.finite_diff import EPS  # the central step (recorded in environment.json)
@@ -58,6 +58,7 @@ from parity.progress import phase
 from scratch.protocol import Capability
 
 CHECK = "derivations"
+COLUMNS = row_columns("fd_points", "evaluated_fraction")  # derivations.csv
 JITTER = 1e-2  # uniform +-JITTER on preprocessed inputs: near-ties stay >> EPS apart
 FD_MAX_POINTS = 256  # weight arrays larger than this are FD'd at a seeded sample
 STATES = ("trained", "random")  # not "initial": the flat inits put FD at its round-off floor

@@ -28,10 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from parity import tolerances
-from parity.checks.common import Context
+from parity.checks.common import Context, row_columns
 from parity.compare import compare, missing
 
 CHECK = "ties"
+# ties.csv: the comparison, then counts()'s keys
+COUNTS = ("pool_size", "strides", "windows", "tied_scratch", "tied_keras", "ambiguous",
+          "rounding_flipped", "routing_mismatches", "first_mismatch_window")  # fmt: skip
+COLUMNS = row_columns(*COUNTS)
 QUANTITY = "routing"
 
 

@@ -87,12 +87,22 @@ def _optimizer_help() -> str:
 
 
 def _lr_help() -> str:
-    """``0.005 for sgd; 0.0005 for momentum, nesterov; 0.001 for rmsprop, adam, adamw``."""
-    by_rate: dict[float, list[str]] = {}
-    for name, rate in DEFAULT_LEARNING_RATES.items():
-        by_rate.setdefault(rate, []).append(name)
-    table = "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
-    return f"{table}; a network's own where it has one: cs231n-3layer 0.01 for momentum, nesterov"
+    """``0.005 for sgd; ...; a network's own where it has one: cs231n-3layer,
+    cs231n-3layer-chw (0.01 for momentum, nesterov; 0.001 for adam)`` (``spec.networks``)."""
+    from spec.networks import NETWORKS
+
+    def grouped(rates: dict) -> str:
+        by_rate: dict[float, list[str]] = {}
+        for name, rate in rates.items():
+            by_rate.setdefault(rate, []).append(name)
+        return "; ".join(f"{rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
+
+    own: dict[str, list[str]] = {}  # the networks' tables, networks sharing one grouped
+    for network in NETWORKS.values():
+        if network.learning_rates:
+            own.setdefault(grouped(network.learning_rates), []).append(network.name)
+    networks = "; ".join(f"{', '.join(names)} ({table})" for table, names in own.items())
+    return f"{grouped(DEFAULT_LEARNING_RATES)}; a network's own where it has one: {networks}"
 
 
 def add_run_arguments(run: argparse.ArgumentParser, models: bool = True) -> None:

@@ -299,6 +299,13 @@ def test_run_help_lists_the_model_names(capsys):
     assert ", ".join(MODEL_NAMES) in " ".join(capsys.readouterr().out.split())
 
 
+def test_lr_help_gives_each_networks_own_rates(capsys):
+    # issue 15's recipe (spec.networks.CS231N_LEARNING_RATES), for both cs231n networks
+    assert cli.main(["run", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cs231n-3layer, cs231n-3layer-chw (0.01 for momentum, nesterov; 0.001 for adam)" in out
+
+
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_help_lists_every_optimizer_with_its_keras_class(command, capsys):
     from reference.optimizers import OPTIMIZERS

@@ -305,8 +305,6 @@ def run_model(config: RunConfig, name: str, dtype: str, batches: Batches) -> dic
     for state in config.states:
         t0 = time.perf_counter()
         ctx.state = state
-        if state == "trained":  # the model's own training steps: seconds to minutes
-            progress(f"{name} {dtype} {state}: weights ({config.train_steps} SGD steps)")
         try:
             _set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, ctx.model)
@@ -371,7 +369,8 @@ def _set_weights(ctx: Context, state: str, config: RunConfig, batches: Batches,
         large_logits.set_weights(ctx, keras_model, config.seed)
     elif state == "trained":
         common.train_scratch(ctx.model, batches.train_images, batches.train_labels,
-                             config.seed, config.train_steps)  # fmt: skip
+                             config.seed, config.train_steps, ctx.progress,
+                             f"[{ctx.name} {ctx.dtype}] trained weights: SGD")  # fmt: skip
     elif state == "random":
         common.randomize(ctx.model, config.seed)
 

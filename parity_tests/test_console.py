@@ -131,3 +131,15 @@ def cli_example():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1] / "examples" / "blog"
+
+
+def test_the_trained_states_steps_report_progress_step_by_step():
+    from parity.checks.common import train_scratch
+    from parity.data import load_mnist
+    from scratch.models import build
+
+    data, events = load_mnist(), []
+    train_scratch(build("zhou"), data.train_images[:20], data.train_labels[:20], 0, steps=7,
+                  progress=events.append, description="[zhou float64] trained")  # fmt: skip
+    assert [(e.description, e.done, e.total) for e in events] == [
+        ("[zhou float64] trained", done, 7) for done in range(1, 8)]  # fmt: skip

@@ -145,12 +145,16 @@ def mean_loss(model, x: np.ndarray, labels: np.ndarray) -> float:
     return float(per_example_loss(model.probabilities(x), labels).mean())
 
 
-def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS) -> None:
+def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS,
+                  progress=None, description: str = "trained weights") -> None:  # fmt: skip
     """``steps`` SGD steps on a seeded order (the blog's schedule), each of the network's
     training batch (``spec.Network.training_batch``: 1 for the blog's, 32 with batch norm;
     the order repeats when ``steps x batch`` exceeds the images). A model with dropout
-    gets a fresh harness mask per step (``parity.modes``)."""
+    gets a fresh harness mask per step (``parity.modes``). ``progress``: a callback
+    (``parity.progress``) shown one bar, ``description``, over the steps (a user's loop-style
+    code can take minutes), or None."""
     from parity import modes
+    from parity.progress import phase
     from scratch.optim import SGD
 
     optimizer = SGD(TRAIN_LEARNING_RATE)
@@ -158,6 +162,7 @@ def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS) ->
     rng = np.random.default_rng([seed, 1])
     repeats = -(-steps * batch // len(images))
     order = np.concatenate([rng.permutation(len(images)) for _ in range(repeats)])
+    report = phase(progress, description, steps)
     for step in range(steps):
         rows = order[step * batch : (step + 1) * batch]
         x = model.preprocess(images[rows])
@@ -165,6 +170,7 @@ def train_scratch(model, images, labels, seed: int, steps: int = TRAIN_STEPS) ->
             modes.inject(model, modes.draw(model.spec, len(rows), seed, 1, step))
         _, grads = model.gradients(x, labels[rows])
         optimizer.update(model.params(), grads)
+        report(step + 1)
 
 
 def keras_fan_in(shape: tuple) -> int:

@@ -123,22 +123,48 @@ def _dense_kernel(keras_model, model):
     return weights["dense"]["kernel"]
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+LABELS = {  # the README's row labels (its Speed table is this script's output)
+    "scratch step": "scratch step (`ZhouCNN.train_scaled`, numpy)",
+    "scratch, harness loop": "scratch, harness loop (`scratch.train.train`, what the check times)",
+    "keras fit": "Keras `fit(batch_size=1)`",
+    "keras epoch function": "Keras epoch function (a whole epoch of Keras's own step in one "
+    "`tf.function`; the training check's default path, bit-identical to `fit`)",
+}
 
-    from parity.data import load_mnist
+
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (else /proc/cpuinfo's "model name", else the platform's)."""
+    import platform
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        text = ""
+    if not text:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            return platform.processor() or platform.machine()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, e.g. ``0.52, 2.20, 2.81`` (the cores are shared)."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run_all(images, labels, repeats: int) -> dict:
+    """``{name: ((wall s, CPU s) of the best epoch, dense kernel after the last)}`` for the
+    four paths, in one process (floatx float64 set before any Keras object)."""
     from reference import backend
 
-    data = load_mnist()
-    images, labels = data.train_images[: args.images], data.train_labels[: args.images]
-    n = len(images)
     backend.configure("float64")  # floatx before any Keras object (DESIGN.md)
-    import keras
-    import tensorflow as tf
-
     rows = {}
     for name, bench in (
         ("scratch step", bench_scratch_step),
@@ -146,30 +172,68 @@ def main(argv=None) -> None:
         ("keras fit", bench_fit),
         ("keras epoch function", bench_epoch_function),
     ):
-        rows[name] = bench(images, labels, args.repeats)
-    report(rows, n, args.repeats, versions=(tf.__version__, keras.__version__))
+        rows[name] = bench(images, labels, repeats)
+    return rows
 
 
-def report(rows: dict, n: int, repeats: int, versions) -> None:
-    """Print the table: ms per step (wall, CPU), ratio to the scratch step, target."""
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())  # shared cores: context
-    print(f"\n{n} images, batch 1, float64, best of {repeats} epochs (tensorflow {versions[0]}, "
-          f"keras {versions[1]}, numpy {np.__version__}, {os.cpu_count()} CPUs, load average "
-          f"{load})")  # fmt: skip
+def load_images(n: int):
+    """The first ``n`` training images and labels of the bundled MNIST subset."""
+    from parity.data import load_mnist
+
+    data = load_mnist()
+    return data.train_images[:n], data.train_labels[:n]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    images, labels = load_images(args.images)
+    before = load_average()
+    rows = run_all(images, labels, args.repeats)
+    import keras
+    import tensorflow as tf
+
+    versions = (tf.__version__, keras.__version__)
+    print(report(rows, len(images), args.repeats, versions, (before, load_average())))
+
+
+def report(rows: dict, n: int, repeats: int, versions, loads) -> str:
+    """The markdown table README's Speed section shows: ms per step (wall, CPU), the ratio
+    to the scratch step, issue 16's target; the header line names date, CPU, load average."""
+    lines = [
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {os.cpu_count()} CPUs, load average "
+        f"{loads[0]} before and {loads[1]} after; {n} images, batch 1, float64, best of "
+        f"{repeats} epochs after a warm-up epoch; tensorflow {versions[0]}, keras "
+        f"{versions[1]}, numpy {np.__version__}:",
+        "",
+        "| path | wall ms per step | CPU ms per step | x scratch step (wall / CPU) | issue 16 "
+        "target |",
+        "|---|---|---|---|---|",
+    ]
     (base_wall, base_cpu), base_kernel = rows["scratch step"]
-    print(f"{'path':24s} {'wall ms':>9s} {'CPU ms':>9s} {'x scratch':>10s} {'target':>7s}"
-          "   dense kernel vs scratch step")  # fmt: skip
-    for name, ((wall, cpu), kernel) in rows.items():
-        ratio = wall / base_wall
-        target = f">={TARGETS[name]:.0f}x" if name in TARGETS else ""
-        drift = np.abs(kernel - base_kernel).max() / np.abs(base_kernel).max()
-        print(f"{name:24s} {wall / n * 1e3:9.4f} {cpu / n * 1e3:9.4f} {ratio:9.1f}x {target:>7s}"
-              f"   {drift:.1e}")  # fmt: skip
-    fit, epoch = rows["keras fit"][1], rows["keras epoch function"][1]
-    print(
-        f"fit and the epoch function after {repeats + 1} epochs: max |difference| "
-        f"{np.abs(fit - epoch).max():.1e} (bit-identical: 0)"
+    for name, ((wall, cpu), _) in rows.items():
+        ratio = "1" if name == "scratch step" else f"{wall / base_wall:.1f} / {cpu / base_cpu:.1f}"
+        target = ""
+        if name in TARGETS:
+            met = "met" if cpu / base_cpu >= TARGETS[name] else "not met"
+            target = f">= {TARGETS[name]:.0f}x (CPU): {met}"
+        lines.append(f"| {LABELS[name]} | {wall / n * 1e3:.4f} | {cpu / n * 1e3:.4f} | {ratio} | "
+                     f"{target} |")  # fmt: skip
+    drifts = ", ".join(
+        f"{name} {np.abs(kernel - base_kernel).max() / np.abs(base_kernel).max():.1e}"
+        for name, (_, kernel) in rows.items()
+        if name != "scratch step"
     )
+    fit, epoch = rows["keras fit"][1], rows["keras epoch function"][1]
+    lines += [
+        "",
+        f"Dense kernel after {repeats + 1} epochs, max |difference| / max |kernel| against the "
+        f"scratch step's: {drifts}. `fit` and the epoch function: max |difference| "
+        f"{np.abs(fit - epoch).max():.1e} (bit-identical: 0).",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

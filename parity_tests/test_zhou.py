@@ -164,6 +164,24 @@ def test_maxpool2_routes_to_first_maximum_row_major(window, expected):
     np.testing.assert_array_equal(d_input[:, :, 0], expected)
 
 
+def test_maxpool2_routes_every_tie_pattern_to_its_first_maximum():
+    # All 15 sets of tied maxima, each in every channel and window of one odd-sized volume
+    # (5 x 7 x 3: the last row and column are dropped), against the rule written out.
+    rng = np.random.default_rng(11)
+    patterns = [[k for k in range(4) if mask >> k & 1] for mask in range(1, 16)]
+    x = rng.uniform(-1.0, 0.5, (5, 7, 3))  # every non-maximum below 1.0
+    d = rng.standard_normal((2, 3, 3))
+    expected = np.zeros_like(x)
+    for n, (i, j, ch) in enumerate(np.ndindex(d.shape)):
+        tied = patterns[n % len(patterns)]
+        for k in tied:
+            x[2 * i + k // 2, 2 * j + k % 2, ch] = 1.0
+        expected[2 * i + tied[0] // 2, 2 * j + tied[0] % 2, ch] = d[i, j, ch]
+    pool = MaxPool2()
+    pool.forward(x)
+    np.testing.assert_array_equal(pool.backward(d), expected)
+
+
 def test_forward_matches_the_blogs_loops(mnist):
     net = ZhouCNN(seed=4)
     image, label = mnist.test_images[0], int(mnist.test_labels[0])

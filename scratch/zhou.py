@@ -20,7 +20,7 @@ equal bit for bit.
 Written from the blog's formulas and independent of ``scratch.layers`` on
 purpose: the two implementations check each other. Vectorized (no Python loop
 over pixels, windows or filters): the blog's ``iterate_regions`` loops become a
-precomputed gather (im2col) and one matmul; 2x2 pooling is a reshape.
+precomputed gather (im2col) and one matmul; 2x2 pooling is a gather and a max.
 
 Differences from the blog, each for a reason given where it happens: seeded
 ``numpy.random.Generator`` initialisation; max-pool backprop routes a window's
@@ -39,6 +39,8 @@ from scratch.protocol import check_dtype
 NUM_FILTERS = 8
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
+# MaxPool2.backward's weight of window position k = 2 * di + dj: 4 - k, (4, 1) uint8.
+_FIRST_MAX_WEIGHT = np.array([[4], [3], [2], [1]], dtype=np.uint8)
 
 
 def _generator(rng) -> np.random.Generator:
@@ -132,17 +134,19 @@ class Conv3x3:
         self.d_L_d_filters = np.zeros_like(self.filters)
         self.last_input = None
         self.last_regions = None
-        self._gather = {}  # (H, W) -> (P, 9) flat pixel indices of each 3x3 region
+        self._gather = {}  # (H, W) -> (9, P) flat pixel indices, region p in column p
 
     def _regions_index(self, h: int, w: int) -> np.ndarray:
         # Row p = i * (W - 2) + j lists the 9 flat pixels of the region at (i, j),
-        # in the blog's iterate_regions order (row-major regions, row-major pixels).
+        # in the blog's iterate_regions order (row-major regions, row-major pixels):
+        # (P, 9), a view of the contiguous (9, P) array the gather uses.
         key = (h, w)
         if key not in self._gather:
             corners = np.arange(h - 2)[:, None] * w + np.arange(w - 2)[None, :]
             offsets = np.arange(3)[:, None] * w + np.arange(3)[None, :]
-            self._gather[key] = (corners.reshape(-1, 1) + offsets.reshape(1, 9)).astype(np.intp)
-        return self._gather[key]
+            index = offsets.reshape(9, 1) + corners.reshape(1, -1)  # (9, P)
+            self._gather[key] = index.astype(np.intp)
+        return self._gather[key].T
 
     def check_input(self, input) -> np.ndarray:
         """``input`` as an array of the layer's dtype, or ValueError naming the rule broken."""
@@ -163,15 +167,15 @@ class Conv3x3:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         # x: a checked (H, W) array of the layer's dtype.
         h, w = x.shape
-        # regions[p] is the blog's im_region at (i, j), flattened: (P, 9).
-        regions = x.reshape(-1).take(self._regions_index(h, w))
+        # regions[p] is the blog's im_region at (i, j), flattened: (P, 9), stored
+        # column-major (gathered as (9, P)): the matmuls below are ~15% faster so.
+        regions = x.reshape(-1).take(self._regions_index(h, w).T).T
         self.last_input = x
         self.last_regions = regions
         # Blog: output[i, j] = np.sum(im_region * self.filters, axis=(1, 2)) for every
-        # region; all regions at once is (P, 9) @ (9, F). A contiguous (9, F) copy of
-        # the 72 filter values makes the matmul ~2x faster than a transposed view.
-        kernel = np.ascontiguousarray(self.filters.reshape(self.num_filters, 9).T)
-        out = regions @ kernel
+        # region; all regions at once is (P, 9) @ (9, F). The kernel is a transposed
+        # view of filters: against column-major regions a contiguous copy gains nothing.
+        out = regions @ self.filters.reshape(self.num_filters, 9).T
         return out.reshape(h - 2, w - 2, self.num_filters)
 
     def backward(self, d_L_d_out, input_grad=True):
@@ -215,7 +219,7 @@ class MaxPool2:
         self.last_input_shape = None
         self.last_windows = None
         self.last_output = None
-        self._scatter = {}  # (H, W, C) -> where backward writes each window's gradient
+        self._tables = {}  # (H, W, C) -> gather and scatter indices (see _index_tables)
 
     def forward(self, input):
         """Max of each 2x2 window: ``(H, W, C) -> (H // 2, W // 2, C)``."""
@@ -230,9 +234,9 @@ class MaxPool2:
             )
         # windows[k] holds window element k = 2 * di + dj (row-major inside the
         # window) of every window, windows flattened in (i, j, c) order: (4, nh*nw*C).
-        even = x if (h, w) == (2 * nh, 2 * nw) else x[: 2 * nh, : 2 * nw]
-        grid = even.reshape(nh, 2, nw, 2, c)
-        windows = grid.transpose(1, 3, 0, 2, 4).reshape(4, -1)
+        # One gather (a dropped odd row or column is never indexed): ~1 us faster
+        # than the transposing copy of the (nh, 2, nw, 2, C) view.
+        windows = x.reshape(-1).take(self._index_tables(h, w, c)[2])
         out = windows.max(axis=0)
         self.last_input_shape = x.shape
         self.last_windows = windows
@@ -251,27 +255,34 @@ class MaxPool2:
         # subgradient, not a sum of them: the blog's rule over-counts. TensorFlow
         # sends it to the first maximum in row-major order; so do we.
         is_max = self.last_windows == self.last_output  # (4, n), window position k first
-        # first = number of leading non-maxima = k of the first maximum (0..3).
-        before_1 = ~is_max[0]
-        before_2 = np.greater(before_1, is_max[1])  # no max at k = 0 nor 1
-        before_3 = np.greater(before_2, is_max[2])  # no max at k = 0, 1 nor 2
-        first = before_1.view(np.uint8) + before_2.view(np.uint8) + before_3.view(np.uint8)
-        corner, step = self._scatter_index(h, w, c)
+        # The first maximum without argmax (8.5 us on (4, n), the whole backward is less):
+        # weight position k by 4 - k; the largest weight among the maxima is 4 - k_first.
+        weighted = is_max.view(np.uint8)
+        weighted *= _FIRST_MAX_WEIGHT
+        corner, _, _, offset_by_weight = self._index_tables(h, w, c)
         d_input = np.zeros(h * w * c, dtype=d.dtype)  # a dropped odd row/column gets 0
-        d_input[corner + step.take(first)] = d.reshape(-1)
+        d_input[corner + offset_by_weight.take(weighted.max(axis=0))] = d.reshape(-1)
         return d_input.reshape(h, w, c)
 
-    def _scatter_index(self, h: int, w: int, c: int):
+    def _index_tables(self, h: int, w: int, c: int):
         # corner[(i, j, ch)]: flat HWC index of window (i, j)'s top-left element in
-        # channel ch; step[k]: offset of window position k = 2 * di + dj from it.
+        # channel ch; step[k]: offset of window position k = 2 * di + dj from it;
+        # windows (4, n): step[k] + corner, the flat index of every window element;
+        # offset_by_weight[4 - k] = step[k] (index 0 unused: every window has a max).
         key = (h, w, c)
-        if key not in self._scatter:
+        if key not in self._tables:
             rows = np.arange(h // 2)[:, None, None] * (2 * w * c)
             cols = np.arange(w // 2)[None, :, None] * (2 * c)
-            corner = (rows + cols + np.arange(c)[None, None, :]).reshape(-1)
-            step = np.array([0, c, w * c, w * c + c])
-            self._scatter[key] = (corner.astype(np.intp), step.astype(np.intp))
-        return self._scatter[key]
+            corner = (rows + cols + np.arange(c)[None, None, :]).reshape(-1).astype(np.intp)
+            step = np.array([0, c, w * c, w * c + c], dtype=np.intp)
+            windows = step[:, None] + corner[None, :]
+            offset_by_weight = np.concatenate([[0], step[::-1]]).astype(np.intp)
+            self._tables[key] = (corner, step, windows, offset_by_weight)
+        return self._tables[key]
+
+    def _scatter_index(self, h: int, w: int, c: int):
+        """``(corner, step)``: window (i, j, ch)'s element k is at ``corner + step[k]``."""
+        return self._index_tables(h, w, c)[:2]
 
     def backprop(self, d_L_d_out, learn_rate=None):
         """The blog's ``backprop(d_L_d_out)``; ``learn_rate`` is ignored (no weights)."""

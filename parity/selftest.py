@@ -13,10 +13,12 @@ gradients already judge them).
 
 The false-alarm sweep runs the correct implementation (every registered model, plus the
 catalog's correct variants such as chw through the pad=1 path) over ``seeds`` seeds in
-both dtypes: forward, gradients and ties at every weight state for every seed (forward
-and gradients only at ``large-logits``); derivations (float64) and the short training
-runs for the first ``derivation_seeds`` / ``training_seeds`` seeds (finite differences
-cost ~10 s per model and state). Any failing check on correct code is a false alarm.
+both dtypes: the checks ``parity run`` runs by default, state by state (forward,
+gradients, isolation, ties and the diagnosis at every weight state for every seed; forward,
+gradients and the diagnosis only at ``large-logits``); derivations (float64) and the short
+training runs for the first ``derivation_seeds`` / ``training_seeds`` seeds (finite
+differences cost ~10 s per model and state). Any failing check on correct code is a false
+alarm, and so is a diagnosis that raises (an ``ERROR`` row, as in ``parity run``).
 
 Each dtype's work runs in one process (``reference.backend.run_in_dtype_process``), the
 two dtypes in parallel. The command line (options, printing, exit codes) is
@@ -124,14 +126,7 @@ def run_dtype(options: Options, dtype: str) -> dict:
     """Everything for one dtype (runs inside the dtype's process)."""
     from reference import backend
 
-    batches = {}
-
-    def batch(seed):
-        if seed not in batches:
-            config = runner.RunConfig(seed=seed, images=options.images, data=options.data)
-            batches[seed] = runner.load_batches(config)
-        return batches[seed]
-
+    batch = sweep_batches(options)
     rows, alarms = [], []
     for name in options.bugs:
         entry = catalog.BY_NAME[name]
@@ -145,6 +140,20 @@ def run_dtype(options: Options, dtype: str) -> dict:
             rows.append(row)
             alarms += failing
     return dict(dtype=dtype, catalog=rows, false_alarms=alarms, environment=backend.environment())
+
+
+def sweep_batches(options: Options):
+    """``batch(seed)``: the check batch of ``seed`` (``options.images`` images, as
+    ``parity run --seed`` picks them), loaded once per seed."""
+    batches = {}
+
+    def batch(seed):
+        if seed not in batches:
+            config = runner.RunConfig(seed=seed, images=options.images, data=options.data)
+            batches[seed] = runner.load_batches(config)
+        return batches[seed]
+
+    return batch
 
 
 def _correct_targets(models: tuple[str, ...] = ()):
@@ -258,7 +267,7 @@ def static_rows(model_name, dtype, batches, seed, hooks, checks, stop_at_failure
     keras_model = twin(model, dtype)
     out, run = [], []
     for state in config.states:
-        tables: dict = {t: [] for t in (*runner.TABLES, "errors")}
+        tables: dict = {t: [] for t in (*runner.TABLES, runner.DIAGNOSIS, "errors")}
         try:
             runner._set_weights(ctx, state, config, batches, keras_model)
             copy_into_keras(keras_model, model)
@@ -294,15 +303,21 @@ def training_rows(model_name, dtype, spec: catalog.Training, seed, hooks, data=N
 # -- the correct implementation -------------------------------------------------------------
 
 
-def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
-    """Every check on correct code over ``options.seeds`` seeds: ``(row, failing rows)``."""
+def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch,
+                  judged: list | None = None):  # fmt: skip
+    """Every check on correct code over ``options.seeds`` seeds: ``(row, failing rows)``.
+
+    ``batch(seed)`` gives a seed's :class:`parity.runner.Batches` (:func:`sweep_batches`).
+    With a ``judged`` list, every seed's summary rows (one per check, layer and quantity,
+    ``seed`` and ``variant`` added; training quantities carry their Keras path) are appended
+    to it: what the sweep judged, passing or not."""
     t0 = time.perf_counter()
     label = f"{model_name} ({variant})" if variant else model_name
     common.progress(f"selftest {dtype}: false-alarm sweep {label}, {options.seeds} seeds")
     total, failing, errors = 0, [], []
     runs = _training_specs(model_name)
     for seed in range(options.seeds):
-        checks = ["forward", "gradients", "isolation", "ties"]
+        checks = ["forward", "gradients", "isolation", "ties", runner.DIAGNOSIS]
         if seed < options.derivation_seeds and dtype == "float64":
             checks.append("derivations")
         try:
@@ -319,6 +334,8 @@ def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
         total += len(summary)
         failed = summary[summary["status"].map(is_failure)]
         failing += [{**r, "seed": seed, "variant": variant} for r in failed.to_dict("records")]
+        if judged is not None:
+            judged += [{**r, "seed": seed, "variant": variant} for r in summary.to_dict("records")]
     row = dict(
         kind="correct", bug=f"(correct{': ' + variant if variant else ''})", model=model_name,
         dtype=dtype, description="the correct implementation: any failing check is a false alarm",
@@ -327,6 +344,16 @@ def sweep_correct(model_name, variant, hooks, dtype, options: Options, batch):
         message="; ".join(errors + [f"seed {f['seed']}: {f['message']}" for f in failing[:3]]),
     )  # fmt: skip
     return row, failing
+
+
+def sweep_target(model_name, variant, hooks, dtype, options: Options):
+    """One target's sweep (:func:`sweep_correct`) in this process, configured for ``dtype``
+    (e.g. through ``reference.backend.run_in_dtype_process``: every argument and the result
+    picklable): ``(row, judged)``, ``judged`` the summary rows of every seed."""
+    judged: list[dict] = []
+    row, _ = sweep_correct(model_name, variant, hooks, dtype, options, sweep_batches(options),
+                           judged)  # fmt: skip
+    return row, judged
 
 
 def _training_specs(model_name) -> list[catalog.Training]:

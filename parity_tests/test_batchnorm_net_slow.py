@@ -5,11 +5,10 @@ layers.
 What is judged where (issue 16: no run twice). The false-alarm sweep
 (test_selftest.py::test_correct_code_raises_no_false_alarm_*) judges cs231n-3layer's
 static checks at every weight state (the "trained" one after the default 300 steps) and
-the catalog's SGD lockstep run (parity.catalog.BATCHNORM_RUN), in both dtypes; it does not
-look for missing rows. Here: one run of the static checks proves every expected row is
-reported, with a shorter "trained" state; the lockstep runs add what the sweep lacks: each
-optimizer's update, slot and moving-statistics rows in both dtypes, at the network's own
-batch and learning rates."""
+the catalog's SGD lockstep run (parity.catalog.BATCHNORM_RUN), in both dtypes. Here: one
+run of the static checks, with a shorter "trained" state, shows every expected row reported
+and passing; the lockstep runs add what the sweep lacks: each optimizer's update, slot and
+moving-statistics rows in both dtypes, at the network's own batch and learning rates."""
 
 import pytest
 

@@ -5,8 +5,8 @@ statistics after every step).
 What is judged where (issue 16: no run twice). The false-alarm sweep
 (test_selftest.py::test_correct_code_raises_no_false_alarm_*) judges the shipped
 cs231n-3layer-chw's static checks at every weight state (the "trained" one after the
-default 300 steps) in both dtypes, but runs no training on it and does not look for missing
-rows: the shipped network's run here keeps those two, with a shorter "trained" state. The
+default 300 steps) in both dtypes, but runs no training on it: the shipped network's run
+here trains it, and shows every expected row reported, with a shorter "trained" state. The
 user's example is judged nowhere else with every check, so it keeps `parity check`'s
 default weight states; its training, like the network's, is one epoch of 10 steps."""
 

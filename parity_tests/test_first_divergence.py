@@ -119,7 +119,13 @@ RUNS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["float64", "float32"])
+# One xdist group per dtype (`pytest -n 2 --dist loadgroup`): each dtype's runs are computed
+# once, on one worker, while the other dtype's run on the other; ungrouped, both workers
+# computed both (four setups of ~11 s for two).
+@pytest.fixture(scope="module", params=[
+    pytest.param(d, marks=pytest.mark.xdist_group(f"first_divergence_{d}"))
+    for d in ("float64", "float32")
+])  # fmt: skip
 def runs(request):
     mnist = load_mnist()
     jobs = []

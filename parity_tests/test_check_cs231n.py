@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import narrowed_run
 
 from parity import cli, runner
 from parity.checks import sweep
@@ -189,7 +190,11 @@ def test_sweep_catches_faults_the_fixed_network_passes_naming_layer_and_setting(
 
 
 @pytest.mark.keras
-def test_sweep_rows_reach_the_summary_and_the_exit_code(tmp_path, check):
+def test_sweep_rows_reach_the_summary_and_the_exit_code(tmp_path, check, monkeypatch):
+    # The command's run at the initial weights only (the rows' way to the summary does not
+    # depend on the state); the fault is exact on the fixed network, where C = 1
+    # (test_fault_invisible_on_the_fixed_network_fails_on_chw_odd).
+    narrowed_run(monkeypatch, in_process=True, states=("initial",))
     code, summary = check(_planted(tmp_path, DW_F_C_SWAPPED), *FAST)
     failed = summary[summary["status"] == FAIL]
     assert code == 1 and list(failed["check"] + " " + failed["layer"]) == ["sweep conv2d"]

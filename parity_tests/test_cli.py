@@ -204,6 +204,21 @@ def test_a_run_with_training_prints_and_writes_its_curves_in_both_dtypes(tmp_pat
     assert sorted(epochs.groupby("dtype").epoch.max().items()) == [("float32", 2), ("float64", 2)]
 
 
+def test_the_default_run_trains_on_the_schedule_of_test_curves_zhou_default():
+    # DESIGN.md's default: the blog's SGD at 0.005, batch 1, 3 epochs of 1,000 images,
+    # 1,000 test images, the epoch function and lockstep: what training.training_check
+    # runs by default (test_curves.py's zhou_default judges those curves in both dtypes).
+    from parity.checks.training_config import TrainingConfig
+
+    args = cli.build_parser().parse_args(["run"])
+    training = cli.training_from_args(args).for_model("zhou", "float64", 0)
+    assert training == TrainingConfig("zhou", "float64")
+    schedule = (training.optimizer, training.learning_rate, training.batch_size)
+    assert schedule == ("sgd", 0.005, 1) and training.epochs == 3
+    assert (training.train_size, training.test_size, training.lockstep) == (1000, 1000, True)
+    assert args.dtypes == "float64,float32" and args.models == "zhou"
+
+
 @pytest.mark.keras
 @pytest.mark.parametrize("diagnose", [False, True], ids=["default", "diagnose"])
 def test_diagnose_reports_a_passing_runs_closest_lockstep_step(tmp_path, capsys, monkeypatch,

@@ -9,8 +9,15 @@ cnn-parity in its test requirements can write::
 ``parity.check`` runs exactly ``parity check PATH`` (same checks, same exit codes) with
 its report in the test's temporary folder, and fails the test with the rows that did
 not pass (FAIL, ERROR, INCONCLUSIVE) and the report's path. Bad usage or input (exit 2)
-fails it with the command's own message. It works under pytest-xdist: each check runs
-its dtype processes from the worker that runs the test.
+fails it with the command's own message.
+
+TensorFlow processes are kept for the session (issue 16): one per dtype, started by the
+first check that needs it, reused by every later check, shut down when the session ends
+(``reference.backend.KeptProcesses``). Each check starts in it from the state a new
+process has (Keras session cleared, default seed), so verdicts and reports are those of
+fresh processes. Under pytest-xdist each worker keeps its own. A test that also uses
+``capfd`` gets fresh processes per check, as a kept process writes to the file
+descriptors it was started with.
 
 Loading this plugin imports neither TensorFlow nor the harness; ``check`` does.
 """
@@ -56,8 +63,9 @@ class CheckResult:
 class Parity:
     """The fixture: ``check(path, api="auto", **options)`` runs ``parity check``."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, processes=None):
         self._out = out
+        self._processes = processes  # a reference.backend.KeptProcesses, or None: fresh ones
 
     def check(self, path, api: str = "auto", *, expect_pass: bool = True, **options):
         """Run ``parity check PATH --api API`` with ``options`` as command-line options.
@@ -90,7 +98,8 @@ class Parity:
         out = self._fresh_folder()
         argv = ["check", str(path), "--api", api, "--out", str(out), *_options(options)]
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        kept = self._processes.active() if self._processes else contextlib.nullcontext()
+        with kept, contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             code = main(argv)
         result = _result(code, out, printed.getvalue())
         if expect_pass and code != 0:
@@ -138,7 +147,22 @@ def _failure_message(argv: list[str], result: CheckResult) -> str:
     )
 
 
+CAPTURES_FDS = ("capfd", "capfdbinary")  # a kept process would write past their capture
+
+
+@pytest.fixture(scope="session")
+def _parity_processes():
+    """The session's TensorFlow processes, one per dtype, each started at first use."""
+    from reference.backend import KeptProcesses
+
+    kept = KeptProcesses()
+    yield kept
+    kept.close()
+
+
 @pytest.fixture
-def parity(tmp_path_factory) -> Parity:
+def parity(request, tmp_path_factory) -> Parity:
     """Check a numpy CNN against its Keras twin: ``parity.check(path, api=..., **options)``."""
-    return Parity(tmp_path_factory.mktemp("parity"))
+    fresh = any(name in request.fixturenames for name in CAPTURES_FDS)
+    processes = None if fresh else request.getfixturevalue("_parity_processes")
+    return Parity(tmp_path_factory.mktemp("parity"), processes)

@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is ever imported
 
-pytest_plugins = ["pytester"]  # test_pytest_plugin.py drives the `parity` fixture in a subprocess
+pytest_plugins = ["pytester"]  # test_suite_plumbing.py runs pytest sessions in a subprocess
 
 PROCESS_DTYPE = "float64"
 

@@ -22,6 +22,17 @@ def _run(tmp_path, *args):
     return cli.main(["run", "--out", str(tmp_path / "out"), *args])
 
 
+def narrowed_run(monkeypatch, in_process: bool = False, **changes) -> None:
+    """Make the command's ``runner.run`` run its config with ``changes`` (checks, states,
+    hooks...), in this (float64) process if ``in_process``: a test pays for what it judges."""
+    real_run = runner.run
+
+    def run(config, **kwargs):
+        return real_run(dataclasses.replace(config, **changes), in_process=in_process, **kwargs)
+
+    monkeypatch.setattr(runner, "run", run)
+
+
 def _folders(tmp_path):
     out = tmp_path / "out"
     return sorted(p.name for p in out.iterdir()) if out.exists() else []
@@ -127,20 +138,9 @@ def test_passing_run_exits_0_prints_table_and_writes_report(tmp_path, capsys):
 @pytest.mark.keras
 def test_planted_bug_exits_1_and_the_report_names_layer_and_quantity(tmp_path, capsys,
                                                                      monkeypatch):  # fmt: skip
-    real_run = runner.run
-
-    def planted(config, **kwargs):
-        config = dataclasses.replace(
-            config,
-            dtypes=("float64",),
-            checks=("gradients",),
-            states=("initial",),
-            model_hooks=(ScaleGradient("dense", "bias", 1.01),),
-            training=None,
-        )
-        return real_run(config, in_process=True, **kwargs)  # fmt: skip
-
-    monkeypatch.setattr(runner, "run", planted)
+    narrowed_run(monkeypatch, in_process=True, dtypes=("float64",), checks=("gradients",),
+                 states=("initial",), model_hooks=(ScaleGradient("dense", "bias", 1.01),),
+                 training=None)  # fmt: skip
     assert _run(tmp_path, "--dtypes", "float64", "--images", "4") == 1
     assert "dense/bias" in capsys.readouterr().out
     (folder,) = _folders(tmp_path)
@@ -182,8 +182,12 @@ TRAINING_FILES = {"training.csv", "epochs.csv", "divergence.csv", "first_diverge
 
 
 @pytest.mark.slow
-def test_default_run_includes_training_curves(tmp_path, capsys):
-    assert _run(tmp_path, "--images", "4", "--blog-printout") == 0
+def test_a_run_with_training_prints_and_writes_its_curves_in_both_dtypes(tmp_path, capsys):
+    # The plumbing, on a short schedule (2 epochs of 100 images). The default schedule's
+    # curves (3 epochs of 1,000, both dtypes: 3,000 steps per path, passing, 75% test
+    # accuracy, tables, plots and the blog's printout) are test_curves.py's zhou_default.
+    args = ("--images", "4", "--epochs", "2", "--train-size", "100", "--test-size", "100")
+    assert _run(tmp_path, *args, "--blog-printout") == 0
     out = capsys.readouterr().out
     assert "[Step 100] Past 100 steps: Average Loss" in out
     assert re.search(r"training +zhou +float64 +\S+ +loss/per-step loss \(epoch\)", out)
@@ -194,23 +198,32 @@ def test_default_run_includes_training_curves(tmp_path, capsys):
     training = pd.read_csv(folder / "training.csv")
     counts = training.groupby(["dtype", "keras_path"]).size()
     assert counts.to_dict() == {
-        (d, p): 3000 for d in ("float32", "float64") for p in ("epoch", "lockstep")
+        (d, p): 200 for d in ("float32", "float64") for p in ("epoch", "lockstep")
     }
     epochs = pd.read_csv(folder / "epochs.csv")
-    assert (epochs[epochs.epoch == 3].scratch_test_accuracy >= 0.75).all()
+    assert sorted(epochs.groupby("dtype").epoch.max().items()) == [("float32", 2), ("float64", 2)]
+
+
+def test_the_default_run_trains_on_the_schedule_of_test_curves_zhou_default():
+    # DESIGN.md's default: the blog's SGD at 0.005, batch 1, 3 epochs of 1,000 images,
+    # 1,000 test images, the epoch function and lockstep: what training.training_check
+    # runs by default (test_curves.py's zhou_default judges those curves in both dtypes).
+    from parity.checks.training_config import TrainingConfig
+
+    args = cli.build_parser().parse_args(["run"])
+    training = cli.training_from_args(args).for_model("zhou", "float64", 0)
+    assert training == TrainingConfig("zhou", "float64")
+    schedule = (training.optimizer, training.learning_rate, training.batch_size)
+    assert schedule == ("sgd", 0.005, 1) and training.epochs == 3
+    assert (training.train_size, training.test_size, training.lockstep) == (1000, 1000, True)
+    assert args.dtypes == "float64,float32" and args.models == "zhou"
 
 
 @pytest.mark.keras
 @pytest.mark.parametrize("diagnose", [False, True], ids=["default", "diagnose"])
 def test_diagnose_reports_a_passing_runs_closest_lockstep_step(tmp_path, capsys, monkeypatch,
                                                                diagnose):  # fmt: skip
-    real_run = runner.run
-
-    def quick(config, **kwargs):
-        config = dataclasses.replace(config, checks=("forward",), states=("initial",))
-        return real_run(config, in_process=True, **kwargs)
-
-    monkeypatch.setattr(runner, "run", quick)
+    narrowed_run(monkeypatch, in_process=True, checks=("forward",), states=("initial",))
     flags = ["--diagnose"] if diagnose else []
     assert _run(tmp_path, "--dtypes", "float64", "--images", "4", "--epochs", "1",
                 "--train-size", "20", "--test-size", "20", *flags) == 0  # fmt: skip
@@ -222,14 +235,8 @@ def test_diagnose_reports_a_passing_runs_closest_lockstep_step(tmp_path, capsys,
 
 
 def _planted_run(monkeypatch, hook):
-    real_run = runner.run
-
-    def planted(config, **kwargs):
-        config = dataclasses.replace(config, dtypes=("float64",), states=("initial",),
-                                     model_hooks=(hook,), training=None)  # fmt: skip
-        return real_run(config, in_process=True, **kwargs)
-
-    monkeypatch.setattr(runner, "run", planted)
+    narrowed_run(monkeypatch, in_process=True, dtypes=("float64",), states=("initial",),
+                 model_hooks=(hook,), training=None)  # fmt: skip
 
 
 @pytest.mark.keras
@@ -271,7 +278,8 @@ def test_check_help_shows_no_restructuredtext_markup(capsys):
 
 
 @pytest.mark.slow
-def test_keras_path_fit_runs_fit_beside_the_epoch_function(tmp_path):
+def test_keras_path_fit_runs_fit_beside_the_epoch_function(tmp_path, monkeypatch):
+    narrowed_run(monkeypatch, checks=(), states=())  # the training check only
     args = ("--dtypes", "float64", "--images", "4", "--epochs", "1", "--train-size", "60")
     assert _run(tmp_path, *args, "--keras-path", "fit,epoch") == 0
     training = pd.read_csv(tmp_path / "out" / _folders(tmp_path)[0] / "training.csv")

@@ -7,6 +7,7 @@ import time
 
 import pandas as pd
 import pytest
+from test_cli import narrowed_run
 
 from parity import cli, runner, start_up
 from parity.compare import ERROR, FAIL, NOT_PROVIDED, PASS
@@ -118,7 +119,10 @@ def test_start_up_returns_when_every_process_ended_without_being_ready(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_run_prints_the_start_up_phase_and_each_process_ready(tmp_path, capfd):
+def test_a_run_prints_the_start_up_phase_and_each_process_ready(tmp_path, capfd, monkeypatch):
+    # A fresh float64 process (capfd: not the suite's kept one); one check at one state, as
+    # the start-up is over before any check runs.
+    narrowed_run(monkeypatch, checks=("forward",), states=("initial",))
     code = cli.main(["check", str(cli_example()), "--epochs", "0", "--images", "2",
                      "--out", str(tmp_path)])  # fmt: skip
     err = capfd.readouterr().err

@@ -22,6 +22,11 @@ def zhou_default(request, mnist):
     return training.training_check("zhou", request.param, mnist)
 
 
+# The tests of zhou_default (the default schedule, ~10 s per dtype) run on one pytest-xdist
+# worker (`--dist loadgroup`), which computes it once per dtype.
+DEFAULT_RUN = pytest.mark.xdist_group("curves_zhou_default")
+
+
 # -- unit tests (fast) --------------------------------------------------------------------
 
 
@@ -97,22 +102,26 @@ def test_plots_are_png(tmp_path):
 
 
 @pytest.mark.slow
+@DEFAULT_RUN
 def test_default_run_has_3000_steps_per_keras_path(zhou_default):
     counts = zhou_default.training.groupby("keras_path").size().to_dict()
     assert counts == {"epoch": 3000, "lockstep": 3000}
 
 
 @pytest.mark.slow
+@DEFAULT_RUN
 def test_default_run_passes(zhou_default):
     assert zhou_default.passed, zhou_default.failures()
 
 
 @pytest.mark.slow
+@DEFAULT_RUN
 def test_scratch_zhou_reaches_75_percent_test_accuracy(zhou_default):
     assert zhou_default.epochs["scratch_test_accuracy"].iloc[-1] >= 0.75
 
 
 @pytest.mark.slow
+@DEFAULT_RUN
 def test_default_run_writes_tables_and_plots(zhou_default, tmp_path):
     names = {p.name for p in training_report.write_outputs([zhou_default], tmp_path)}
     dtype = zhou_default.config.dtype
@@ -123,6 +132,7 @@ def test_default_run_writes_tables_and_plots(zhou_default, tmp_path):
 
 
 @pytest.mark.slow
+@DEFAULT_RUN
 def test_blog_printout_every_100_steps(zhou_default):
     lines = training_report.blog_printout(zhou_default)
     steps = [line for line in lines if line.startswith("[Step ")]
@@ -136,8 +146,9 @@ def test_blog_printout_every_100_steps(zhou_default):
 @pytest.mark.slow
 def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
     hooks = (BlogAllTiesMaxPool(),)
-    result = training.training_check("zhou", "float64", mnist, epochs=1, train_size=200,
-                                   keras_paths=("tape",), model_hooks=hooks)  # fmt: skip
+    result = training.training_check("zhou", "float64", mnist, epochs=1, train_size=20,
+                                     test_size=20, keras_paths=("tape",),
+                                     model_hooks=hooks)  # fmt: skip
     loss = next(c for _, _, c in result.comparisons if c.layer == "loss")
     first = result.first_exceeding("tape", training_config.STEP_LOSS_ATOL["float64"])
     assert not loss.passed and first["global_step"] == 2
@@ -146,28 +157,26 @@ def test_blog_all_ties_max_pool_fails_and_names_the_first_diverging_step(mnist):
     )
 
 
-def adam_run(dtype, mnist, hook):
+def adam_run(dtype, mnist, hook, **schedule):
     return training.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
-                                 batch_size=32, epochs=1, keras_paths=("tape",),
-                                 model_hooks=(hook,))  # fmt: skip
+                                   batch_size=32, epochs=1, keras_paths=("tape",),
+                                   model_hooks=(hook,), **schedule)  # fmt: skip
+
+
+BUG_STEPS = dict(train_size=96, test_size=32)  # 3 steps: the bug shows at step 1 and 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_adam_with_epsilon_inside_sqrt_is_caught_by_lockstep_at_step_1(mnist, dtype):
-    result = training.training_check("chw", dtype, mnist, optimizer="adam", learning_rate=0.001,
-                                   batch_size=32, epochs=1, keras_paths=("tape",),
-                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    result = adam_run(dtype, mnist, AdamEpsilonInsideSqrt(), **BUG_STEPS)
     lockstep = result.training[result.training["keras_path"] == "lockstep"]
     assert not result.passed and lockstep["update_budget_use"].iloc[0] > 1
 
 
 @pytest.mark.slow
 def test_adam_with_epsilon_inside_sqrt_drifts_the_float64_curve_at_step_2(mnist):
-    result = training.training_check("chw", "float64", mnist, optimizer="adam",
-                                   learning_rate=0.001, batch_size=32, epochs=1,
-                                   keras_paths=("tape",), lockstep=False,
-                                   model_hooks=(AdamEpsilonInsideSqrt(),))  # fmt: skip
+    result = adam_run("float64", mnist, AdamEpsilonInsideSqrt(), lockstep=False, **BUG_STEPS)
     atol = training_config.STEP_LOSS_ATOL["float64"]
     assert result.first_exceeding("tape", atol)["global_step"] == 2
 

@@ -20,6 +20,7 @@ CASES = {  # id: (model, optimizer, learning rate, batch size)
     "chw-relu-adam-b32": ("chw-relu", "adam", 0.001, 32),
 }
 IMAGES, EPOCHS, CHUNK_STEPS = 150, 2, 3
+pytestmark = pytest.mark.xdist_group("keras_paths")  # one worker runs `runs` once per dtype
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])

@@ -10,6 +10,7 @@ from parity.data import load_mnist
 from reference.backend import run_in_dtype_process
 
 SHORT = dict(epochs=1, train_size=200, test_size=100, seed=0)  # ~1 s of lockstep per run
+pytestmark = pytest.mark.xdist_group("lockstep")  # one worker runs `runs` once per dtype
 
 
 # -- planted bugs (picklable hooks: they run in the dtype's child process) ----------------

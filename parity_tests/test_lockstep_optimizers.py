@@ -11,6 +11,7 @@ from scratch.models import build
 
 SLOTTED = [name for name in NAMES if OPTIMIZERS[name].slots]
 SHORT = dict(epochs=1, train_size=100, test_size=50, seed=0, keras_paths=())
+pytestmark = pytest.mark.xdist_group("lockstep_optimizers")  # `runs` once per dtype
 
 
 # -- the table (numpy only) ----------------------------------------------------------------

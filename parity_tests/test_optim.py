@@ -10,6 +10,7 @@ from scratch.optim import SGD, Adam, AdamW, RMSprop, keras_beta_power, keras_cas
 FORMULA_RTOL = 1e-13  # Adam vs the formula re-associated, 100 steps; measured 7.5e-17
 KERAS_FLOAT64_RTOL = 1e-15  # one-ulp TF pow at rare steps (docstring); measured 3.7e-18
 STEPS = 100
+pytestmark = pytest.mark.xdist_group("optim")  # one worker runs `keras_runs` once per dtype
 
 
 def problem(dtype="float64", steps=STEPS, seed=0):

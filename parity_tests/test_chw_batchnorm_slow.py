@@ -5,16 +5,18 @@ statistics after every step).
 What is judged where (issue 16: no run twice). The false-alarm sweep
 (test_selftest.py::test_correct_code_raises_no_false_alarm_*) judges the shipped
 cs231n-3layer-chw's static checks at every weight state (the "trained" one after the
-default 300 steps) in both dtypes, but runs no training on it: the shipped network's run
-here trains it, and shows every expected row reported, with a shorter "trained" state. The
-user's example is judged nowhere else with every check, so it keeps `parity check`'s
-default weight states; its training, like the network's, is one epoch of 10 steps."""
+default 300 steps) in both dtypes, asserting exactly runner.expected_keys and every row
+PASS, but runs no training on it: the shipped network's run here trains it (no static
+checks). The user's example is judged nowhere else with every check, so it keeps `parity
+check`'s default weight states; its training, like the network's, is one epoch of 10
+steps."""
 
 from pathlib import Path
 
 import pytest
 
 from parity import runner
+from scratch.models import build
 from scratch.user_code import UserCode
 
 MODEL = "cs231n-3layer-chw"
@@ -23,9 +25,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cs231n_bn" / "laye
 # One epoch of 10 lockstep steps of 32 (the network's batch), every row compared after each
 # step; `parity run`'s default 1,000 images is the same code 32 times.
 TRAINING = runner.TrainingOptions(batch_size=None, epochs=1, train_size=320, test_size=100)
-# The shipped network's "trained" state after 30 SGD steps of 32 (the moving statistics
-# away from their start); 300 steps: the false-alarm sweep (test_selftest.py).
-TRAINED_STEPS = 30
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +34,17 @@ def _not_passing(summary) -> str:
     return failing[["dtype", "check", "layer", "quantity", "message"]].to_string()
 
 
-def test_network_passes_every_check_in_both_dtypes():
-    config = runner.RunConfig(models=(MODEL,), dtypes=DTYPES, training=TRAINING,
-                              train_steps=TRAINED_STEPS)  # fmt: skip
+def test_network_trains_in_lockstep_in_both_dtypes():
+    config = runner.RunConfig(models=(MODEL,), dtypes=DTYPES, training=TRAINING, states=())
     s = runner.run(config).summary
     assert (s.status == "PASS").all(), _not_passing(s)
-    expected = {(d, *k) for d in DTYPES for k in runner.expected_keys(MODEL, d)}
-    assert expected <= {tuple(r) for r in s[["dtype", "check", "layer", "quantity"]].itertuples(
-        index=False)}  # fmt: skip
-    moving = s[(s.check == "training") & s.quantity.str.startswith("moving_")]
+    assert set(s.check) == {"training"}
+    for dtype in DTYPES:
+        rows = s[s.dtype == dtype]
+        updates = set(rows.layer + "/" + rows.quantity)
+        for layer, weights in build(MODEL).params().items():
+            assert {f"{layer}/{w} update (lockstep)" for w in weights} <= updates, dtype
+    moving = s[s.quantity.str.startswith("moving_")]
     assert len(moving) == 2 * 2 * 2  # 2 layers x (mean, variance) x 2 dtypes
 
 

@@ -16,7 +16,9 @@ from scratch.user_code import UserCode, UserCodeError, load, locate
 from scratch.user_cs231n import UserCs231nModel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cs231n" / "layers.py"
-FAST = ("--epochs", "0", "--images", "4", "--dtypes", "float64")
+# 2 images: the full checks (the examples and relu-in-place) are mostly finite differences, a
+# forward pass per image for each point; what the tests judge does not depend on the count
+FAST = ("--epochs", "0", "--images", "2", "--dtypes", "float64")
 CHECKS = dict(checks=("forward", "gradients", "isolation"), states=("random",))
 IN_PLACE_MESSAGE = "layer `re_lu` (ReLU) modified its input in place"
 

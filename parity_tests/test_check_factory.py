@@ -11,7 +11,9 @@ from scratch.user_code import UserCode, UserCodeError, locate
 from scratch.user_factory import Subject, call_factory
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "factory" / "net.py"
-FAST = ("--epochs", "0", "--images", "4", "--dtypes", "float64")
+# 2 images: the example's full check is mostly finite differences, a forward pass per image for
+# each point; what the tests judge does not depend on the count
+FAST = ("--epochs", "0", "--images", "2", "--dtypes", "float64")
 QUICK = dict(checks=("forward", "gradients", "isolation", "preprocessing"), states=("random",))
 
 # Planted faults: (old text present exactly once in the example, new text).

@@ -8,8 +8,7 @@ images (``x_train`` 60,000 and ``x_test`` 10,000, labels alike): fine for a timi
 cost of a step does not depend on which digit it sees. It then runs
 ``parity run --data FILE --epochs N --train-size 60000 --test-size 10000`` in a
 subprocess and prints the wall time, the exit code, the load average before and after,
-and the training check's per-step seconds of each side from ``training.csv``'s report
-folder (``summary.csv``'s training rows carry the verdicts). ``--keras-path fit`` times
+and the run's training rows and verdict count from its console table. ``--keras-path fit`` times
 ``model.fit`` instead of the default whole-epoch ``tf.function``. A script, not a test:
 timings are never asserted. The file is written to a temporary folder and removed.
 """

@@ -81,23 +81,17 @@ def check(tmp_path, monkeypatch):
     return run
 
 
-@pytest.fixture(scope="session")
-def _kept_processes():
-    from reference import backend
-
-    kept = backend.KeptProcesses()
-    yield kept
-    kept.close()
-
-
 @pytest.fixture(autouse=True)
 def _dtype_processes_kept(request):
-    """Every ``run_in_dtype_process`` of a test reuses the session's process for its dtype
-    (``reference.backend.KeptProcesses``): TensorFlow is imported once per dtype and xdist
-    worker, not once per call. A test that reads the child's output with ``capfd`` gets
-    fresh processes, as users do (a kept process writes where it was spawned)."""
-    if "capfd" in request.fixturenames:
+    """Every ``run_in_dtype_process`` of a test reuses the session's process for its dtype:
+    the installed ``parity`` plugin's ``_parity_processes`` (``reference.backend.
+    KeptProcesses``), so TensorFlow is imported once per dtype and xdist worker, not once
+    per call. A test that reads the child's output with ``capfd`` gets fresh processes, by
+    the plugin's own rule (a kept process writes where it was spawned)."""
+    from parity.pytest_plugin import CAPTURES_FDS
+
+    if any(name in request.fixturenames for name in CAPTURES_FDS):
         yield
         return
-    with request.getfixturevalue("_kept_processes").active():
+    with request.getfixturevalue("_parity_processes").active():
         yield

@@ -20,10 +20,10 @@ def _id(key) -> str:
 
 
 @pytest.fixture(scope="session")
-def results(_kept_processes):
+def results(_parity_processes):
     # A session fixture is set up before conftest's autouse (function-scoped) fixture that
     # activates the worker's kept dtype processes: without this, two more TensorFlow imports.
-    with _kept_processes.active():
+    with _parity_processes.active():
         return runner.run(runner.RunConfig(models=MODELS, dtypes=DTYPES))
 
 

@@ -26,7 +26,6 @@ def test_the_declared_columns_are_those_of_a_run_with_rows():
     config = runner.RunConfig(models=("zhou",), dtypes=("float64",), images=4,
                               states=("initial", "trained"), training=None)  # fmt: skip
     tables = runner.run(config, in_process=True).tables
-    declared = dict(runner.EMPTY_COLUMNS)
     for table in ("forward", "gradients", "isolation", "derivations", "ties"):
         assert not tables[table].empty, table
-        assert list(tables[table].columns) == declared.get(table, row_columns()), table
+        assert list(tables[table].columns) == runner.EMPTY_COLUMNS.get(table, row_columns()), table

@@ -74,14 +74,13 @@ def test_later_steps_with_a_well_conditioned_velocity_are_explained(dtype):
 def test_lockstep_gives_rmsprop_the_rule_and_other_optimizers_not():
     from parity import lockstep
     from reference.lockstep_step import LockstepStepper
-    from reference.optimizers import OPTIMIZERS, scratch_optimizer
+    from reference.optimizers import OPTIMIZERS
     from reference.twin import twin
     from scratch.models import build
 
     rules = {}
     for name in ("rmsprop", "adam", "sgd"):
         model = build("chw", seed=0, dtype="float64")
-        scratch_optimizer(name, OPTIMIZERS[name].learning_rate)
         stepper = LockstepStepper(twin(model, "float64"), model, optimizer=name,
                                   learning_rate=OPTIMIZERS[name].learning_rate)  # fmt: skip
         judge = lockstep.Lockstep(stepper, model, "float64", name).judge
